@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/orderflow/orderflow/internal/config"
+)
+
+// run builds the command tree and executes it with args.
+func run(ctx context.Context, args []string) error {
+	root := newRoot()
+	root.SetArgs(args)
+	return root.ExecuteContext(ctx)
+}
+
+// globals are the flags every command shares.
+type globals struct {
+	configFile string
+	logLevel   string
+	natsURL    string
+}
+
+func (g *globals) logger() *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(strings.ToUpper(g.logLevel)))
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+}
+
+func newRoot() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:           "orderflow",
+		Short:         "Keeps the status of every delivery order correct while many sources update it",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			// Flags, then ORDERFLOW_* environment variables, then the YAML file.
+			cfg := g.configFile
+			if !cmd.Flags().Changed("config") {
+				cfg = os.Getenv(config.EnvName("config"))
+			}
+			if err := config.Apply(cmd.Flags(), cfg, os.Getenv); err != nil {
+				return usageError{err}
+			}
+			return nil
+		},
+	}
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.configFile, "config", "", "YAML file of flag values (keys are flag names)")
+	pf.StringVar(&g.logLevel, "log-level", "info", "debug, info, warn or error")
+	pf.StringVar(&g.natsURL, "nats-url", "", "NATS server URL; empty for serve means the embedded server, for clients nats://127.0.0.1:4222")
+	root.AddCommand(newServe(g), newPublish(g), newSimulate(g), newStatus(g))
+	return root
+}
+
+// clientURL is the NATS URL client commands connect to.
+func (g *globals) clientURL() string {
+	if g.natsURL != "" {
+		return g.natsURL
+	}
+	return "nats://127.0.0.1:4222"
+}
+
+var _ = pflag.CommandLine

@@ -1,0 +1,32 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/orderflow/orderflow/internal/app"
+)
+
+func newServe(g *globals) *cobra.Command {
+	var cfg app.ServeConfig
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the pipeline and the HTTP API (embedded JetStream unless --nats-url is set)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg.NATSURL = g.natsURL
+			cfg.Logger = g.logger()
+			return app.Serve(cmd.Context(), cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.DataDir, "data-dir", "./orderflow-data", "embedded server's JetStream store")
+	f.StringVar(&cfg.NATSListen, "nats-listen", "127.0.0.1:4222", "embedded server's client address")
+	f.StringVar(&cfg.HTTPListen, "http-listen", "127.0.0.1:8080", "HTTP API address")
+	f.DurationVar(&cfg.SyncInterval, "sync-interval", 0, "embedded server's fsync interval: 0 = nats default (2m), -1ns = fsync every write (slower, survives power loss)")
+	f.IntVar(&cfg.Topology.Partitions, "partitions", 8, "ordered lanes ORDER_EVENTS is split into (fixed once the stream holds events)")
+	f.IntVar(&cfg.Topology.Replicas, "replicas", 1, "stream replicas: 1 embedded, 3 on a cluster")
+	f.DurationVar(&cfg.Topology.TerminalTTL, "terminal-ttl", 0, "how long delivered/cancelled snapshots stay in KV (default 24h); reads fall back to the WAL")
+	f.DurationVar(&cfg.Topology.DuplicateWindow, "duplicate-window", 0, "JetStream duplicate window for Nats-Msg-Id (default 2m)")
+	f.DurationVar(&cfg.Topology.LanePinnedTTL, "lane-failover", 0, "how long a silent instance keeps its lanes before another takes over (default 10s)")
+	return cmd
+}

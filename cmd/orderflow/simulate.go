@@ -1,0 +1,267 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+
+	"github.com/orderflow/orderflow/handlers/resolver"
+	"github.com/orderflow/orderflow/internal/simulate"
+	"github.com/orderflow/orderflow/pipelines/topology"
+)
+
+func newSimulate(g *globals) *cobra.Command {
+	var (
+		cfg    simulate.Config
+		rate   float64
+		report bool
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "simulate",
+		Short: "Publish a realistic, seeded, contending workload: duplicates, reordering, races, cancellations, agent corrections",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			nc, err := nats.Connect(g.clientURL(), nats.Name("orderflow-simulate"))
+			if err != nil {
+				return fmt.Errorf("connect to NATS at %s: %w", g.clientURL(), err)
+			}
+			defer nc.Close()
+			var failed atomic.Int64
+			js, err := jetstream.New(nc, jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) {
+				if failed.Add(1) <= 5 {
+					fmt.Fprintf(cmd.ErrOrStderr(), "publish %s failed: %v\n", m.Subject, err)
+				}
+			}))
+			if err != nil {
+				return err
+			}
+			sum, err := publishSimulation(cmd.Context(), js, cfg, rate, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			if n := failed.Load(); n > 0 {
+				return fmt.Errorf("%d messages were not stored", n)
+			}
+			out := cmd.OutOrStdout()
+			if !report {
+				if asJSON {
+					return json.NewEncoder(out).Encode(sum)
+				}
+				fmt.Fprintln(out, sum.String())
+				return nil
+			}
+			rep, err := waitAndReport(cmd.Context(), js, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return json.NewEncoder(out).Encode(map[string]any{"published": sum, "report": rep})
+			}
+			fmt.Fprintln(out, sum.String())
+			rep.print(out)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.Int64Var(&cfg.Seed, "seed", 1, "random seed: the same seed publishes the same events")
+	f.IntVar(&cfg.Orders, "orders", 1000, "orders to simulate")
+	f.Float64Var(&rate, "rate", 0, "target events per second, 0 = as fast as JetStream acks")
+	f.Float64Var(&cfg.DuplicateRate, "duplicates", 0, "fraction of events re-sent (default 0.03; -1 = none)")
+	f.Float64Var(&cfg.ReorderRate, "reorder", 0, "fraction of orders with reordered events (default 0.20; -1 = none)")
+	f.Float64Var(&cfg.CancelRate, "cancel", 0, "fraction of orders cancelled (default 0.05; -1 = none)")
+	f.Float64Var(&cfg.AgentRate, "agent", 0, "fraction of orders an agent corrects (default 0.02; -1 = none)")
+	f.Float64Var(&cfg.InvalidRate, "invalid", 0, "fraction of bad messages, for DLQ drills (default 0)")
+	f.BoolVar(&report, "report", false, "wait until the pipeline has folded everything, then print the status summary")
+	f.BoolVar(&asJSON, "json", false, "machine-readable output")
+	return cmd
+}
+
+// publishSimulation publishes the workload with pipelined async publishes, paced to
+// rate, with a progress line on w.
+func publishSimulation(ctx context.Context, js jetstream.JetStream, cfg simulate.Config, rate float64, w io.Writer) (simulate.Summary, error) {
+	gen, err := simulate.NewGenerator(cfg)
+	if err != nil {
+		return simulate.Summary{}, usageError{err}
+	}
+	start := time.Now()
+	lastProgress := start
+	sent := 0
+	for {
+		m, ok := gen.Next()
+		if !ok {
+			break
+		}
+		if d := simulate.PaceDelay(sent, rate, time.Since(start)); d > 0 {
+			time.Sleep(d)
+		}
+		msg := nats.NewMsg(m.Subject)
+		msg.Data = m.Body
+		msg.Header.Set(nats.MsgIdHdr, m.MsgID)
+		if err := publishAsync(ctx, js, msg); err != nil {
+			return gen.Summary(), err
+		}
+		sent++
+		if time.Since(lastProgress) >= time.Second {
+			lastProgress = time.Now()
+			fmt.Fprintf(w, "published %d messages (%.0f/s)\n", sent, float64(sent)/time.Since(start).Seconds())
+		}
+		if ctx.Err() != nil {
+			return gen.Summary(), ctx.Err()
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-ctx.Done():
+		return gen.Summary(), ctx.Err()
+	}
+	el := time.Since(start)
+	fmt.Fprintf(w, "published %d messages in %s (%.0f/s)\n", sent, el.Round(time.Millisecond), float64(sent)/el.Seconds())
+	return gen.Summary(), nil
+}
+
+// publishAsync sends m without waiting for its ack, waiting only when too many acks
+// are outstanding (back-pressure from the server).
+func publishAsync(ctx context.Context, js jetstream.JetStream, m *nats.Msg) error {
+	for {
+		_, err := js.PublishMsgAsync(m)
+		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+			if err != nil {
+				return fmt.Errorf("publish: %w", err)
+			}
+			return nil
+		}
+		select {
+		case <-js.PublishAsyncComplete():
+		case <-time.After(100 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// statusReport is what the pipeline made of a workload.
+type statusReport struct {
+	Orders   int            `json:"orders"`
+	ByStatus map[string]int `json:"by_status"`
+	DLQ      uint64         `json:"dlq"`
+	WAL      uint64         `json:"wal_events"`
+}
+
+func (r statusReport) print(w io.Writer) {
+	fmt.Fprintf(w, "pipeline: %d events in the WAL, %d in the DLQ, %d orders in KV\n", r.WAL, r.DLQ, r.Orders)
+	keys := make([]string, 0, len(r.ByStatus))
+	for k := range r.ByStatus {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(w, "  %-18s %d\n", k, r.ByStatus[k])
+	}
+}
+
+// waitAndReport waits until every lane consumer has nothing pending and the lane
+// checkpoints cover the WAL, then summarises the snapshots.
+func waitAndReport(ctx context.Context, js jetstream.JetStream, w io.Writer) (statusReport, error) {
+	if err := waitDrained(ctx, js, w); err != nil {
+		return statusReport{}, err
+	}
+	var rep statusReport
+	rep.ByStatus = map[string]int{}
+	kv, err := js.KeyValue(ctx, topology.StatusBucket)
+	if err != nil {
+		return rep, err
+	}
+	lister, err := kv.ListKeys(ctx)
+	if err != nil {
+		return rep, err
+	}
+	for key := range lister.Keys() {
+		e, err := kv.Get(ctx, key)
+		if err != nil {
+			continue
+		}
+		st, err := resolver.UnmarshalSnapshot(e.Value())
+		if err != nil {
+			return rep, fmt.Errorf("snapshot %s: %w", key, err)
+		}
+		v := st.View()
+		name := string(v.Status)
+		if v.Predicted {
+			name += " (predicted)"
+		}
+		rep.ByStatus[name]++
+		rep.Orders++
+	}
+	for name, dst := range map[string]*uint64{topology.DLQStream: &rep.DLQ, topology.EventsStream: &rep.WAL} {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			return rep, err
+		}
+		*dst = s.CachedInfo().State.Msgs
+	}
+	return rep, nil
+}
+
+// waitDrained polls the lane consumers until none has pending or unacked events and
+// every lane checkpoint has reached its partition's last event.
+func waitDrained(ctx context.Context, js jetstream.JetStream, w io.Writer) error {
+	s, err := js.Stream(ctx, topology.EventsStream)
+	if err != nil {
+		return err
+	}
+	parts, err := topology.PartitionsOf(s.CachedInfo().Config)
+	if err != nil {
+		return err
+	}
+	ckpts, err := js.KeyValue(ctx, topology.LanesBucket)
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		behind := uint64(0)
+		for p := 0; p < parts; p++ {
+			c, err := s.Consumer(ctx, topology.LaneConsumer(p))
+			if err != nil {
+				return err
+			}
+			info, err := c.Info(ctx)
+			if err != nil {
+				return err
+			}
+			behind += info.NumPending + uint64(info.NumAckPending)
+			last, err := s.GetLastMsgForSubject(ctx, topology.LaneSubject(p))
+			if err != nil {
+				continue // an empty partition
+			}
+			var pos uint64
+			if e, err := ckpts.Get(ctx, topology.LaneConsumer(p)); err == nil {
+				fmt.Sscanf(string(e.Value()), "%d", &pos)
+			}
+			if pos < last.Sequence {
+				behind++
+			}
+		}
+		if behind == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("pipeline still behind after 5m (%d events): is orderflow serve running?", behind)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,67 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+
+	"github.com/orderflow/orderflow/internal/orders"
+	"github.com/orderflow/orderflow/internal/snapshot"
+	"github.com/orderflow/orderflow/internal/wal"
+)
+
+func newStatus(g *globals) *cobra.Command {
+	var timeline, asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status ORDER_ID",
+		Short: "Print an order's current status (never older than the WAL), or its timeline",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			nc, err := nats.Connect(g.clientURL(), nats.Name("orderflow-status"))
+			if err != nil {
+				return fmt.Errorf("connect to NATS at %s: %w", g.clientURL(), err)
+			}
+			defer nc.Close()
+			js, err := jetstream.New(nc)
+			if err != nil {
+				return err
+			}
+			log, err := wal.Open(ctx, js)
+			if err != nil {
+				return err
+			}
+			snaps, err := snapshot.Open(ctx, js, 0)
+			if err != nil {
+				return err
+			}
+			r := orders.NewReader(log, snaps, 1)
+			out := cmd.OutOrStdout()
+			var v any
+			if timeline {
+				v, err = r.Timeline(ctx, args[0])
+			} else {
+				v, err = r.Get(ctx, args[0])
+			}
+			if errors.Is(err, orders.ErrNotFound) {
+				return fmt.Errorf("order %s not found", args[0])
+			}
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(v)
+			}
+			return printHuman(out, v)
+		},
+	}
+	cmd.Flags().BoolVar(&timeline, "timeline", false, "every event with its decision and reason")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "machine-readable output")
+	return cmd
+}

@@ -1,0 +1,70 @@
+package handlers
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/orderflow/orderflow/pipelines/topology"
+	"github.com/orderflow/orderflow/schemas"
+)
+
+// DLQ reason codes, stable: operators alert and filter on them.
+const (
+	ReasonPayloadTooLarge = "payload_too_large"
+	ReasonInvalidSubject  = "invalid_subject"
+	ReasonDuplicateHeader = "duplicate_header"
+	ReasonMalformedJSON   = "malformed_json"
+	ReasonSourceMismatch  = "source_mismatch"
+	ReasonOrderMismatch   = "order_id_mismatch"
+	ReasonSchemaViolation = "schema_violation"
+	ReasonHandlerPanic    = "handler_panic"
+)
+
+// Rejection says why a WAL record cannot be processed and goes to the DLQ.
+type Rejection struct {
+	Reason string // one of the Reason* codes
+	Detail string // every problem, for humans
+}
+
+// Classify turns a stored WAL record into a valid event or a rejection. It is pure
+// and total: any bytes and headers give one or the other, never a panic.
+func Classify(walSubject string, data []byte, header nats.Header) (*schemas.Event, *Rejection) {
+	if len(data) > schemas.MaxEventBytes {
+		return nil, &Rejection{ReasonPayloadTooLarge, "body exceeds the event size limit"}
+	}
+	for k, v := range header {
+		// Two values for one header make the event ambiguous (which Nats-Msg-Id, which
+		// trace?), and naive header decoders fail on them: keep them out of the lanes.
+		if len(v) > 1 {
+			return nil, &Rejection{ReasonDuplicateHeader, "header " + k + " appears " + strconv.Itoa(len(v)) + " times"}
+		}
+	}
+	subject := topology.ProducerSubject(walSubject)
+	e, err := schemas.Decode(subject, data)
+	if err == nil {
+		return e, nil
+	}
+	ps, _ := err.(schemas.Problems)
+	return nil, &Rejection{Reason: reasonOf(ps), Detail: err.Error()}
+}
+
+// reasonOf picks the most specific reason: a subject or identity problem outranks
+// field problems, because it says the producer is misconfigured, not buggy.
+func reasonOf(ps schemas.Problems) string {
+	reason := ReasonSchemaViolation
+	for _, p := range ps {
+		switch {
+		case p.Path == "subject":
+			return ReasonInvalidSubject
+		case p.Path == "/source" && strings.Contains(p.Message, "subject"):
+			return ReasonSourceMismatch
+		case p.Path == "/order_id" && strings.Contains(p.Message, "subject"):
+			reason = ReasonOrderMismatch
+		case p.Path == "" && strings.HasPrefix(p.Message, "invalid JSON"):
+			reason = ReasonMalformedJSON
+		}
+	}
+	return reason
+}

@@ -1,0 +1,61 @@
+package handlers
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/orderflow/orderflow/internal/wal"
+	"github.com/orderflow/orderflow/pipelines/topology"
+)
+
+// DLQ headers (public contract): why the event was set aside and where it came from.
+const (
+	HeaderDLQReason       = "Orderflow-Dlq-Reason"
+	HeaderDLQDetail       = "Orderflow-Dlq-Detail"
+	HeaderOriginalSubject = "Orderflow-Original-Subject"
+	HeaderWALSubject      = "Orderflow-Wal-Subject"
+	HeaderWALSeq          = "Orderflow-Wal-Seq"
+)
+
+// maxDetail keeps one oversized explanation from exceeding header limits.
+const maxDetail = 2048
+
+// DLQ sets bad events aside in ORDER_EVENTS_DLQ, byte-for-byte.
+type DLQ struct {
+	js jetstream.JetStream
+}
+
+// NewDLQ returns a DLQ publisher.
+func NewDLQ(js jetstream.JetStream) *DLQ { return &DLQ{js: js} }
+
+// Send stores rec in the DLQ and waits for the ack: the lane checkpoint may pass the
+// event only once it is durable there. The message id is derived from the WAL
+// sequence, so a replay after a crash does not set the same event aside twice.
+func (d *DLQ) Send(ctx context.Context, rec wal.Record, rej Rejection) error {
+	m := nats.NewMsg(topology.DLQPrefix + "." + rej.Reason)
+	m.Data = rec.Data
+	for k, v := range rec.Header {
+		if k == nats.MsgIdHdr {
+			k = "Orderflow-Original-Msg-Id"
+		}
+		m.Header[k] = append([]string(nil), v...)
+	}
+	detail := rej.Detail
+	if len(detail) > maxDetail {
+		detail = detail[:maxDetail]
+	}
+	m.Header.Set(HeaderDLQReason, rej.Reason)
+	m.Header.Set(HeaderDLQDetail, detail)
+	m.Header.Set(HeaderOriginalSubject, topology.ProducerSubject(rec.Subject))
+	m.Header.Set(HeaderWALSubject, rec.Subject)
+	m.Header.Set(HeaderWALSeq, strconv.FormatUint(rec.Seq, 10))
+	m.Header.Set(nats.MsgIdHdr, "dlq-"+strconv.FormatUint(rec.Seq, 10))
+	if _, err := d.js.PublishMsg(ctx, m); err != nil {
+		return fmt.Errorf("send WAL %d to the DLQ: %w", rec.Seq, err)
+	}
+	return nil
+}

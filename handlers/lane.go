@@ -1,0 +1,581 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/orderflow/orderflow/handlers/resolver"
+	"github.com/orderflow/orderflow/internal/snapshot"
+	"github.com/orderflow/orderflow/internal/wal"
+	"github.com/orderflow/orderflow/pipelines/topology"
+	"github.com/orderflow/orderflow/schemas"
+)
+
+// LaneConfig tunes one lane.
+type LaneConfig struct {
+	// MaxDirty bounds the orders whose newest state is not yet durable; the lane
+	// stops taking events beyond it (back-pressure instead of unbounded memory).
+	MaxDirty int
+	// CacheSize bounds the orders kept in memory; only clean orders are evicted.
+	CacheSize int
+	// CheckpointEvery is how often the lane records its durable position.
+	CheckpointEvery time.Duration
+	// RetryBackoff is the pause before retrying a failed JetStream call.
+	RetryBackoff time.Duration
+}
+
+// SetDefaults fills unset fields.
+func (c *LaneConfig) SetDefaults() {
+	if c.MaxDirty == 0 {
+		c.MaxDirty = 2048
+	}
+	if c.CacheSize == 0 {
+		c.CacheSize = 50_000
+	}
+	if c.CheckpointEvery == 0 {
+		c.CheckpointEvery = 200 * time.Millisecond
+	}
+	if c.RetryBackoff == 0 {
+		c.RetryBackoff = 100 * time.Millisecond
+	}
+}
+
+// Deps are the I/O a lane needs.
+type Deps struct {
+	JS          jetstream.JetStream
+	Log         *wal.Log
+	Snapshots   *snapshot.Store
+	Checkpoints jetstream.KeyValue
+	DLQ         *DLQ
+	Metrics     *Metrics
+	Logger      *slog.Logger
+}
+
+// entry is one order held by the lane.
+type entry struct {
+	id    string
+	state *resolver.State
+	rev   uint64 // KV revision of the last durable write, 0 = never written
+	// dirtyFrom is the first WAL sequence whose effect is not yet durable, 0 = clean.
+	dirtyFrom uint64
+	dirtyAt   time.Time // WAL time of that event, for end-to-end latency
+	inflight  bool
+}
+
+// Lane is one ordered lane: it folds its partition's events, in WAL order, into order
+// states and keeps their snapshots in KV current.
+//
+// Durability argument. The handler acks a WAL message as soon as its effect is in
+// memory, so acks never wait for KV. What makes that safe is the lane checkpoint in
+// KV order_lanes: the highest WAL sequence C such that every event of this partition
+// at or below C has its effect durable (snapshot written, or DLQ stored). Whenever a
+// lane starts, or sees that deliveries skipped past it (another instance held the
+// lane meanwhile), it flushes, forgets its memory, and replays the partition from
+// C+1 before handling the next message. Events already folded into a snapshot are
+// skipped by the snapshot's wal_seq, so replay is idempotent. A crash therefore loses
+// no effect: the WAL keeps the events, the checkpoint says where to resume.
+type Lane struct {
+	partition int
+	cfg       LaneConfig
+	d         Deps
+
+	mu       sync.Mutex
+	cond     *sync.Cond // signalled when dirty shrinks
+	orders   map[string]*entry
+	dirty    map[string]*entry
+	lastSeq  uint64 // newest WAL sequence handled
+	consSeq  uint64 // consumer delivery sequence of the last message handled
+	needSync bool   // replay from the checkpoint before the next message
+	kick     chan struct{}
+	acks     chan pendingWrite
+	lastCkpt uint64
+}
+
+type pendingWrite struct {
+	e      *entry
+	upTo   uint64
+	future jetstream.PubAckFuture
+}
+
+// NewLane returns a lane for one partition. Run must be running for its writes to flow.
+func NewLane(partition int, cfg LaneConfig, d Deps) *Lane {
+	cfg.SetDefaults()
+	l := &Lane{
+		partition: partition,
+		cfg:       cfg,
+		d:         d,
+		orders:    make(map[string]*entry),
+		dirty:     make(map[string]*entry),
+		needSync:  true,
+		kick:      make(chan struct{}, 1),
+		acks:      make(chan pendingWrite, cfg.MaxDirty),
+	}
+	l.cond = sync.NewCond(&l.mu)
+	return l
+}
+
+// Delivery is one WAL message as the consumer handed it over.
+type Delivery struct {
+	Record      wal.Record
+	ConsumerSeq uint64
+	Pending     uint64
+}
+
+// Handle folds one delivered message. It returns an error only when ctx ends; every
+// other failure is retried here, because skipping an event would break the lane's
+// order and nacking would let later events overtake it.
+func (l *Lane) Handle(ctx context.Context, dl Delivery) error {
+	start := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.needSync || dl.ConsumerSeq != l.consSeq+1 {
+		if err := l.resync(ctx, dl.Record.Seq); err != nil {
+			l.needSync = true
+			return err
+		}
+	}
+	l.consSeq = dl.ConsumerSeq
+	if err := l.process(ctx, dl.Record); err != nil {
+		l.needSync = true
+		return err
+	}
+	l.d.Metrics.LaneLag.WithLabelValues(laneLabel(l.partition)).Set(float64(dl.Pending))
+	l.d.Metrics.HandlerSeconds.Observe(time.Since(start).Seconds())
+	for len(l.dirty) >= l.cfg.MaxDirty && ctx.Err() == nil {
+		l.kickWriter()
+		l.cond.Wait()
+	}
+	return ctx.Err()
+}
+
+// resync makes memory agree with KV: wait for pending writes, forget everything, and
+// replay this partition from the durable checkpoint up to (excluding) seq. Called
+// with mu held.
+func (l *Lane) resync(ctx context.Context, seq uint64) error {
+	if err := l.flushLocked(ctx); err != nil {
+		return err
+	}
+	clear(l.orders)
+	ckpt, err := l.readCheckpoint(ctx)
+	if err != nil {
+		return err
+	}
+	l.lastSeq = ckpt
+	l.lastCkpt = ckpt
+	if seq > ckpt+1 {
+		l.d.Logger.Info("lane replaying from checkpoint", "lane", l.partition, "from", ckpt+1, "to", seq-1)
+		err = wal.ReadRange(ctx, l.d.JS, topology.LaneSubject(l.partition), ckpt+1, seq-1, func(r wal.Record) error {
+			return l.process(ctx, r)
+		})
+		if err != nil {
+			return fmt.Errorf("lane %d replay: %w", l.partition, err)
+		}
+	}
+	l.needSync = false
+	return nil
+}
+
+// process folds one record. Called with mu held.
+func (l *Lane) process(ctx context.Context, rec wal.Record) error {
+	if rec.Seq <= l.lastSeq {
+		return nil // already handled: a redelivery or a replay overlap
+	}
+	ev, rej := classifySafely(rec)
+	if rej != nil {
+		if err := retry(ctx, l.cfg.RetryBackoff, func() error { return l.d.DLQ.Send(ctx, rec, *rej) }); err != nil {
+			return err
+		}
+		l.d.Metrics.DLQ.WithLabelValues(rej.Reason).Inc()
+		l.lastSeq = rec.Seq
+		return nil
+	}
+	var e *entry
+	err := retry(ctx, l.cfg.RetryBackoff, func() (err error) {
+		e, err = l.load(ctx, ev.OrderID, rec.Seq)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if rec.Seq > e.state.WalSeq() {
+		d, ok := applySafely(e.state, ev, rec.Seq)
+		if !ok {
+			// The resolver is fuzzed never to panic; if it does, keep the lane going and
+			// set the event aside rather than wedge every order behind it.
+			e.state, _ = l.rebuild(ctx, ev.OrderID, rec.Seq-1)
+			rej := Rejection{ReasonHandlerPanic, "resolver panicked on this event"}
+			if err := retry(ctx, l.cfg.RetryBackoff, func() error { return l.d.DLQ.Send(ctx, rec, rej) }); err != nil {
+				return err
+			}
+			l.d.Metrics.DLQ.WithLabelValues(rej.Reason).Inc()
+		} else {
+			l.d.Metrics.Events.WithLabelValues(string(ev.Source), string(d.Outcome)).Inc()
+			if d.Changed {
+				l.markDirty(e, rec)
+			}
+		}
+	}
+	l.lastSeq = rec.Seq
+	return nil
+}
+
+func (l *Lane) markDirty(e *entry, rec wal.Record) {
+	if e.dirtyFrom == 0 {
+		e.dirtyFrom = rec.Seq
+		e.dirtyAt = rec.Time
+		l.dirty[e.id] = e
+	}
+	l.kickWriter()
+}
+
+// load returns the order's entry, from memory or KV. On a KV miss it checks the WAL
+// for earlier events (an expired terminal snapshot, or events that never changed
+// the state), so a missing snapshot never means a forgotten order. Called with mu held.
+func (l *Lane) load(ctx context.Context, id string, seq uint64) (*entry, error) {
+	if e, ok := l.orders[id]; ok {
+		return e, nil
+	}
+	l.evict()
+	first, err := l.d.Log.FirstSeq(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if first == seq {
+		// A brand-new order: no earlier event, so no snapshot to read. (Were the key
+		// left from an earlier life of the id, the CAS write would report a conflict.)
+		e := &entry{id: id, state: resolver.New(id)}
+		l.orders[id] = e
+		return e, nil
+	}
+	st, rev, err := l.d.Snapshots.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if st == nil {
+		st = resolver.New(id)
+	}
+	if err := l.catchUp(ctx, st, seq-1); err != nil {
+		return nil, err
+	}
+	e := &entry{id: id, state: st, rev: rev}
+	l.orders[id] = e
+	return e, nil
+}
+
+// catchUp folds the order's WAL events after the state's wal_seq up to upto.
+func (l *Lane) catchUp(ctx context.Context, st *resolver.State, upto uint64) error {
+	if upto <= st.WalSeq() {
+		return nil
+	}
+	return l.d.Log.ReadOrder(ctx, st.View().OrderID, st.WalSeq(), upto, func(r wal.Record) error {
+		if ev, rej := classifySafely(r); rej == nil {
+			applySafely(st, ev, r.Seq)
+		}
+		return nil
+	})
+}
+
+// rebuild recomputes an order's state from KV and the WAL up to upto.
+func (l *Lane) rebuild(ctx context.Context, id string, upto uint64) (*resolver.State, uint64) {
+	var st *resolver.State
+	var rev uint64
+	_ = retry(ctx, l.cfg.RetryBackoff, func() (err error) {
+		st, rev, err = l.d.Snapshots.Get(ctx, id)
+		if err != nil {
+			return err
+		}
+		if st == nil {
+			st = resolver.New(id)
+		}
+		return l.catchUp(ctx, st, upto)
+	})
+	if st == nil {
+		st = resolver.New(id)
+	}
+	return st, rev
+}
+
+// evict drops clean orders when the cache is full. Called with mu held.
+func (l *Lane) evict() {
+	if len(l.orders) < l.cfg.CacheSize {
+		return
+	}
+	n := len(l.orders) / 4
+	for id, e := range l.orders {
+		if n == 0 {
+			return
+		}
+		if e.dirtyFrom == 0 && !e.inflight {
+			delete(l.orders, id)
+			n--
+		}
+	}
+}
+
+func (l *Lane) kickWriter() {
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run writes dirty snapshots and checkpoints until ctx ends.
+func (l *Lane) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		l.collectAcks(ctx)
+	}()
+	tick := time.NewTicker(l.cfg.CheckpointEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			l.mu.Lock()
+			l.cond.Broadcast()
+			l.mu.Unlock()
+			return
+		case <-l.kick:
+			l.writeDirty(ctx)
+		case <-tick.C:
+			l.writeDirty(ctx)
+			l.writeCheckpoint(ctx)
+		}
+	}
+}
+
+// writeDirty sends one pipelined CAS write per dirty order that has none in flight.
+// Several events of one order between two writes coalesce into one write.
+func (l *Lane) writeDirty(ctx context.Context) {
+	type job struct {
+		e        *entry
+		data     []byte
+		rev      uint64
+		upTo     uint64
+		terminal bool
+	}
+	var jobs []job
+	l.mu.Lock()
+	for _, e := range l.dirty {
+		if e.inflight {
+			continue
+		}
+		data, err := e.state.MarshalSnapshot()
+		if err != nil {
+			l.d.Logger.Error("encode snapshot", "order", e.id, "err", err)
+			continue
+		}
+		e.inflight = true
+		st := e.state.View().Status
+		jobs = append(jobs, job{e, data, e.rev, e.state.WalSeq(), st == schemas.StatusDelivered || st == schemas.StatusCancelled})
+	}
+	l.mu.Unlock()
+	for i, j := range jobs {
+		f, err := l.d.Snapshots.WriteAsync(j.e.id, j.data, j.rev, j.terminal)
+		if err != nil {
+			l.d.Logger.Warn("snapshot write not sent", "order", j.e.id, "err", err)
+			l.mu.Lock()
+			for _, rest := range jobs[i:] {
+				rest.e.inflight = false
+			}
+			l.mu.Unlock()
+			time.AfterFunc(l.cfg.RetryBackoff, l.kickWriter)
+			return
+		}
+		select {
+		case l.acks <- pendingWrite{e: j.e, upTo: j.upTo, future: f}:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// collectAcks settles write results in the order they were sent.
+func (l *Lane) collectAcks(ctx context.Context) {
+	for {
+		var w pendingWrite
+		select {
+		case w = <-l.acks:
+		case <-ctx.Done():
+			return
+		}
+		select {
+		case ack := <-w.future.Ok():
+			l.settle(w, ack.Sequence)
+		case err := <-w.future.Err():
+			l.failed(ctx, w, err)
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (l *Lane) settle(w pendingWrite, rev uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e := w.e
+	e.inflight = false
+	e.rev = rev
+	l.d.Metrics.SnapshotWrites.WithLabelValues("ok").Inc()
+	if !e.dirtyAt.IsZero() {
+		l.d.Metrics.EndToEndSeconds.Observe(time.Since(e.dirtyAt).Seconds())
+	}
+	if e.state.WalSeq() <= w.upTo {
+		e.dirtyFrom = 0
+		e.dirtyAt = time.Time{}
+		delete(l.dirty, e.id)
+		l.cond.Broadcast()
+		return
+	}
+	// Events arrived while the write was in flight: they are the next write.
+	e.dirtyFrom = w.upTo + 1
+	l.kickWriter()
+}
+
+func (l *Lane) failed(ctx context.Context, w pendingWrite, err error) {
+	err = snapshot.Classify(err)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	w.e.inflight = false
+	if errors.Is(err, snapshot.ErrConflict) {
+		// Someone else wrote the key (another instance that held this lane, or an
+		// operator's replay): rebuild from what is durable plus the WAL, then write again.
+		l.d.Metrics.SnapshotWrites.WithLabelValues("conflict").Inc()
+		st, rev := l.rebuild(ctx, w.e.id, l.lastSeq)
+		w.e.state, w.e.rev = st, rev
+		l.kickWriter()
+		return
+	}
+	l.d.Metrics.SnapshotWrites.WithLabelValues("error").Inc()
+	l.d.Logger.Warn("snapshot write failed, retrying", "order", w.e.id, "err", err)
+	time.AfterFunc(l.cfg.RetryBackoff, l.kickWriter)
+}
+
+// durablePosition is the lane checkpoint: below the oldest non-durable event. Called with mu held.
+func (l *Lane) durablePosition() uint64 {
+	pos := l.lastSeq
+	for _, e := range l.dirty {
+		if e.dirtyFrom-1 < pos {
+			pos = e.dirtyFrom - 1
+		}
+	}
+	return pos
+}
+
+func (l *Lane) checkpointKey() string { return topology.LaneConsumer(l.partition) }
+
+func (l *Lane) readCheckpoint(ctx context.Context) (uint64, error) {
+	var pos uint64
+	err := retry(ctx, l.cfg.RetryBackoff, func() error {
+		kve, err := l.d.Checkpoints.Get(ctx, l.checkpointKey())
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			pos = 0
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Sscanf(string(kve.Value()), "%d", &pos)
+		return err
+	})
+	return pos, err
+}
+
+func (l *Lane) writeCheckpoint(ctx context.Context) {
+	l.mu.Lock()
+	if l.needSync {
+		l.mu.Unlock()
+		return
+	}
+	pos := l.durablePosition()
+	if pos <= l.lastCkpt {
+		l.mu.Unlock()
+		return
+	}
+	l.mu.Unlock()
+	if _, err := l.d.Checkpoints.Put(ctx, l.checkpointKey(), []byte(fmt.Sprint(pos))); err != nil {
+		l.d.Logger.Warn("lane checkpoint not written", "lane", l.partition, "err", err)
+		return
+	}
+	l.mu.Lock()
+	if pos > l.lastCkpt {
+		l.lastCkpt = pos
+	}
+	l.mu.Unlock()
+}
+
+// Flush waits until every handled event's effect is durable and records the checkpoint.
+func (l *Lane) Flush(ctx context.Context) error {
+	l.mu.Lock()
+	err := l.flushLocked(ctx)
+	l.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	l.writeCheckpoint(ctx)
+	return nil
+}
+
+func (l *Lane) flushLocked(ctx context.Context) error {
+	if len(l.dirty) == 0 {
+		return nil
+	}
+	stop := context.AfterFunc(ctx, func() {
+		l.mu.Lock()
+		l.cond.Broadcast()
+		l.mu.Unlock()
+	})
+	defer stop()
+	for len(l.dirty) > 0 {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		l.kickWriter()
+		l.cond.Wait()
+	}
+	return nil
+}
+
+func classifySafely(rec wal.Record) (ev *schemas.Event, rej *Rejection) {
+	defer func() {
+		if recover() != nil {
+			ev, rej = nil, &Rejection{ReasonHandlerPanic, "decoding panicked on this event"}
+		}
+	}()
+	return Classify(rec.Subject, rec.Data, rec.Header)
+}
+
+func applySafely(st *resolver.State, ev *schemas.Event, seq uint64) (d resolver.Decision, ok bool) {
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	return st.Apply(ev, seq), true
+}
+
+// retry calls fn until it succeeds or ctx ends.
+func retry(ctx context.Context, backoff time.Duration, fn func() error) error {
+	for {
+		err := fn()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}

@@ -1,0 +1,53 @@
+package handlers
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the pipeline's Prometheus metrics. Labels never carry order ids.
+type Metrics struct {
+	Events          *prometheus.CounterVec
+	DLQ             *prometheus.CounterVec
+	LaneLag         *prometheus.GaugeVec
+	HandlerSeconds  prometheus.Histogram
+	EndToEndSeconds prometheus.Histogram
+	SnapshotWrites  *prometheus.CounterVec
+}
+
+// NewMetrics creates the metrics and registers them on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orderflow_events_total",
+			Help: "Events folded by the status lanes, by source and decision.",
+		}, []string{"source", "decision"}),
+		DLQ: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orderflow_dlq_events_total",
+			Help: "Events set aside in ORDER_EVENTS_DLQ, by reason.",
+		}, []string{"reason"}),
+		LaneLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "orderflow_lane_lag_events",
+			Help: "WAL events waiting for a lane after the one it last handled.",
+		}, []string{"lane"}),
+		HandlerSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "orderflow_handler_duration_seconds",
+			Help:    "Time a lane spends folding one event.",
+			Buckets: prometheus.ExponentialBuckets(1e-6, 4, 12),
+		}),
+		EndToEndSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "orderflow_end_to_end_seconds",
+			Help:    "From an event stored in the WAL to its effect durable in KV order_status.",
+			Buckets: prometheus.ExponentialBuckets(1e-4, 2, 18),
+		}),
+		SnapshotWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orderflow_snapshot_writes_total",
+			Help: "Snapshot compare-and-set writes, by result (ok, conflict, error).",
+		}, []string{"result"}),
+	}
+	reg.MustRegister(m.Events, m.DLQ, m.LaneLag, m.HandlerSeconds, m.EndToEndSeconds, m.SnapshotWrites)
+	return m
+}
+
+func laneLabel(p int) string { return strconv.Itoa(p) }

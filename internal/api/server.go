@@ -1,0 +1,221 @@
+// Package api serves the HTTP contract of DESIGN §2: order reads, timelines, status
+// watches over Server-Sent Events, health, readiness and Prometheus metrics.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/orderflow/orderflow/handlers"
+	"github.com/orderflow/orderflow/handlers/resolver"
+	"github.com/orderflow/orderflow/internal/orders"
+	"github.com/orderflow/orderflow/internal/wal"
+	"github.com/orderflow/orderflow/pipelines/topology"
+)
+
+var orderIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// Server is the HTTP API.
+type Server struct {
+	reader   *orders.Reader
+	js       jetstream.JetStream
+	log      *wal.Log
+	gatherer prometheus.Gatherer
+	ready    func() error
+	logger   *slog.Logger
+	duration *prometheus.HistogramVec
+}
+
+// Config wires the server's dependencies.
+type Config struct {
+	Reader   *orders.Reader
+	JS       jetstream.JetStream
+	Log      *wal.Log
+	Registry *prometheus.Registry
+	// Ready reports why the instance cannot serve yet, nil when it can.
+	Ready  func() error
+	Logger *slog.Logger
+}
+
+// New returns the API server.
+func New(cfg Config) *Server {
+	s := &Server{
+		reader: cfg.Reader, js: cfg.JS, log: cfg.Log, gatherer: cfg.Registry, ready: cfg.Ready, logger: cfg.Logger,
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "orderflow_http_request_duration_seconds",
+			Help:    "HTTP request latency by route and status code.",
+			Buckets: prometheus.ExponentialBuckets(1e-4, 2, 16),
+		}, []string{"route", "code"}),
+	}
+	cfg.Registry.MustRegister(s.duration)
+	return s
+}
+
+// Handler returns the HTTP routes.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /v1/orders/{id}", s.timed("order", s.getOrder))
+	mux.Handle("GET /v1/orders/{id}/timeline", s.timed("timeline", s.getTimeline))
+	mux.HandleFunc("GET /v1/orders/{id}/watch", s.watch)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := s.ready(); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}))
+	return mux
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.code = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (s *Server) timed(route string, h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+		h(rec, r)
+		s.duration.WithLabelValues(route, fmt.Sprint(rec.code)).Observe(time.Since(start).Seconds())
+	})
+}
+
+func (s *Server) orderID(w http.ResponseWriter, r *http.Request) (string, bool) {
+	id := r.PathValue("id")
+	if !orderIDPattern.MatchString(id) {
+		writeError(w, http.StatusBadRequest, "order id must match ^[A-Za-z0-9_-]{1,64}$")
+		return "", false
+	}
+	return id, true
+}
+
+func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.orderID(w, r)
+	if !ok {
+		return
+	}
+	v, err := s.reader.Get(r.Context(), id)
+	if s.failed(w, err) {
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+func (s *Server) getTimeline(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.orderID(w, r)
+	if !ok {
+		return
+	}
+	tl, err := s.reader.Timeline(r.Context(), id)
+	if s.failed(w, err) {
+		return
+	}
+	writeJSON(w, http.StatusOK, tl)
+}
+
+// watch streams one SSE event per status change. It folds the order's WAL itself,
+// from the first event and then live, so it sees every change, even those that a
+// coalesced snapshot write never showed.
+func (s *Server) watch(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.orderID(w, r)
+	if !ok {
+		return
+	}
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		writeError(w, http.StatusInternalServerError, "streaming unsupported")
+		return
+	}
+	ctx := r.Context()
+	c, err := s.js.OrderedConsumer(ctx, topology.EventsStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{s.log.OrderFilter(id)},
+	})
+	if s.failed(w, err) {
+		return
+	}
+	it, err := c.Messages()
+	if s.failed(w, err) {
+		return
+	}
+	defer it.Stop()
+	context.AfterFunc(ctx, it.Stop)
+
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	flusher.Flush()
+
+	st := resolver.New(id)
+	var last resolver.View
+	for {
+		m, err := it.Next()
+		if err != nil {
+			return // client gone or server closing
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			continue
+		}
+		ev, rej := handlers.Classify(m.Subject(), m.Data(), m.Headers())
+		if rej != nil {
+			continue
+		}
+		st.Apply(ev, md.Sequence.Stream)
+		v := st.View()
+		if v.Status == "" || (v.Status == last.Status && v.Predicted == last.Predicted && v.StatusSource == last.StatusSource) {
+			continue
+		}
+		last = v
+		b, _ := json.Marshal(v)
+		if _, err := fmt.Fprintf(w, "id: %d\nevent: status\ndata: %s\n\n", md.Sequence.Stream, b); err != nil {
+			return
+		}
+		flusher.Flush()
+	}
+}
+
+// failed writes the error response for err and reports whether there was one.
+func (s *Server) failed(w http.ResponseWriter, err error) bool {
+	switch {
+	case err == nil:
+		return false
+	case errors.Is(err, orders.ErrNotFound):
+		writeError(w, http.StatusNotFound, "order not found")
+	case errors.Is(err, context.Canceled):
+		writeError(w, 499, "client closed request")
+	default:
+		s.logger.Error("request failed", "err", err)
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+	}
+	return true
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"error": msg})
+}

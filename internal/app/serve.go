@@ -1,0 +1,200 @@
+// Package app is the composition root of `orderflow serve`: it starts or connects to
+// NATS, provisions the topology, and runs the status pipeline and the HTTP API.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/orderflow/orderflow/handlers"
+	"github.com/orderflow/orderflow/internal/api"
+	"github.com/orderflow/orderflow/internal/embedded"
+	"github.com/orderflow/orderflow/internal/orders"
+	"github.com/orderflow/orderflow/internal/snapshot"
+	"github.com/orderflow/orderflow/internal/wal"
+	"github.com/orderflow/orderflow/pipelines"
+	"github.com/orderflow/orderflow/pipelines/topology"
+)
+
+// ServeConfig configures one orderflow instance.
+type ServeConfig struct {
+	// DataDir holds the embedded server's JetStream store.
+	DataDir string
+	// NATSListen is the embedded server's client address.
+	NATSListen string
+	// NATSURL, when set, uses an existing NATS cluster instead of the embedded server.
+	NATSURL string
+	// HTTPListen is the API address.
+	HTTPListen string
+	// SyncInterval is the embedded server's fsync interval (0 = nats default, <0 = every write).
+	SyncInterval time.Duration
+	Topology     topology.Topology
+	Lane         handlers.LaneConfig
+	Logger       *slog.Logger
+	// Started, if set, receives the bound addresses once the instance serves.
+	Started func(Addrs)
+}
+
+// Addrs are the addresses an instance actually bound.
+type Addrs struct {
+	NATS string
+	HTTP string
+}
+
+// Serve runs one instance until ctx ends, then shuts down in order: stop taking
+// events, make handled events durable, stop the API, stop the embedded server.
+func Serve(ctx context.Context, cfg ServeConfig) error {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	url := cfg.NATSURL
+	if url == "" {
+		srv, err := embedded.Start(ctx, embedded.Config{
+			DataDir: cfg.DataDir, Listen: cfg.NATSListen, SyncInterval: cfg.SyncInterval, Logger: log,
+		})
+		if err != nil {
+			return err
+		}
+		defer srv.Shutdown()
+		url = srv.ClientURL()
+	}
+	conns, err := Connect(url, "orderflow-serve", 2)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, nc := range conns {
+			nc.Close()
+		}
+	}()
+	nc := conns[0]
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	changes, err := topology.Provision(ctx, js, cfg.Topology)
+	if err != nil {
+		return fmt.Errorf("provision: %w", err)
+	}
+	for _, c := range changes {
+		if c.Action != "ensured" && c.Action != "unchanged" {
+			log.Info("provisioned", "resource", c.Resource, "action", c.Action)
+		}
+	}
+
+	topo := cfg.Topology
+	topo.SetDefaults()
+	walLog, err := wal.Open(ctx, js)
+	if err != nil {
+		return err
+	}
+	snaps, err := snapshot.Open(ctx, js, topo.TerminalTTL)
+	if err != nil {
+		return err
+	}
+	ckpts, err := js.KeyValue(ctx, topology.LanesBucket)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	deps := handlers.Deps{
+		JS: js, Log: walLog, Snapshots: snaps, Checkpoints: ckpts,
+		DLQ: handlers.NewDLQ(js), Metrics: handlers.NewMetrics(reg), Logger: log,
+	}
+	// The pipeline's subscriber drains its connection on close, so it gets its own.
+	status, err := pipelines.NewStatusPipeline(conns[1], topo, cfg.Lane, deps)
+	if err != nil {
+		return err
+	}
+
+	var pipelineUp atomic.Bool
+	ready := func() error {
+		if !nc.IsConnected() {
+			return errors.New("not connected to NATS")
+		}
+		if !pipelineUp.Load() {
+			return errors.New("status pipeline starting")
+		}
+		return nil
+	}
+	srv := api.New(api.Config{
+		Reader: orders.NewReader(walLog, snaps, 0), JS: js, Log: walLog, Registry: reg, Ready: ready, Logger: log,
+	})
+	ln, err := net.Listen("tcp", cfg.HTTPListen)
+	if err != nil {
+		return fmt.Errorf("http listen: %w", err)
+	}
+	httpSrv := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 5 * time.Second}
+
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := status.Run(runCtx); err != nil && runCtx.Err() == nil {
+			errs <- fmt.Errorf("status pipeline: %w", err)
+		}
+		stop()
+	}()
+	go func() {
+		defer wg.Done()
+		if err := httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errs <- fmt.Errorf("http: %w", err)
+		}
+		stop()
+	}()
+	select {
+	case <-status.Running():
+		pipelineUp.Store(true)
+		log.Info("orderflow serving", "nats", url, "http", ln.Addr().String(), "partitions", topo.Partitions)
+		if cfg.Started != nil {
+			cfg.Started(Addrs{NATS: url, HTTP: ln.Addr().String()})
+		}
+	case <-runCtx.Done():
+	}
+	<-runCtx.Done()
+	log.Info("orderflow shutting down")
+	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = httpSrv.Shutdown(shutCtx)
+	wg.Wait()
+	close(errs)
+	var all []error
+	for err := range errs {
+		all = append(all, err)
+	}
+	return errors.Join(all...)
+}
+
+// Connect opens n NATS connections that retry forever on disconnect, as a
+// long-running service must.
+func Connect(url, name string, n int) ([]*nats.Conn, error) {
+	var conns []*nats.Conn
+	for i := 0; i < n; i++ {
+		nc, err := nats.Connect(url, nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
+		if err != nil {
+			for _, c := range conns {
+				c.Close()
+			}
+			return nil, fmt.Errorf("connect to NATS at %s: %w", url, err)
+		}
+		conns = append(conns, nc)
+	}
+	return conns, nil
+}

@@ -1,0 +1,166 @@
+// Package orders answers questions about one order, never older than the WAL:
+// its current view (cache, then KV snapshot, then the WAL after the snapshot's
+// wal_seq) and its timeline (every event with its decision).
+package orders
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/orderflow/orderflow/handlers"
+	"github.com/orderflow/orderflow/handlers/resolver"
+	"github.com/orderflow/orderflow/internal/snapshot"
+	"github.com/orderflow/orderflow/internal/wal"
+	"github.com/orderflow/orderflow/schemas"
+)
+
+// ErrNotFound means the order has no accepted event.
+var ErrNotFound = errors.New("order not found")
+
+// Reader serves order reads.
+type Reader struct {
+	log   *wal.Log
+	snaps *snapshot.Store
+	max   int
+
+	mu    sync.Mutex
+	cache map[string]*cached
+}
+
+type cached struct {
+	mu sync.Mutex
+	st *resolver.State
+}
+
+// NewReader returns a reader caching up to maxCached orders.
+func NewReader(log *wal.Log, snaps *snapshot.Store, maxCached int) *Reader {
+	if maxCached <= 0 {
+		maxCached = 100_000
+	}
+	return &Reader{log: log, snaps: snaps, max: maxCached, cache: make(map[string]*cached)}
+}
+
+// Get returns the order's view including every event the WAL holds for it now.
+// Cost: one direct get to learn the order's newest WAL sequence; a cold read adds a
+// KV read, and any events newer than what is known are folded in.
+func (r *Reader) Get(ctx context.Context, id string) (resolver.View, error) {
+	last, err := r.log.LastSeq(ctx, id)
+	if err != nil {
+		return resolver.View{}, err
+	}
+	c := r.entry(id)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.st == nil {
+		st, _, err := r.snaps.Get(ctx, id)
+		if err != nil {
+			return resolver.View{}, err
+		}
+		if st == nil {
+			if last == 0 {
+				r.forget(id)
+				return resolver.View{}, ErrNotFound
+			}
+			st = resolver.New(id)
+		}
+		c.st = st
+	}
+	if last > c.st.WalSeq() {
+		err := r.log.ReadOrder(ctx, id, c.st.WalSeq(), last, func(rec wal.Record) error {
+			if ev, rej := handlers.Classify(rec.Subject, rec.Data, rec.Header); rej == nil {
+				c.st.Apply(ev, rec.Seq)
+			}
+			return nil
+		})
+		if err != nil {
+			c.st = nil // partially folded: start over next time
+			return resolver.View{}, err
+		}
+	}
+	v := c.st.View()
+	if v.Status == "" {
+		return resolver.View{}, ErrNotFound
+	}
+	return v, nil
+}
+
+func (r *Reader) entry(id string) *cached {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c, ok := r.cache[id]
+	if !ok {
+		if len(r.cache) >= r.max {
+			for k := range r.cache { // drop an arbitrary quarter: cheap, and reads re-fill
+				delete(r.cache, k)
+				if len(r.cache) < r.max*3/4 {
+					break
+				}
+			}
+		}
+		c = &cached{}
+		r.cache[id] = c
+	}
+	return c
+}
+
+func (r *Reader) forget(id string) {
+	r.mu.Lock()
+	delete(r.cache, id)
+	r.mu.Unlock()
+}
+
+// TimelineEvent is one event of an order with the decision it got.
+type TimelineEvent struct {
+	WalSeq     uint64         `json:"wal_seq"`
+	EventID    string         `json:"event_id,omitempty"`
+	Source     schemas.Source `json:"source,omitempty"`
+	SourceSeq  uint64         `json:"source_seq,omitempty"`
+	Status     schemas.Status `json:"status,omitempty"`
+	ETA        *time.Time     `json:"eta,omitempty"`
+	OccurredAt *time.Time     `json:"occurred_at,omitempty"`
+	StoredAt   time.Time      `json:"stored_at"`
+	Decision   string         `json:"decision"`
+	Reason     string         `json:"reason"`
+	// Detail explains an event set aside in the DLQ.
+	Detail string `json:"detail,omitempty"`
+}
+
+// Timeline is every event of an order in WAL order, and the view they resolve to.
+type Timeline struct {
+	OrderID string          `json:"order_id"`
+	Current *resolver.View  `json:"current,omitempty"`
+	Events  []TimelineEvent `json:"events"`
+}
+
+// Timeline refolds the order's whole WAL: decisions are recomputed, not stored, so
+// they always match the rules that produced the current status.
+func (r *Reader) Timeline(ctx context.Context, id string) (Timeline, error) {
+	tl := Timeline{OrderID: id, Events: []TimelineEvent{}}
+	st := resolver.New(id)
+	err := r.log.ReadOrder(ctx, id, 0, 0, func(rec wal.Record) error {
+		te := TimelineEvent{WalSeq: rec.Seq, StoredAt: rec.Time}
+		ev, rej := handlers.Classify(rec.Subject, rec.Data, rec.Header)
+		if rej != nil {
+			te.Decision, te.Reason, te.Detail = string(resolver.Rejected), rej.Reason, rej.Detail
+		} else {
+			d := st.Apply(ev, rec.Seq)
+			occurred := ev.OccurredAt
+			te.EventID, te.Source, te.SourceSeq, te.Status, te.ETA, te.OccurredAt = ev.EventID, ev.Source, ev.SourceSeq, ev.Status, ev.ETA, &occurred
+			te.Decision, te.Reason = string(d.Outcome), string(d.Reason)
+		}
+		tl.Events = append(tl.Events, te)
+		return nil
+	})
+	if err != nil {
+		return tl, err
+	}
+	if len(tl.Events) == 0 {
+		return tl, ErrNotFound
+	}
+	if v := st.View(); v.Status != "" {
+		tl.Current = &v
+	}
+	return tl, nil
+}

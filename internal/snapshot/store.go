@@ -1,0 +1,108 @@
+// Package snapshot stores order snapshots in KV order_status. Writes are
+// compare-and-set on the key's revision, sent as pipelined async publishes so the hot
+// path never waits one round trip per event; reads go straight to the KV stream so a
+// deleted or expired key still reports the revision a create must expect.
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/orderflow/orderflow/handlers/resolver"
+	"github.com/orderflow/orderflow/pipelines/topology"
+)
+
+// ErrConflict means the key moved since the revision the write expected.
+var ErrConflict = errors.New("snapshot revision conflict")
+
+// Store reads and writes snapshots.
+type Store struct {
+	js          jetstream.JetStream
+	kvStream    jetstream.Stream
+	terminalTTL time.Duration
+}
+
+// Open binds to the order_status bucket.
+func Open(ctx context.Context, js jetstream.JetStream, terminalTTL time.Duration) (*Store, error) {
+	s, err := js.Stream(ctx, "KV_"+topology.StatusBucket)
+	if err != nil {
+		return nil, fmt.Errorf("open KV bucket %s: %w", topology.StatusBucket, err)
+	}
+	return &Store{js: js, kvStream: s, terminalTTL: terminalTTL}, nil
+}
+
+// Key is the KV subject of an order's snapshot.
+func Key(orderID string) string {
+	return "$KV." + topology.StatusBucket + "." + orderID
+}
+
+// Get returns the order's snapshot and the key's revision. A missing, deleted or
+// expired key returns a nil state with the revision a create must expect.
+func (s *Store) Get(ctx context.Context, orderID string) (*resolver.State, uint64, error) {
+	m, err := s.kvStream.GetLastMsgForSubject(ctx, Key(orderID))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("get snapshot %s: %w", orderID, err)
+	}
+	if len(m.Data) == 0 || m.Header.Get("KV-Operation") != "" || m.Header.Get("Nats-Marker-Reason") != "" {
+		return nil, m.Sequence, nil
+	}
+	st, err := resolver.UnmarshalSnapshot(m.Data)
+	if err != nil {
+		return nil, m.Sequence, fmt.Errorf("decode snapshot %s at revision %d: %w", orderID, m.Sequence, err)
+	}
+	return st, m.Sequence, nil
+}
+
+// WriteAsync publishes data as the order's snapshot if the key is still at rev (0 =
+// the key has never been written). Terminal snapshots carry a TTL so KV forgets
+// finished orders; their reads then fall back to the WAL.
+func (s *Store) WriteAsync(orderID string, data []byte, rev uint64, terminal bool) (jetstream.PubAckFuture, error) {
+	m := nats.NewMsg(Key(orderID))
+	m.Data = data
+	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(rev, 10))
+	if terminal && s.terminalTTL > 0 {
+		m.Header.Set(jetstream.MsgTTLHeader, s.terminalTTL.String())
+	}
+	f, err := s.js.PublishMsgAsync(m)
+	if err != nil {
+		return nil, fmt.Errorf("write snapshot %s: %w", orderID, err)
+	}
+	return f, nil
+}
+
+// Write is the synchronous form of WriteAsync, for cold paths (replay, repair).
+// It returns the new revision, or ErrConflict.
+func (s *Store) Write(ctx context.Context, orderID string, data []byte, rev uint64, terminal bool) (uint64, error) {
+	f, err := s.WriteAsync(orderID, data, rev, terminal)
+	if err != nil {
+		return 0, err
+	}
+	select {
+	case ack := <-f.Ok():
+		return ack.Sequence, nil
+	case err := <-f.Err():
+		return 0, Classify(err)
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// Classify maps a write error to ErrConflict when the revision check failed.
+func Classify(err error) error {
+	var apiErr *jetstream.APIError
+	// Replicated streams report the same failed check under a second code.
+	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+		return fmt.Errorf("%w: %v", ErrConflict, err)
+	}
+	return err
+}

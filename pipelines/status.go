@@ -1,0 +1,212 @@
+// Package pipelines wires handlers onto lanes: one file per pipeline. The status
+// pipeline runs one Watermill handler per partition of ORDER_EVENTS.
+package pipelines
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wmjs "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/jetstream"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/orderflow/orderflow/handlers"
+	"github.com/orderflow/orderflow/internal/wal"
+	"github.com/orderflow/orderflow/pipelines/topology"
+)
+
+// Metadata keys the lane unmarshaler sets on each Watermill message.
+const (
+	mdSubject     = "wal_subject"
+	mdSeq         = "wal_seq"
+	mdConsumerSeq = "consumer_seq"
+	mdStoredAt    = "stored_at"
+	mdPending     = "pending"
+	mdHeaders     = "headers"
+)
+
+// StatusPipeline is the status pipeline: WAL lanes -> decode -> dedupe -> resolve -> KV.
+type StatusPipeline struct {
+	router *message.Router
+	lanes  []*handlers.Lane
+	sub    *wmjs.Subscriber
+}
+
+// NewStatusPipeline builds the Watermill router with one durable, pinned consumer per
+// lane. nc must be a connection of its own: the subscriber drains it on close.
+func NewStatusPipeline(nc *nats.Conn, topo topology.Topology, cfg handlers.LaneConfig, deps handlers.Deps) (*StatusPipeline, error) {
+	topo.SetDefaults()
+	wlog := watermill.NewSlogLoggerWithLevelMapping(deps.Logger, map[slog.Level]slog.Level{
+		// Watermill logs every message at info; that is debug detail here.
+		slog.LevelInfo: slog.LevelDebug,
+	})
+	sub, err := wmjs.NewSubscriber(wmjs.SubscriberConfig{
+		Conn:                nc,
+		Logger:              wlog,
+		AckWaitTimeout:      topo.LaneAckWait,
+		ResourceInitializer: existingLaneConsumer,
+		ConsumeOptions: []jetstream.PullConsumeOpt{
+			jetstream.PullPriorityGroup(topology.LaneGroup),
+			jetstream.PullMaxMessages(1024),
+			jetstream.PullExpiry(5 * time.Second),
+		},
+		// Acks need no round trip: the lane checkpoint, not the ack, is what makes an
+		// effect durable (see handlers.Lane).
+		AckAsync:    true,
+		Unmarshaler: laneUnmarshaler{},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("status pipeline subscriber: %w", err)
+	}
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 10 * time.Second}, wlog)
+	if err != nil {
+		return nil, err
+	}
+	p := &StatusPipeline{router: router, sub: sub}
+	for i := 0; i < topo.Partitions; i++ {
+		lane := handlers.NewLane(i, cfg, deps)
+		p.lanes = append(p.lanes, lane)
+		router.AddConsumerHandler("status-"+topology.LaneConsumer(i), topology.LaneConsumer(i), sub, func(m *message.Message) error {
+			dl, err := deliveryOf(m)
+			if err != nil {
+				return err
+			}
+			return lane.Handle(m.Context(), dl)
+		})
+	}
+	return p, nil
+}
+
+// Run processes lanes until ctx ends, then flushes what it holds.
+func (p *StatusPipeline) Run(ctx context.Context) error {
+	laneCtx, stopLanes := context.WithCancel(context.Background())
+	defer stopLanes()
+	var wg sync.WaitGroup
+	for _, l := range p.lanes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l.Run(laneCtx)
+		}()
+	}
+	err := p.router.Run(ctx)
+	// The router stopped taking events; make what it handled durable before leaving.
+	flushCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, l := range p.lanes {
+		if ferr := l.Flush(flushCtx); ferr != nil {
+			err = errors.Join(err, fmt.Errorf("flush lane: %w", ferr))
+		}
+	}
+	stopLanes()
+	wg.Wait()
+	return err
+}
+
+// Running is closed once every lane handler subscribed.
+func (p *StatusPipeline) Running() chan struct{} { return p.router.Running() }
+
+// Close stops the router.
+func (p *StatusPipeline) Close() error { return p.router.Close() }
+
+// existingLaneConsumer binds to a lane's durable consumer, which topology.Provision
+// created. It never deletes it: the durable consumer is the lane's position.
+func existingLaneConsumer(ctx context.Context, js jetstream.JetStream, topic string) (jetstream.Consumer, func(context.Context, watermill.LoggerAdapter), error) {
+	c, err := js.Consumer(ctx, topology.EventsStream, topic)
+	if err != nil {
+		return nil, nil, fmt.Errorf("lane consumer %s (run provisioning first): %w", topic, err)
+	}
+	return c, nil, nil
+}
+
+// laneUnmarshaler carries what a lane needs in Watermill metadata. Unlike the
+// default one it never fails: a message it cannot describe still reaches the lane,
+// which sets it aside in the DLQ, so no header can stall or crash a consumer.
+type laneUnmarshaler struct{}
+
+func (laneUnmarshaler) Unmarshal(m jetstream.Msg) (*message.Message, error) {
+	md := message.Metadata{mdSubject: m.Subject()}
+	if meta, err := m.Metadata(); err == nil {
+		md[mdSeq] = strconv.FormatUint(meta.Sequence.Stream, 10)
+		md[mdConsumerSeq] = strconv.FormatUint(meta.Sequence.Consumer, 10)
+		md[mdStoredAt] = strconv.FormatInt(meta.Timestamp.UnixNano(), 10)
+		md[mdPending] = strconv.FormatUint(meta.NumPending, 10)
+	}
+	if h := m.Headers(); len(h) > 0 {
+		md[mdHeaders] = encodeHeaders(h)
+	}
+	wm := message.NewMessage(md[mdSeq], m.Data())
+	wm.Metadata = md
+	return wm, nil
+}
+
+// encodeHeaders flattens headers into one metadata value, keeping repeated keys.
+func encodeHeaders(h nats.Header) string {
+	var b strings.Builder
+	for k, vs := range h {
+		for _, v := range vs {
+			b.WriteString(strconv.Quote(k))
+			b.WriteByte(':')
+			b.WriteString(strconv.Quote(v))
+			b.WriteByte('\n')
+		}
+	}
+	return b.String()
+}
+
+func decodeHeaders(s string) nats.Header {
+	if s == "" {
+		return nil
+	}
+	h := nats.Header{}
+	for _, line := range strings.Split(strings.TrimSuffix(s, "\n"), "\n") {
+		k, rest, err := unquotePrefix(line)
+		if err != nil || !strings.HasPrefix(rest, ":") {
+			continue
+		}
+		v, _, err := unquotePrefix(rest[1:])
+		if err != nil {
+			continue
+		}
+		h[k] = append(h[k], v)
+	}
+	return h
+}
+
+func unquotePrefix(s string) (string, string, error) {
+	q, err := strconv.QuotedPrefix(s)
+	if err != nil {
+		return "", s, err
+	}
+	v, err := strconv.Unquote(q)
+	return v, s[len(q):], err
+}
+
+func deliveryOf(m *message.Message) (handlers.Delivery, error) {
+	seq, err := strconv.ParseUint(m.Metadata.Get(mdSeq), 10, 64)
+	if err != nil {
+		return handlers.Delivery{}, fmt.Errorf("message without JetStream metadata: %w", err)
+	}
+	cseq, _ := strconv.ParseUint(m.Metadata.Get(mdConsumerSeq), 10, 64)
+	pending, _ := strconv.ParseUint(m.Metadata.Get(mdPending), 10, 64)
+	at, _ := strconv.ParseInt(m.Metadata.Get(mdStoredAt), 10, 64)
+	return handlers.Delivery{
+		Record: wal.Record{
+			Seq:     seq,
+			Subject: m.Metadata.Get(mdSubject),
+			Data:    m.Payload,
+			Header:  decodeHeaders(m.Metadata.Get(mdHeaders)),
+			Time:    time.Unix(0, at),
+		},
+		ConsumerSeq: cseq,
+		Pending:     pending,
+	}, nil
+}
