@@ -216,7 +216,7 @@ func (l *Lane) process(ctx context.Context, rec wal.Record) error {
 			l.d.Metrics.DLQ.WithLabelValues(rej.Reason).Inc()
 		} else {
 			l.d.Metrics.Events.WithLabelValues(string(ev.Source), string(d.Outcome)).Inc()
-			if d.Changed {
+			if d.Persist {
 				l.markDirty(e, rec)
 			}
 		}

@@ -37,7 +37,7 @@ const (
 type StatusPipeline struct {
 	router *message.Router
 	lanes  []*handlers.Lane
-	sub    *wmjs.Subscriber
+	nc     *nats.Conn
 }
 
 // NewStatusPipeline builds the Watermill router with one durable, pinned consumer per
@@ -70,7 +70,7 @@ func NewStatusPipeline(nc *nats.Conn, topo topology.Topology, cfg handlers.LaneC
 	if err != nil {
 		return nil, err
 	}
-	p := &StatusPipeline{router: router, sub: sub}
+	p := &StatusPipeline{router: router, nc: nc}
 	for i := 0; i < topo.Partitions; i++ {
 		lane := handlers.NewLane(i, cfg, deps)
 		p.lanes = append(p.lanes, lane)
@@ -97,7 +97,18 @@ func (p *StatusPipeline) Run(ctx context.Context) error {
 			l.Run(laneCtx)
 		}()
 	}
-	err := p.router.Run(ctx)
+	routerCtx, stopRouter := context.WithCancel(context.Background())
+	defer stopRouter()
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-routerCtx.Done():
+			return
+		}
+		p.drainDeliveries()
+		stopRouter()
+	}()
+	err := p.router.Run(routerCtx)
 	// The router stopped taking events; make what it handled durable before leaving.
 	flushCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -109,6 +120,22 @@ func (p *StatusPipeline) Run(ctx context.Context) error {
 	stopLanes()
 	wg.Wait()
 	return err
+}
+
+// drainDeliveries stops JetStream deliveries and lets the ones already received
+// finish before the router stops. watermill-nats closes its output channel on
+// shutdown while a delivery callback may still send to it, which panics; draining
+// the connection first means no callback is running when that happens.
+func (p *StatusPipeline) drainDeliveries() {
+	closed := make(chan struct{})
+	p.nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	if err := p.nc.Drain(); err != nil {
+		return
+	}
+	select {
+	case <-closed:
+	case <-time.After(15 * time.Second):
+	}
 }
 
 // Running is closed once every lane handler subscribed.

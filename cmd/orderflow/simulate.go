@@ -14,8 +14,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
-	"github.com/orderflow/orderflow/handlers/resolver"
+	"github.com/orderflow/orderflow/internal/app"
 	"github.com/orderflow/orderflow/internal/simulate"
+	"github.com/orderflow/orderflow/internal/verify"
 	"github.com/orderflow/orderflow/pipelines/topology"
 )
 
@@ -172,29 +173,16 @@ func (r statusReport) print(w io.Writer) {
 // waitAndReport waits until every lane consumer has nothing pending and the lane
 // checkpoints cover the WAL, then summarises the snapshots.
 func waitAndReport(ctx context.Context, js jetstream.JetStream, w io.Writer) (statusReport, error) {
-	if err := waitDrained(ctx, js, w); err != nil {
+	if err := app.WaitDrained(ctx, js, 5*time.Minute); err != nil {
 		return statusReport{}, err
 	}
 	var rep statusReport
 	rep.ByStatus = map[string]int{}
-	kv, err := js.KeyValue(ctx, topology.StatusBucket)
+	snaps, err := verify.Snapshots(ctx, js)
 	if err != nil {
 		return rep, err
 	}
-	lister, err := kv.ListKeys(ctx)
-	if err != nil {
-		return rep, err
-	}
-	for key := range lister.Keys() {
-		e, err := kv.Get(ctx, key)
-		if err != nil {
-			continue
-		}
-		st, err := resolver.UnmarshalSnapshot(e.Value())
-		if err != nil {
-			return rep, fmt.Errorf("snapshot %s: %w", key, err)
-		}
-		v := st.View()
+	for _, v := range verify.Views(snaps) {
 		name := string(v.Status)
 		if v.Predicted {
 			name += " (predicted)"
@@ -210,58 +198,4 @@ func waitAndReport(ctx context.Context, js jetstream.JetStream, w io.Writer) (st
 		*dst = s.CachedInfo().State.Msgs
 	}
 	return rep, nil
-}
-
-// waitDrained polls the lane consumers until none has pending or unacked events and
-// every lane checkpoint has reached its partition's last event.
-func waitDrained(ctx context.Context, js jetstream.JetStream, w io.Writer) error {
-	s, err := js.Stream(ctx, topology.EventsStream)
-	if err != nil {
-		return err
-	}
-	parts, err := topology.PartitionsOf(s.CachedInfo().Config)
-	if err != nil {
-		return err
-	}
-	ckpts, err := js.KeyValue(ctx, topology.LanesBucket)
-	if err != nil {
-		return err
-	}
-	deadline := time.Now().Add(5 * time.Minute)
-	for {
-		behind := uint64(0)
-		for p := 0; p < parts; p++ {
-			c, err := s.Consumer(ctx, topology.LaneConsumer(p))
-			if err != nil {
-				return err
-			}
-			info, err := c.Info(ctx)
-			if err != nil {
-				return err
-			}
-			behind += info.NumPending + uint64(info.NumAckPending)
-			last, err := s.GetLastMsgForSubject(ctx, topology.LaneSubject(p))
-			if err != nil {
-				continue // an empty partition
-			}
-			var pos uint64
-			if e, err := ckpts.Get(ctx, topology.LaneConsumer(p)); err == nil {
-				fmt.Sscanf(string(e.Value()), "%d", &pos)
-			}
-			if pos < last.Sequence {
-				behind++
-			}
-		}
-		if behind == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("pipeline still behind after 5m (%d events): is orderflow serve running?", behind)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
 }

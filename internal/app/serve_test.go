@@ -1,0 +1,169 @@
+package app_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/orderflow/orderflow/handlers"
+	"github.com/orderflow/orderflow/handlers/resolver"
+	"github.com/orderflow/orderflow/internal/app"
+	"github.com/orderflow/orderflow/internal/simulate"
+	"github.com/orderflow/orderflow/internal/testenv"
+	"github.com/orderflow/orderflow/internal/verify"
+	"github.com/orderflow/orderflow/pipelines/topology"
+)
+
+// startServe runs one instance against env and returns its HTTP address.
+func startServe(t *testing.T, env *testenv.NATSEnv, topo topology.Topology) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	addrs := make(chan app.Addrs, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- app.Serve(ctx, app.ServeConfig{
+			NATSURL:    env.URL,
+			HTTPListen: "127.0.0.1:0",
+			Topology:   topo,
+			Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+			Started:    func(a app.Addrs) { addrs <- a },
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	select {
+	case a := <-addrs:
+		return a.HTTP
+	case err := <-done:
+		t.Fatalf("serve stopped before serving: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("serve did not start within 20s")
+	}
+	return ""
+}
+
+func publishAll(t *testing.T, js jetstream.JetStream, msgs []simulate.Message) {
+	t.Helper()
+	for _, m := range msgs {
+		nm := nats.NewMsg(m.Subject)
+		nm.Data = m.Body
+		nm.Header.Set(nats.MsgIdHdr, m.MsgID)
+		if _, err := js.PublishMsgAsync(nm); err != nil {
+			t.Fatalf("publish: %v", err)
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(60 * time.Second):
+		t.Fatal("publishes not acknowledged within 60s")
+	}
+}
+
+// TestPipelineMatchesResolver runs a contending simulated workload with bad input
+// through the real pipeline and checks that every KV snapshot and every HTTP answer
+// equals the pure resolver applied to the published events, and that every bad
+// message is in the DLQ with its reason and origin.
+func TestPipelineMatchesResolver(t *testing.T) {
+	env := testenv.NATS(t)
+	httpAddr := startServe(t, env, topology.Topology{Partitions: 4})
+
+	msgs, sum, err := simulate.Generate(simulate.Config{Seed: 7, Orders: 600, InvalidRate: 0.01})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Invalid == 0 || sum.Duplicates == 0 || sum.AgentCorrections == 0 {
+		t.Fatalf("workload lacks contention: %s", sum)
+	}
+	publishAll(t, env.JS, msgs)
+	ctx := context.Background()
+	if err := app.WaitDrained(ctx, env.JS, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+
+	want := verify.FoldMessages(msgs)
+	got, err := verify.Snapshots(ctx, env.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diffs := verify.Diff(want, got); len(diffs) > 0 {
+		t.Fatalf("%d snapshots differ from the resolver, first: %v", len(diffs), diffs[0])
+	}
+	fromWAL, err := verify.FromWAL(ctx, env.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diffs := verify.Diff(want, fromWAL); len(diffs) > 0 {
+		t.Fatalf("WAL replay differs from the published events: %v", diffs[0])
+	}
+
+	// Every order over HTTP, including the newest WAL position.
+	checked := 0
+	for id, st := range want {
+		if st.View().Status == "" {
+			continue
+		}
+		resp, err := http.Get("http://" + httpAddr + "/v1/orders/" + id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v resolver.View
+		err = json.NewDecoder(resp.Body).Decode(&v)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("GET order %s: %d %v", id, resp.StatusCode, err)
+		}
+		if diffs := verify.DiffViews(map[string]resolver.View{id: st.View()}, map[string]resolver.View{id: v}); len(diffs) > 0 {
+			t.Fatalf("HTTP answer differs: %v", diffs[0])
+		}
+		checked++
+	}
+	if checked < 500 {
+		t.Fatalf("only %d orders checked over HTTP", checked)
+	}
+
+	// Bad input: all in the DLQ, each with reason, original subject and WAL sequence.
+	dlq, err := env.JS.Stream(ctx, topology.DLQStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := dlq.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int(info.State.Msgs) != sum.Invalid {
+		t.Fatalf("DLQ holds %d messages, published %d invalid", info.State.Msgs, sum.Invalid)
+	}
+	invalidBodies := map[string]bool{}
+	for _, m := range msgs {
+		if m.Invalid != "" {
+			invalidBodies[string(m.Body)] = true
+		}
+	}
+	for seq := uint64(1); seq <= info.State.LastSeq; seq++ {
+		m, err := dlq.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Header.Get(handlers.HeaderDLQReason) == "" || m.Header.Get(handlers.HeaderOriginalSubject) == "" {
+			t.Fatalf("DLQ message %d lacks reason or origin: %v", seq, m.Header)
+		}
+		if _, err := strconv.ParseUint(m.Header.Get(handlers.HeaderWALSeq), 10, 64); err != nil {
+			t.Fatalf("DLQ message %d: bad WAL seq header: %v", seq, err)
+		}
+		if !invalidBodies[string(m.Data)] {
+			t.Fatalf("DLQ message %d is not byte-for-byte an invalid message we sent", seq)
+		}
+	}
+}
