@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"log/slog"
 	"sync"
 	"time"
@@ -95,6 +96,8 @@ type Lane struct {
 	kick     chan struct{}
 	acks     chan pendingWrite
 	lastCkpt uint64
+	// lastHandled is when a delivery last arrived; an idle lane checks its tail.
+	lastHandled time.Time
 }
 
 type pendingWrite struct {
@@ -134,8 +137,9 @@ func (l *Lane) Handle(ctx context.Context, dl Delivery) error {
 	start := time.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.lastHandled = start
 	if l.needSync || dl.ConsumerSeq != l.consSeq+1 {
-		if err := l.resync(ctx, dl.Record.Seq); err != nil {
+		if err := l.resync(ctx); err != nil {
 			l.needSync = true
 			return err
 		}
@@ -155,9 +159,11 @@ func (l *Lane) Handle(ctx context.Context, dl Delivery) error {
 }
 
 // resync makes memory agree with KV: wait for pending writes, forget everything, and
-// replay this partition from the durable checkpoint up to (excluding) seq. Called
-// with mu held.
-func (l *Lane) resync(ctx context.Context, seq uint64) error {
+// replay this partition from the durable checkpoint to its current end. Replaying to
+// the end, not just to the message that triggered the resync, matters: messages an
+// earlier holder of the lane received but never acknowledged are redelivered later,
+// out of WAL order, and must find themselves already handled. Called with mu held.
+func (l *Lane) resync(ctx context.Context) error {
 	if err := l.flushLocked(ctx); err != nil {
 		return err
 	}
@@ -168,14 +174,14 @@ func (l *Lane) resync(ctx context.Context, seq uint64) error {
 	}
 	l.lastSeq = ckpt
 	l.lastCkpt = ckpt
-	if seq > ckpt+1 {
-		l.d.Logger.Info("lane replaying from checkpoint", "lane", l.partition, "from", ckpt+1, "to", seq-1)
-		err = wal.ReadRange(ctx, l.d.JS, topology.LaneSubject(l.partition), ckpt+1, seq-1, func(r wal.Record) error {
-			return l.process(ctx, r)
-		})
-		if err != nil {
-			return fmt.Errorf("lane %d replay: %w", l.partition, err)
-		}
+	err = wal.ReadRange(ctx, l.d.JS, topology.LaneSubject(l.partition), ckpt+1, math.MaxUint64, func(r wal.Record) error {
+		return l.process(ctx, r)
+	})
+	if err != nil {
+		return fmt.Errorf("lane %d replay: %w", l.partition, err)
+	}
+	if l.lastSeq > ckpt {
+		l.d.Logger.Info("lane replayed from checkpoint", "lane", l.partition, "from", ckpt+1, "to", l.lastSeq)
 	}
 	l.needSync = false
 	return nil
@@ -328,10 +334,14 @@ func (l *Lane) kickWriter() {
 // Run writes dirty snapshots and checkpoints until ctx ends.
 func (l *Lane) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		l.collectAcks(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		l.watchTail(ctx)
 	}()
 	tick := time.NewTicker(l.cfg.CheckpointEvery)
 	defer tick.Stop()
@@ -350,6 +360,81 @@ func (l *Lane) Run(ctx context.Context) {
 			l.writeCheckpoint(ctx)
 		}
 	}
+}
+
+// watchTail runs recoverTail whenever the lane is idle. It has its own goroutine
+// because recovery waits for snapshot writes, which Run sends.
+func (l *Lane) watchTail(ctx context.Context) {
+	tick := time.NewTicker(tailIdle)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if err := l.recoverTail(ctx); err != nil && ctx.Err() == nil {
+				l.d.Logger.Warn("lane tail recovery", "lane", l.partition, "err", err)
+			}
+		}
+	}
+}
+
+// tailIdle is how long a lane waits without deliveries before checking its tail.
+const tailIdle = 2 * time.Second
+
+// recoverTail covers the one case resync cannot: an instance died after its events
+// were acknowledged but before their effects were durable, and no new event arrives
+// to trigger a resync on whichever instance holds the lane now. When the lane has
+// been idle, it compares the consumer's ack floor with the checkpoint and replays the
+// gap itself. Any instance may do this: writes are compare-and-set, so a concurrent
+// owner and this replay converge on the same snapshots.
+func (l *Lane) recoverTail(ctx context.Context) error {
+	l.mu.Lock()
+	idle := time.Since(l.lastHandled) >= tailIdle
+	l.mu.Unlock()
+	if !idle {
+		return nil
+	}
+	c, err := l.d.JS.Consumer(ctx, topology.EventsStream, topology.LaneConsumer(l.partition))
+	if err != nil {
+		return err
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return err
+	}
+	floor := info.AckFloor.Stream
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.needSync && l.lastSeq >= floor {
+		return nil // this instance holds the lane and has handled everything acked
+	}
+	ckpt, err := l.readCheckpoint(ctx)
+	if err != nil || ckpt >= floor {
+		return err
+	}
+	l.d.Logger.Info("lane recovering its tail", "lane", l.partition, "from", ckpt+1, "to", floor)
+	if err := l.flushLocked(ctx); err != nil {
+		return err
+	}
+	clear(l.orders)
+	l.lastSeq = ckpt
+	err = wal.ReadRange(ctx, l.d.JS, topology.LaneSubject(l.partition), ckpt+1, floor, func(r wal.Record) error {
+		return l.process(ctx, r)
+	})
+	if err != nil {
+		return err
+	}
+	if err := l.flushLocked(ctx); err != nil {
+		return err
+	}
+	if _, err := l.d.Checkpoints.Put(ctx, l.checkpointKey(), []byte(fmt.Sprint(floor))); err != nil {
+		return err
+	}
+	l.lastCkpt = max(l.lastCkpt, floor)
+	// Deliveries, when they come, start from a fresh resync.
+	l.needSync = true
+	return nil
 }
 
 // writeDirty sends one pipelined CAS write per dirty order that has none in flight.

@@ -56,7 +56,8 @@ func NewStatusPipeline(nc *nats.Conn, topo topology.Topology, cfg handlers.LaneC
 		ConsumeOptions: []jetstream.PullConsumeOpt{
 			jetstream.PullPriorityGroup(topology.LaneGroup),
 			jetstream.PullMaxMessages(1024),
-			jetstream.PullExpiry(5 * time.Second),
+			// Pull often enough that a live instance never loses its pin.
+			jetstream.PullExpiry(max(time.Second, topo.LanePinnedTTL/3)),
 		},
 		// Acks need no round trip: the lane checkpoint, not the ack, is what makes an
 		// effect durable (see handlers.Lane).

@@ -28,5 +28,6 @@ func newServe(g *globals) *cobra.Command {
 	f.DurationVar(&cfg.Topology.TerminalTTL, "terminal-ttl", 0, "how long delivered/cancelled snapshots stay in KV (default 24h); reads fall back to the WAL")
 	f.DurationVar(&cfg.Topology.DuplicateWindow, "duplicate-window", 0, "JetStream duplicate window for Nats-Msg-Id (default 2m)")
 	f.DurationVar(&cfg.Topology.LanePinnedTTL, "lane-failover", 0, "how long a silent instance keeps its lanes before another takes over (default 10s)")
+	f.DurationVar(&cfg.Topology.LaneAckWait, "lane-ack-wait", 0, "how long before JetStream redelivers an event a lane has not acknowledged (default 30s)")
 	return cmd
 }
