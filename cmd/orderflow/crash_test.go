@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderflow/orderflow/internal/app"
@@ -147,29 +146,6 @@ func (i *instance) get(path string) (int, error) {
 	return resp.StatusCode, nil
 }
 
-// publishPaced publishes msgs at about rate per second with pipelined async
-// publishes, retrying any publish the server did not acknowledge.
-func publishPaced(ctx context.Context, t *testing.T, js jetstream.JetStream, msgs []simulate.Message, rate float64) error {
-	start := time.Now()
-	for i, m := range msgs {
-		if d := simulate.PaceDelay(i, rate, time.Since(start)); d > 0 {
-			time.Sleep(d)
-		}
-		nm := nats.NewMsg(m.Subject)
-		nm.Data = m.Body
-		nm.Header.Set(nats.MsgIdHdr, m.MsgID)
-		if err := publishAsync(ctx, js, nm); err != nil {
-			return err
-		}
-	}
-	select {
-	case <-js.PublishAsyncComplete():
-		return nil
-	case <-time.After(time.Minute):
-		return fmt.Errorf("publishes not acknowledged within a minute")
-	}
-}
-
 // checkAgainstResolver waits for the pipeline to drain and compares every snapshot
 // with the pure resolver over the published messages and over the WAL.
 func checkAgainstResolver(t *testing.T, js jetstream.JetStream, msgs []simulate.Message) {
@@ -221,7 +197,7 @@ func TestCrashKill9MidStream(t *testing.T) {
 	published := make(chan struct{})
 	go func() {
 		defer close(published)
-		pubErr = publishPaced(ctx, t, env.JS, msgs, 3000)
+		pubErr = simulate.PublishAll(ctx, env.JS, msgs, 3000)
 	}()
 	rng := rand.New(rand.NewPCG(11, 1))
 	kills := 0
@@ -263,7 +239,7 @@ func TestFailoverTwoInstances(t *testing.T) {
 	b := startInstance(t, args...)
 	half := len(msgs) / 2
 	ctx := context.Background()
-	if err := publishPaced(ctx, t, env.JS, msgs[:half], 4000); err != nil {
+	if err := simulate.PublishAll(ctx, env.JS, msgs[:half], 4000); err != nil {
 		t.Fatal(err)
 	}
 	owners := laneOwners(t, env.JS)
@@ -273,7 +249,7 @@ func TestFailoverTwoInstances(t *testing.T) {
 		t.Fatal("instance A held no lane before the kill: the test would prove nothing")
 	}
 	a.kill()
-	if err := publishPaced(ctx, t, env.JS, msgs[half:], 4000); err != nil {
+	if err := simulate.PublishAll(ctx, env.JS, msgs[half:], 4000); err != nil {
 		t.Fatal(err)
 	}
 	checkAgainstResolver(t, env.JS, msgs)

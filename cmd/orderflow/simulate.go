@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -46,10 +45,14 @@ func newSimulate(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			sum, err := publishSimulation(cmd.Context(), js, cfg, rate, cmd.ErrOrStderr())
+			gen, err := simulate.NewGenerator(cfg)
 			if err != nil {
+				return usageError{err}
+			}
+			if _, err := simulate.Publish(cmd.Context(), js, gen.Next, rate, cmd.ErrOrStderr()); err != nil {
 				return err
 			}
+			sum := gen.Summary()
 			if n := failed.Load(); n > 0 {
 				return fmt.Errorf("%d messages were not stored", n)
 			}
@@ -85,69 +88,6 @@ func newSimulate(g *globals) *cobra.Command {
 	f.BoolVar(&report, "report", false, "wait until the pipeline has folded everything, then print the status summary")
 	f.BoolVar(&asJSON, "json", false, "machine-readable output")
 	return cmd
-}
-
-// publishSimulation publishes the workload with pipelined async publishes, paced to
-// rate, with a progress line on w.
-func publishSimulation(ctx context.Context, js jetstream.JetStream, cfg simulate.Config, rate float64, w io.Writer) (simulate.Summary, error) {
-	gen, err := simulate.NewGenerator(cfg)
-	if err != nil {
-		return simulate.Summary{}, usageError{err}
-	}
-	start := time.Now()
-	lastProgress := start
-	sent := 0
-	for {
-		m, ok := gen.Next()
-		if !ok {
-			break
-		}
-		if d := simulate.PaceDelay(sent, rate, time.Since(start)); d > 0 {
-			time.Sleep(d)
-		}
-		msg := nats.NewMsg(m.Subject)
-		msg.Data = m.Body
-		msg.Header.Set(nats.MsgIdHdr, m.MsgID)
-		if err := publishAsync(ctx, js, msg); err != nil {
-			return gen.Summary(), err
-		}
-		sent++
-		if time.Since(lastProgress) >= time.Second {
-			lastProgress = time.Now()
-			fmt.Fprintf(w, "published %d messages (%.0f/s)\n", sent, float64(sent)/time.Since(start).Seconds())
-		}
-		if ctx.Err() != nil {
-			return gen.Summary(), ctx.Err()
-		}
-	}
-	select {
-	case <-js.PublishAsyncComplete():
-	case <-ctx.Done():
-		return gen.Summary(), ctx.Err()
-	}
-	el := time.Since(start)
-	fmt.Fprintf(w, "published %d messages in %s (%.0f/s)\n", sent, el.Round(time.Millisecond), float64(sent)/el.Seconds())
-	return gen.Summary(), nil
-}
-
-// publishAsync sends m without waiting for its ack, waiting only when too many acks
-// are outstanding (back-pressure from the server).
-func publishAsync(ctx context.Context, js jetstream.JetStream, m *nats.Msg) error {
-	for {
-		_, err := js.PublishMsgAsync(m)
-		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
-			if err != nil {
-				return fmt.Errorf("publish: %w", err)
-			}
-			return nil
-		}
-		select {
-		case <-js.PublishAsyncComplete():
-		case <-time.After(100 * time.Millisecond):
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
 }
 
 // statusReport is what the pipeline made of a workload.

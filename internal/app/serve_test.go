@@ -10,9 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/orderflow/orderflow/handlers"
 	"github.com/orderflow/orderflow/handlers/resolver"
 	"github.com/orderflow/orderflow/internal/app"
@@ -54,23 +51,6 @@ func startServe(t *testing.T, env *testenv.NATSEnv, topo topology.Topology) stri
 	return ""
 }
 
-func publishAll(t *testing.T, js jetstream.JetStream, msgs []simulate.Message) {
-	t.Helper()
-	for _, m := range msgs {
-		nm := nats.NewMsg(m.Subject)
-		nm.Data = m.Body
-		nm.Header.Set(nats.MsgIdHdr, m.MsgID)
-		if _, err := js.PublishMsgAsync(nm); err != nil {
-			t.Fatalf("publish: %v", err)
-		}
-	}
-	select {
-	case <-js.PublishAsyncComplete():
-	case <-time.After(60 * time.Second):
-		t.Fatal("publishes not acknowledged within 60s")
-	}
-}
-
 // TestPipelineMatchesResolver runs a contending simulated workload with bad input
 // through the real pipeline and checks that every KV snapshot and every HTTP answer
 // equals the pure resolver applied to the published events, and that every bad
@@ -86,8 +66,10 @@ func TestPipelineMatchesResolver(t *testing.T) {
 	if sum.Invalid == 0 || sum.Duplicates == 0 || sum.AgentCorrections == 0 {
 		t.Fatalf("workload lacks contention: %s", sum)
 	}
-	publishAll(t, env.JS, msgs)
 	ctx := context.Background()
+	if err := simulate.PublishAll(ctx, env.JS, msgs, 0); err != nil {
+		t.Fatal(err)
+	}
 	if err := app.WaitDrained(ctx, env.JS, time.Minute); err != nil {
 		t.Fatal(err)
 	}
