@@ -36,6 +36,18 @@ func NewDLQ(js jetstream.JetStream) *DLQ { return &DLQ{js: js} }
 // event only once it is durable there. The message id is derived from the WAL
 // sequence, so a replay after a crash does not set the same event aside twice.
 func (d *DLQ) Send(ctx context.Context, rec wal.Record, rej Rejection) error {
+	if rec.Header == nil {
+		// Lanes receive events without their headers; fetch the stored original.
+		orig, err := d.js.Stream(ctx, topology.EventsStream)
+		if err != nil {
+			return err
+		}
+		stored, err := orig.GetMsg(ctx, rec.Seq)
+		if err != nil {
+			return fmt.Errorf("read WAL %d for the DLQ: %w", rec.Seq, err)
+		}
+		rec.Header = stored.Header
+	}
 	m := nats.NewMsg(topology.DLQPrefix + "." + rej.Reason)
 	m.Data = rec.Data
 	for k, v := range rec.Header {

@@ -29,6 +29,12 @@ type LaneConfig struct {
 	CheckpointEvery time.Duration
 	// RetryBackoff is the pause before retrying a failed JetStream call.
 	RetryBackoff time.Duration
+	// CoalesceWindow is how long a dirty order waits for more of its events before
+	// its snapshot is written, while the lane is behind by more than BacklogEvents.
+	// Catching up on a backlog then writes each order once per window instead of once
+	// per event; a caught-up lane writes at once, so live latency does not pay for it.
+	CoalesceWindow time.Duration
+	BacklogEvents  uint64
 }
 
 // SetDefaults fills unset fields.
@@ -44,6 +50,12 @@ func (c *LaneConfig) SetDefaults() {
 	}
 	if c.RetryBackoff == 0 {
 		c.RetryBackoff = 100 * time.Millisecond
+	}
+	if c.CoalesceWindow == 0 {
+		c.CoalesceWindow = 50 * time.Millisecond
+	}
+	if c.BacklogEvents == 0 {
+		c.BacklogEvents = 256
 	}
 }
 
@@ -66,7 +78,9 @@ type entry struct {
 	// dirtyFrom is the first WAL sequence whose effect is not yet durable, 0 = clean.
 	dirtyFrom uint64
 	dirtyAt   time.Time // WAL time of that event, for end-to-end latency
-	inflight  bool
+	// dirtySince is when the entry became dirty, by this process's clock.
+	dirtySince time.Time
+	inflight   bool
 }
 
 // Lane is one ordered lane: it folds its partition's events, in WAL order, into order
@@ -98,6 +112,9 @@ type Lane struct {
 	lastCkpt uint64
 	// lastHandled is when a delivery last arrived; an idle lane checks its tail.
 	lastHandled time.Time
+	// behind is the lane's backlog as of the last delivery; flushing forces writes.
+	behind   uint64
+	flushing bool
 }
 
 type pendingWrite struct {
@@ -138,6 +155,7 @@ func (l *Lane) Handle(ctx context.Context, dl Delivery) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.lastHandled = start
+	l.behind = dl.Pending
 	if l.needSync || dl.ConsumerSeq != l.consSeq+1 {
 		if err := l.resync(ctx); err != nil {
 			l.needSync = true
@@ -145,6 +163,7 @@ func (l *Lane) Handle(ctx context.Context, dl Delivery) error {
 		}
 	}
 	l.consSeq = dl.ConsumerSeq
+	l.behind = max(l.behind, dl.Pending)
 	if err := l.process(ctx, dl.Record); err != nil {
 		l.needSync = true
 		return err
@@ -159,10 +178,12 @@ func (l *Lane) Handle(ctx context.Context, dl Delivery) error {
 }
 
 // resync makes memory agree with KV: wait for pending writes, forget everything, and
-// replay this partition from the durable checkpoint to its current end. Replaying to
-// the end, not just to the message that triggered the resync, matters: messages an
-// earlier holder of the lane received but never acknowledged are redelivered later,
-// out of WAL order, and must find themselves already handled. Called with mu held.
+// replay this partition from the durable checkpoint up to the newest message the
+// consumer ever delivered, to anyone. Replaying that far, not just to the message
+// that triggered the resync, matters: messages an earlier holder of the lane received
+// but never acknowledged are redelivered later, out of WAL order, and must find
+// themselves already handled; messages never delivered arrive in order. Called with
+// mu held.
 func (l *Lane) resync(ctx context.Context) error {
 	if err := l.flushLocked(ctx); err != nil {
 		return err
@@ -174,9 +195,15 @@ func (l *Lane) resync(ctx context.Context) error {
 	}
 	l.lastSeq = ckpt
 	l.lastCkpt = ckpt
-	err = wal.ReadRange(ctx, l.d.JS, topology.LaneSubject(l.partition), ckpt+1, math.MaxUint64, func(r wal.Record) error {
+	delivered, err := l.deliveredUpTo(ctx)
+	if err != nil {
+		return err
+	}
+	l.behind = math.MaxUint64 // a replay is a backlog: coalesce its writes
+	err = wal.ReadRange(ctx, l.d.JS, topology.LaneSubject(l.partition), ckpt+1, delivered, func(r wal.Record) error {
 		return l.process(ctx, r)
 	})
+	l.behind = 0
 	if err != nil {
 		return fmt.Errorf("lane %d replay: %w", l.partition, err)
 	}
@@ -185,6 +212,24 @@ func (l *Lane) resync(ctx context.Context) error {
 	}
 	l.needSync = false
 	return nil
+}
+
+// deliveredUpTo is the highest WAL sequence the lane's consumer has delivered.
+func (l *Lane) deliveredUpTo(ctx context.Context) (uint64, error) {
+	var n uint64
+	err := retry(ctx, l.cfg.RetryBackoff, func() error {
+		c, err := l.d.JS.Consumer(ctx, topology.EventsStream, topology.LaneConsumer(l.partition))
+		if err != nil {
+			return err
+		}
+		info, err := c.Info(ctx)
+		if err != nil {
+			return err
+		}
+		n = info.Delivered.Stream
+		return nil
+	})
+	return n, err
 }
 
 // process folds one record. Called with mu held.
@@ -235,30 +280,30 @@ func (l *Lane) markDirty(e *entry, rec wal.Record) {
 	if e.dirtyFrom == 0 {
 		e.dirtyFrom = rec.Seq
 		e.dirtyAt = rec.Time
+		e.dirtySince = time.Now()
 		l.dirty[e.id] = e
 	}
-	l.kickWriter()
+	if !l.coalescing() {
+		l.kickWriter()
+	}
 }
 
-// load returns the order's entry, from memory or KV. On a KV miss it checks the WAL
-// for earlier events (an expired terminal snapshot, or events that never changed
-// the state), so a missing snapshot never means a forgotten order. Called with mu held.
+// coalescing reports whether dirty orders wait for more events before a write.
+// Called with mu held.
+func (l *Lane) coalescing() bool {
+	return !l.flushing && l.behind > l.cfg.BacklogEvents
+}
+
+// load returns the order's entry, from memory or KV. A key that never existed means a
+// new order (events before the lane checkpoint are all in KV, and later ones this lane
+// has replayed itself). A key that was deleted or expired (a terminal snapshot past
+// its TTL leaves a marker) means an order with history: fold its WAL from the start.
+// Called with mu held.
 func (l *Lane) load(ctx context.Context, id string, seq uint64) (*entry, error) {
 	if e, ok := l.orders[id]; ok {
 		return e, nil
 	}
 	l.evict()
-	first, err := l.d.Log.FirstSeq(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	if first == seq {
-		// A brand-new order: no earlier event, so no snapshot to read. (Were the key
-		// left from an earlier life of the id, the CAS write would report a conflict.)
-		e := &entry{id: id, state: resolver.New(id)}
-		l.orders[id] = e
-		return e, nil
-	}
 	st, rev, err := l.d.Snapshots.Get(ctx, id)
 	if err != nil {
 		return nil, err
@@ -266,8 +311,10 @@ func (l *Lane) load(ctx context.Context, id string, seq uint64) (*entry, error) 
 	if st == nil {
 		st = resolver.New(id)
 	}
-	if err := l.catchUp(ctx, st, seq-1); err != nil {
-		return nil, err
+	if rev > 0 {
+		if err := l.catchUp(ctx, st, seq-1); err != nil {
+			return nil, err
+		}
 	}
 	e := &entry{id: id, state: st, rev: rev}
 	l.orders[id] = e
@@ -345,6 +392,8 @@ func (l *Lane) Run(ctx context.Context) {
 	}()
 	tick := time.NewTicker(l.cfg.CheckpointEvery)
 	defer tick.Stop()
+	coalesce := time.NewTicker(l.cfg.CoalesceWindow / 4)
+	defer coalesce.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -354,6 +403,8 @@ func (l *Lane) Run(ctx context.Context) {
 			l.mu.Unlock()
 			return
 		case <-l.kick:
+			l.writeDirty(ctx)
+		case <-coalesce.C:
 			l.writeDirty(ctx)
 		case <-tick.C:
 			l.writeDirty(ctx)
@@ -419,9 +470,11 @@ func (l *Lane) recoverTail(ctx context.Context) error {
 	}
 	clear(l.orders)
 	l.lastSeq = ckpt
+	l.behind = math.MaxUint64
 	err = wal.ReadRange(ctx, l.d.JS, topology.LaneSubject(l.partition), ckpt+1, floor, func(r wal.Record) error {
 		return l.process(ctx, r)
 	})
+	l.behind = 0
 	if err != nil {
 		return err
 	}
@@ -449,8 +502,10 @@ func (l *Lane) writeDirty(ctx context.Context) {
 	}
 	var jobs []job
 	l.mu.Lock()
+	coalescing := l.coalescing()
+	now := time.Now()
 	for _, e := range l.dirty {
-		if e.inflight {
+		if e.inflight || (coalescing && now.Sub(e.dirtySince) < l.cfg.CoalesceWindow) {
 			continue
 		}
 		data, err := e.state.MarshalSnapshot()
@@ -522,6 +577,7 @@ func (l *Lane) settle(w pendingWrite, rev uint64) {
 	}
 	// Events arrived while the write was in flight: they are the next write.
 	e.dirtyFrom = w.upTo + 1
+	e.dirtySince = time.Now()
 	l.kickWriter()
 }
 
@@ -619,6 +675,8 @@ func (l *Lane) flushLocked(ctx context.Context) error {
 		l.mu.Unlock()
 	})
 	defer stop()
+	l.flushing = true
+	defer func() { l.flushing = false }()
 	for len(l.dirty) > 0 {
 		if ctx.Err() != nil {
 			return ctx.Err()

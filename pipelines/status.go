@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,10 +43,7 @@ type StatusPipeline struct {
 // lane. nc must be a connection of its own: the subscriber drains it on close.
 func NewStatusPipeline(nc *nats.Conn, topo topology.Topology, cfg handlers.LaneConfig, deps handlers.Deps) (*StatusPipeline, error) {
 	topo.SetDefaults()
-	wlog := watermill.NewSlogLoggerWithLevelMapping(deps.Logger, map[slog.Level]slog.Level{
-		// Watermill logs every message at info; that is debug detail here.
-		slog.LevelInfo: slog.LevelDebug,
-	})
+	wlog := newWMLogger(deps.Logger)
 	sub, err := wmjs.NewSubscriber(wmjs.SubscriberConfig{
 		Conn:                nc,
 		Logger:              wlog,
@@ -168,8 +164,13 @@ func (laneUnmarshaler) Unmarshal(m jetstream.Msg) (*message.Message, error) {
 		md[mdStoredAt] = strconv.FormatInt(meta.Timestamp.UnixNano(), 10)
 		md[mdPending] = strconv.FormatUint(meta.NumPending, 10)
 	}
-	if h := m.Headers(); len(h) > 0 {
-		md[mdHeaders] = encodeHeaders(h)
+	// Headers travel only when one repeats (the lane rejects those); the DLQ reads
+	// the original headers back from the WAL, so the common path copies none.
+	for _, vs := range m.Headers() {
+		if len(vs) > 1 {
+			md[mdHeaders] = encodeHeaders(m.Headers())
+			break
+		}
 	}
 	wm := message.NewMessage(md[mdSeq], m.Data())
 	wm.Metadata = md

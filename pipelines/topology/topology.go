@@ -51,6 +51,10 @@ type Topology struct {
 	WALMaxAge time.Duration
 	// TerminalTTL is how long snapshots of delivered/cancelled orders stay in KV.
 	TerminalTTL time.Duration
+	// ExpiredMarkerTTL is how long KV remembers that a terminal snapshot expired. A
+	// late event within it refolds the order from the WAL; after it, the event starts
+	// a fresh state, as for a new order.
+	ExpiredMarkerTTL time.Duration
 	// LaneAckWait is how long a lane may hold an event before JetStream redelivers it.
 	LaneAckWait time.Duration
 	// LanePinnedTTL is how long a silent instance keeps its lanes before another takes over.
@@ -73,6 +77,9 @@ func (t *Topology) SetDefaults() {
 	}
 	if t.TerminalTTL == 0 {
 		t.TerminalTTL = 24 * time.Hour
+	}
+	if t.ExpiredMarkerTTL == 0 {
+		t.ExpiredMarkerTTL = 7 * 24 * time.Hour
 	}
 	if t.LaneAckWait == 0 {
 		t.LaneAckWait = 30 * time.Second
@@ -207,7 +214,8 @@ func (t Topology) MilestonesConfig() jetstream.StreamConfig {
 }
 
 // StatusBucketConfig is KV order_status. LimitMarkerTTL turns on per-key TTLs so
-// terminal snapshots can expire while live ones stay.
+// terminal snapshots can expire while live ones stay, and keeps a marker of each
+// expiry so a late event knows the order had a history.
 func (t Topology) StatusBucketConfig() jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{
 		Bucket:         StatusBucket,
@@ -215,7 +223,7 @@ func (t Topology) StatusBucketConfig() jetstream.KeyValueConfig {
 		History:        1,
 		Storage:        jetstream.FileStorage,
 		Replicas:       t.Replicas,
-		LimitMarkerTTL: time.Minute,
+		LimitMarkerTTL: t.ExpiredMarkerTTL,
 	}
 }
 

@@ -1,0 +1,55 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"runtime/pprof"
+
+	"github.com/spf13/cobra"
+
+	"github.com/orderflow/orderflow/internal/bench"
+)
+
+func newBench(g *globals) *cobra.Command {
+	var cfg bench.Config
+	var asJSON bool
+	var cpuProfile string
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure the pipeline against raw JetStream consume+ack in one run, on a private embedded server",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg.Progress = cmd.ErrOrStderr()
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
+			res, err := bench.Run(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(res)
+			}
+			res.Print(cmd.OutOrStdout())
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&cfg.Orders, "orders", 10_000, "orders in the backlog (about 9.5 events each)")
+	f.IntVar(&cfg.LiveSeconds, "live-seconds", 8, "length of the live end-to-end latency phase")
+	f.IntVar(&cfg.Partitions, "partitions", 8, "WAL partitions")
+	f.Float64Var(&cfg.LiveFraction, "live-fraction", 0.5, "live phase rate as a fraction of the measured backlog rate")
+	f.IntVar(&cfg.Reads, "reads", 2000, "reads per latency sample")
+	f.Int64Var(&cfg.Seed, "seed", 1, "workload seed")
+	f.BoolVar(&asJSON, "json", false, "machine-readable output")
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of the whole run (server included) to this file")
+	return cmd
+}

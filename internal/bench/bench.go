@@ -1,0 +1,429 @@
+// Package bench measures the status pipeline against the raw JetStream baseline in
+// the same run, on the same machine and the same backlog, so figures are ratios that
+// survive a noisy machine: raw durable consume+ack of the backlog, the pipeline
+// draining it into KV, end-to-end latency at half the pipeline's maximum rate, and
+// read latency for hot and cold orders.
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/orderflow/orderflow/handlers/resolver"
+	"github.com/orderflow/orderflow/internal/app"
+	"github.com/orderflow/orderflow/internal/embedded"
+	"github.com/orderflow/orderflow/internal/simulate"
+	"github.com/orderflow/orderflow/pipelines/topology"
+)
+
+// Config sets the workload.
+type Config struct {
+	// Orders in the backlog; about 9.5 events each.
+	Orders int
+	// LiveSeconds is how long the live latency phase publishes.
+	LiveSeconds int
+	// Partitions of the WAL.
+	Partitions int
+	// LiveFraction of the pipeline's backlog rate is the live phase's rate.
+	LiveFraction float64
+	// Reads per read-latency sample (hot and cold each).
+	Reads int
+	Seed  int64
+	// Progress, if set, receives one line per phase.
+	Progress io.Writer
+}
+
+func (c *Config) setDefaults() {
+	if c.Orders == 0 {
+		c.Orders = 10_000
+	}
+	if c.LiveSeconds == 0 {
+		c.LiveSeconds = 8
+	}
+	if c.Partitions == 0 {
+		c.Partitions = 8
+	}
+	if c.LiveFraction == 0 {
+		c.LiveFraction = 0.5
+	}
+	if c.Reads == 0 {
+		c.Reads = 2000
+	}
+	if c.Seed == 0 {
+		c.Seed = 1
+	}
+	if c.Progress == nil {
+		c.Progress = io.Discard
+	}
+}
+
+// Result is what one run measured.
+type Result struct {
+	Events            int     `json:"events"`
+	RawConsumeAckRate float64 `json:"raw_consume_ack_per_s"`
+	PipelineRate      float64 `json:"pipeline_per_s"`
+	Ratio             float64 `json:"pipeline_to_raw_ratio"`
+	LiveRate          float64 `json:"live_rate_per_s"`
+	LiveFraction      float64 `json:"live_fraction"`
+	LiveEvents        int     `json:"live_events_measured"`
+	EndToEndP50Ms     float64 `json:"end_to_end_p50_ms"`
+	EndToEndP99Ms     float64 `json:"end_to_end_p99_ms"`
+	HotReadP50Ms      float64 `json:"hot_read_p50_ms"`
+	HotReadP99Ms      float64 `json:"hot_read_p99_ms"`
+	ColdReadP50Ms     float64 `json:"cold_read_p50_ms"`
+	ColdReadP99Ms     float64 `json:"cold_read_p99_ms"`
+}
+
+// Print writes the result as a table.
+func (r Result) Print(w io.Writer) {
+	fmt.Fprintf(w, "backlog: %d events\n", r.Events)
+	fmt.Fprintf(w, "  raw JetStream durable consume+ack  %9.0f events/s\n", r.RawConsumeAckRate)
+	fmt.Fprintf(w, "  pipeline WAL -> KV snapshots       %9.0f events/s   ratio %.2f x raw\n", r.PipelineRate, r.Ratio)
+	fmt.Fprintf(w, "live at %.0f events/s (%.2f of the pipeline's backlog rate), %d events that change a snapshot:\n", r.LiveRate, r.LiveFraction, r.LiveEvents)
+	fmt.Fprintf(w, "  publish -> snapshot visible        p50 %6.2f ms   p99 %6.2f ms\n", r.EndToEndP50Ms, r.EndToEndP99Ms)
+	fmt.Fprintf(w, "reads GET /v1/orders/{id}:\n")
+	fmt.Fprintf(w, "  hot (cached)                       p50 %6.3f ms   p99 %6.3f ms\n", r.HotReadP50Ms, r.HotReadP99Ms)
+	fmt.Fprintf(w, "  cold (first read)                  p50 %6.3f ms   p99 %6.3f ms\n", r.ColdReadP50Ms, r.ColdReadP99Ms)
+}
+
+// Run starts a private embedded server in a temp dir and measures every phase.
+func Run(ctx context.Context, cfg Config) (Result, error) {
+	cfg.setDefaults()
+	var res Result
+	dir, err := os.MkdirTemp("", "orderflow-bench")
+	if err != nil {
+		return res, err
+	}
+	defer os.RemoveAll(dir)
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv, err := embedded.Start(ctx, embedded.Config{DataDir: dir, Listen: "127.0.0.1:-1", Logger: quiet})
+	if err != nil {
+		return res, err
+	}
+	defer srv.Shutdown()
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		return res, err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return res, err
+	}
+	topo := topology.Topology{Partitions: cfg.Partitions}
+	if _, err := topology.Provision(ctx, js, topo); err != nil {
+		return res, err
+	}
+
+	// The backlog.
+	backlog, _, err := simulate.Generate(simulate.Config{Seed: cfg.Seed, Orders: cfg.Orders})
+	if err != nil {
+		return res, err
+	}
+	fmt.Fprintf(cfg.Progress, "publishing a backlog of %d messages...\n", len(backlog))
+	if err := simulate.PublishAll(ctx, js, backlog, 0); err != nil {
+		return res, err
+	}
+	info, err := stream(ctx, js)
+	if err != nil {
+		return res, err
+	}
+	res.Events = int(info.State.Msgs)
+
+	// (a) raw durable consume + ack of the same backlog.
+	fmt.Fprintln(cfg.Progress, "measuring raw JetStream durable consume+ack...")
+	rawDur, err := rawConsumeAck(ctx, js, res.Events)
+	if err != nil {
+		return res, err
+	}
+	res.RawConsumeAckRate = float64(res.Events) / rawDur.Seconds()
+
+	// (b) the pipeline draining the backlog into KV.
+	fmt.Fprintln(cfg.Progress, "measuring the pipeline draining the backlog...")
+	start := time.Now()
+	httpAddr, stop, err := startPipeline(ctx, srv.ClientURL(), topo, quiet)
+	if err != nil {
+		return res, err
+	}
+	defer stop()
+	if err := waitDrained(ctx, js); err != nil {
+		return res, err
+	}
+	res.PipelineRate = float64(res.Events) / time.Since(start).Seconds()
+	res.Ratio = res.PipelineRate / res.RawConsumeAckRate
+
+	// End-to-end latency at half the pipeline's maximum rate.
+	res.LiveRate = res.PipelineRate * cfg.LiveFraction
+	fmt.Fprintf(cfg.Progress, "measuring end-to-end latency at %.0f events/s for %ds...\n", res.LiveRate, cfg.LiveSeconds)
+	res.LiveFraction = cfg.LiveFraction
+	lat, err := liveLatency(ctx, js, cfg, res.LiveRate)
+	if err != nil {
+		return res, err
+	}
+	res.LiveEvents = len(lat)
+	res.EndToEndP50Ms, res.EndToEndP99Ms = quantileMs(lat, 0.50), quantileMs(lat, 0.99)
+
+	// Reads.
+	fmt.Fprintln(cfg.Progress, "measuring reads...")
+	ids := orderIDs(backlog)
+	hot, cold, err := readLatency(ctx, httpAddr, ids, cfg.Reads)
+	if err != nil {
+		return res, err
+	}
+	res.HotReadP50Ms, res.HotReadP99Ms = quantileMs(hot, 0.50), quantileMs(hot, 0.99)
+	res.ColdReadP50Ms, res.ColdReadP99Ms = quantileMs(cold, 0.50), quantileMs(cold, 0.99)
+	return res, nil
+}
+
+func stream(ctx context.Context, js jetstream.JetStream) (*jetstream.StreamInfo, error) {
+	s, err := js.Stream(ctx, topology.EventsStream)
+	if err != nil {
+		return nil, err
+	}
+	return s.Info(ctx)
+}
+
+// rawConsumeAck is the baseline: a durable consumer over the whole WAL, acking each
+// message without waiting, the cheapest correct way to read it.
+func rawConsumeAck(ctx context.Context, js jetstream.JetStream, n int) (time.Duration, error) {
+	c, err := js.CreateOrUpdateConsumer(ctx, topology.EventsStream, jetstream.ConsumerConfig{
+		Durable: "bench-raw", FilterSubject: topology.WALPrefix + ".>",
+		AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 20_000,
+	})
+	if err != nil {
+		return 0, err
+	}
+	defer js.DeleteConsumer(context.Background(), topology.EventsStream, "bench-raw")
+	var got atomic.Int64
+	done := make(chan struct{})
+	start := time.Now()
+	cc, err := c.Consume(func(m jetstream.Msg) {
+		_ = m.Ack()
+		if got.Add(1) == int64(n) {
+			close(done)
+		}
+	}, jetstream.PullMaxMessages(2000))
+	if err != nil {
+		return 0, err
+	}
+	defer cc.Stop()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-time.After(5 * time.Minute):
+		return 0, fmt.Errorf("raw consumer got %d of %d messages", got.Load(), n)
+	}
+	return time.Since(start), nil
+}
+
+func startPipeline(ctx context.Context, url string, topo topology.Topology, log *slog.Logger) (string, func(), error) {
+	ctx, cancel := context.WithCancel(ctx)
+	addrs := make(chan app.Addrs, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- app.Serve(ctx, app.ServeConfig{
+			NATSURL: url, HTTPListen: "127.0.0.1:0", Topology: topo, Logger: log,
+			Started: func(a app.Addrs) { addrs <- a },
+		})
+	}()
+	stop := func() { cancel(); <-done }
+	select {
+	case a := <-addrs:
+		return a.HTTP, stop, nil
+	case err := <-done:
+		cancel()
+		return "", func() {}, fmt.Errorf("pipeline did not start: %w", err)
+	}
+}
+
+// waitDrained polls often: the poll interval bounds the throughput measurement's error.
+func waitDrained(ctx context.Context, js jetstream.JetStream) error {
+	return app.WaitDrained(ctx, js, 5*time.Minute)
+}
+
+// liveLatency publishes a fresh workload at rate and measures, for every event that
+// changes a snapshot (known from the pure resolver), the time from its publish to the
+// first KV update of its order that includes it.
+func liveLatency(ctx context.Context, js jetstream.JetStream, cfg Config, rate float64) ([]time.Duration, error) {
+	orders := int(rate*float64(cfg.LiveSeconds)/9.5) + 1
+	msgs, _, err := simulate.Generate(simulate.Config{Seed: cfg.Seed + 1000, Orders: orders, Interleave: 2000})
+	if err != nil {
+		return nil, err
+	}
+	kv, err := js.KeyValue(ctx, topology.StatusBucket)
+	if err != nil {
+		return nil, err
+	}
+	type seen struct {
+		walSeq uint64
+		at     time.Time
+	}
+	var mu sync.Mutex
+	updates := map[string][]seen{}
+	w, err := kv.WatchAll(ctx, jetstream.UpdatesOnly())
+	if err != nil {
+		return nil, err
+	}
+	defer w.Stop()
+	go func() {
+		for e := range w.Updates() {
+			if e == nil {
+				continue
+			}
+			var s struct {
+				WalSeq uint64 `json:"wal_seq"`
+			}
+			if json.Unmarshal(e.Value(), &s) == nil {
+				mu.Lock()
+				updates[e.Key()] = append(updates[e.Key()], seen{s.WalSeq, time.Now()})
+				mu.Unlock()
+			}
+		}
+	}()
+
+	type sent struct {
+		order  string
+		at     time.Time
+		future jetstream.PubAckFuture
+	}
+	var pubs []sent
+	persist := persistFlags(msgs)
+	start := time.Now()
+	for i, m := range msgs {
+		if d := simulate.PaceDelay(i, rate, time.Since(start)); d > 0 {
+			time.Sleep(d)
+		}
+		nm := nats.NewMsg(m.Subject)
+		nm.Data = m.Body
+		nm.Header.Set(nats.MsgIdHdr, m.MsgID)
+		at := time.Now()
+		f, err := js.PublishMsgAsync(nm)
+		if err != nil {
+			return nil, err
+		}
+		if persist[i] {
+			pubs = append(pubs, sent{m.Event.OrderID, at, f})
+		}
+	}
+	<-js.PublishAsyncComplete()
+	if err := waitDrained(ctx, js); err != nil {
+		return nil, err
+	}
+	time.Sleep(200 * time.Millisecond) // let the watcher deliver the last updates
+	mu.Lock()
+	defer mu.Unlock()
+	var lat []time.Duration
+	for _, p := range pubs {
+		var seq uint64
+		select {
+		case ack := <-p.future.Ok():
+			seq = ack.Sequence
+		default:
+			continue
+		}
+		for _, u := range updates[p.order] {
+			if u.walSeq >= seq {
+				lat = append(lat, u.at.Sub(p.at))
+				break
+			}
+		}
+	}
+	return lat, nil
+}
+
+// persistFlags marks the messages whose event changes what a snapshot stores, by
+// folding the workload with the resolver in publish order.
+func persistFlags(msgs []simulate.Message) []bool {
+	out := make([]bool, len(msgs))
+	states := map[string]*resolver.State{}
+	seen := map[string]bool{}
+	for i, m := range msgs {
+		if seen[m.MsgID] || m.Invalid != "" {
+			continue
+		}
+		seen[m.MsgID] = true
+		st, ok := states[m.Event.OrderID]
+		if !ok {
+			st = resolver.New(m.Event.OrderID)
+			states[m.Event.OrderID] = st
+		}
+		ev := m.Event
+		out[i] = st.Apply(&ev, uint64(i+1)).Persist
+	}
+	return out
+}
+
+func orderIDs(msgs []simulate.Message) []string {
+	seen := map[string]bool{}
+	var ids []string
+	for _, m := range msgs {
+		if m.Invalid == "" && !seen[m.Event.OrderID] {
+			seen[m.Event.OrderID] = true
+			ids = append(ids, m.Event.OrderID)
+		}
+	}
+	return ids
+}
+
+// readLatency times GET /v1/orders/{id}: hot reads repeat a few cached orders, cold
+// reads touch each order for the first time.
+func readLatency(ctx context.Context, addr string, ids []string, n int) (hot, cold []time.Duration, err error) {
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+	get := func(id string) (time.Duration, error) {
+		start := time.Now()
+		resp, err := client.Get("http://" + addr + "/v1/orders/" + id)
+		if err != nil {
+			return 0, err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return 0, fmt.Errorf("GET order %s: %s", id, resp.Status)
+		}
+		return time.Since(start), nil
+	}
+	coldN := min(n, len(ids)-50)
+	for _, id := range ids[:coldN] {
+		d, err := get(id)
+		if err != nil {
+			return nil, nil, err
+		}
+		cold = append(cold, d)
+	}
+	hotIDs := ids[len(ids)-50:]
+	for _, id := range hotIDs { // warm them
+		if _, err := get(id); err != nil {
+			return nil, nil, err
+		}
+	}
+	for i := 0; i < n; i++ {
+		d, err := get(hotIDs[i%len(hotIDs)])
+		if err != nil {
+			return nil, nil, err
+		}
+		hot = append(hot, d)
+	}
+	return hot, cold, ctx.Err()
+}
+
+func quantileMs(ds []time.Duration, q float64) float64 {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return float64(s[int(q*float64(len(s)-1))].Microseconds()) / 1000
+}
