@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/orderflow/orderflow/handlers"
 	"github.com/orderflow/orderflow/handlers/resolver"
 	"github.com/orderflow/orderflow/internal/app"
@@ -17,6 +19,7 @@ import (
 	"github.com/orderflow/orderflow/internal/testenv"
 	"github.com/orderflow/orderflow/internal/verify"
 	"github.com/orderflow/orderflow/pipelines/topology"
+	"github.com/orderflow/orderflow/schemas"
 )
 
 // startServe runs one instance against env and returns its HTTP address.
@@ -147,5 +150,78 @@ func TestPipelineMatchesResolver(t *testing.T) {
 		if !invalidBodies[string(m.Data)] {
 			t.Fatalf("DLQ message %d is not byte-for-byte an invalid message we sent", seq)
 		}
+	}
+}
+
+// TestTerminalSnapshotsExpireAndReadsFallBackToTheWAL checks the terminal TTL: the
+// snapshot of a delivered order leaves KV, reads still answer from the WAL, and a
+// late event refolds the order's history instead of starting from nothing.
+func TestTerminalSnapshotsExpireAndReadsFallBackToTheWAL(t *testing.T) {
+	env := testenv.NATS(t)
+	httpAddr := startServe(t, env, topology.Topology{Partitions: 2, TerminalTTL: time.Second})
+	ctx := context.Background()
+	msgs, _, err := simulate.Generate(simulate.Config{Seed: 21, Orders: 5, CancelRate: simulate.Off, AgentRate: simulate.Off, EstimatorRate: simulate.Off})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := simulate.PublishAll(ctx, env.JS, msgs, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := app.WaitDrained(ctx, env.JS, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	id := msgs[0].Event.OrderID
+	want := verify.FoldMessages(msgs)[id].View()
+	if want.Status != "delivered" {
+		t.Fatalf("workload order %s ends %s, want delivered", id, want.Status)
+	}
+	kv, err := env.JS.KeyValue(ctx, topology.StatusBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := kv.Get(ctx, id); err != nil {
+			break // expired
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("terminal snapshot did not expire")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	get := func() resolver.View {
+		resp, err := http.Get("http://" + httpAddr + "/v1/orders/" + id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var v resolver.View
+		if resp.StatusCode != 200 || json.NewDecoder(resp.Body).Decode(&v) != nil {
+			t.Fatalf("GET expired order: %s", resp.Status)
+		}
+		return v
+	}
+	if v := get(); v.Status != "delivered" || v.CustomerID != want.CustomerID {
+		t.Fatalf("read after expiry: %+v, want %+v", v, want)
+	}
+	// A late estimator eta for the finished order: the lane must refold its history.
+	late := nats.NewMsg("orders.events.estimator." + id)
+	late.Data = []byte(`{"schema_version":1,"event_id":"late-eta","order_id":"` + id + `","source":"estimator","source_seq":99,"occurred_at":"2026-01-05T13:00:00Z","eta":"2026-01-05T13:10:00Z"}`)
+	if _, err := env.JS.PublishMsg(ctx, late); err != nil {
+		t.Fatal(err)
+	}
+	if err := app.WaitDrained(ctx, env.JS, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	e, err := kv.Get(ctx, id)
+	if err != nil {
+		t.Fatalf("no snapshot after the late event: %v", err)
+	}
+	st, err := resolver.UnmarshalSnapshot(e.Value())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := st.View(); v.Status != "delivered" || v.Version[schemas.SourcePlatform] != 1 {
+		t.Fatalf("late event started from nothing: %+v", v)
 	}
 }

@@ -104,9 +104,18 @@ func streamEqual(a, b jetstream.StreamConfig) bool {
 	return fmt.Sprint(a.Subjects) == fmt.Sprint(b.Subjects) &&
 		transformDest(a) == transformDest(b) &&
 		a.Replicas == b.Replicas && a.Duplicates == b.Duplicates &&
-		a.MaxMsgSize == b.MaxMsgSize && a.MaxAge == b.MaxAge &&
-		a.MaxMsgsPerSubject == b.MaxMsgsPerSubject && a.Discard == b.Discard &&
-		a.DiscardNewPerSubject == b.DiscardNewPerSubject && a.Description == b.Description
+		unlimited(int64(a.MaxMsgSize)) == unlimited(int64(b.MaxMsgSize)) && a.MaxAge == b.MaxAge &&
+		unlimited(a.MaxMsgsPerSubject) == unlimited(b.MaxMsgsPerSubject) && a.Discard == b.Discard &&
+		a.DiscardNewPerSubject == b.DiscardNewPerSubject && a.Description == b.Description &&
+		a.AllowDirect == b.AllowDirect
+}
+
+// unlimited normalises "no limit": the server reports -1 where a config sent 0.
+func unlimited(n int64) int64 {
+	if n <= 0 {
+		return -1
+	}
+	return n
 }
 
 func provisionBucket(ctx context.Context, js jetstream.JetStream, want jetstream.KeyValueConfig) (Change, error) {
