@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/orderflow/orderflow/handlers/outbox"
 	"github.com/orderflow/orderflow/handlers/resolver"
 	"github.com/orderflow/orderflow/internal/snapshot"
 	"github.com/orderflow/orderflow/internal/wal"
@@ -66,6 +68,7 @@ type Deps struct {
 	Snapshots   *snapshot.Store
 	Checkpoints jetstream.KeyValue
 	DLQ         *DLQ
+	Milestones  *MilestonePublisher
 	Metrics     *Metrics
 	Logger      *slog.Logger
 }
@@ -81,6 +84,11 @@ type entry struct {
 	// dirtySince is when the entry became dirty, by this process's clock.
 	dirtySince time.Time
 	inflight   bool
+	// outbox holds the milestones the order owes; gen counts changes to what a
+	// snapshot stores, so a write knows whether it captured the latest.
+	outbox   outbox.Outbox
+	gen      uint64
+	relaying map[string]bool // kinds handed to the relay, not yet confirmed
 }
 
 // Lane is one ordered lane: it folds its partition's events, in WAL order, into order
@@ -109,7 +117,10 @@ type Lane struct {
 	needSync bool   // replay from the checkpoint before the next message
 	kick     chan struct{}
 	acks     chan pendingWrite
-	lastCkpt uint64
+	// relayQueue holds milestones whose outbox entry is durable, for runRelay.
+	relayQueue []milestone
+	relayKick  chan struct{}
+	lastCkpt   uint64
 	// lastHandled is when a delivery last arrived; an idle lane checks its tail.
 	lastHandled time.Time
 	// behind is the lane's backlog as of the last delivery; flushing forces writes.
@@ -118,9 +129,17 @@ type Lane struct {
 }
 
 type pendingWrite struct {
-	e      *entry
-	upTo   uint64
-	future jetstream.PubAckFuture
+	e       *entry
+	upTo    uint64
+	gen     uint64
+	pending []string // outbox kinds the write made durable
+	future  jetstream.PubAckFuture
+}
+
+// milestone is one outbox entry for the relay to publish.
+type milestone struct {
+	e    *entry
+	kind string
 }
 
 // NewLane returns a lane for one partition. Run must be running for its writes to flow.
@@ -135,6 +154,7 @@ func NewLane(partition int, cfg LaneConfig, d Deps) *Lane {
 		needSync:  true,
 		kick:      make(chan struct{}, 1),
 		acks:      make(chan pendingWrite, cfg.MaxDirty),
+		relayKick: make(chan struct{}, 1),
 	}
 	l.cond = sync.NewCond(&l.mu)
 	return l
@@ -259,7 +279,7 @@ func (l *Lane) process(ctx context.Context, rec wal.Record) error {
 		if !ok {
 			// The resolver is fuzzed never to panic; if it does, keep the lane going and
 			// set the event aside rather than wedge every order behind it.
-			e.state, _ = l.rebuild(ctx, ev.OrderID, rec.Seq-1)
+			l.rebuild(ctx, e, rec.Seq-1)
 			rej := Rejection{ReasonHandlerPanic, "resolver panicked on this event"}
 			if err := retry(ctx, l.cfg.RetryBackoff, func() error { return l.d.DLQ.Send(ctx, rec, rej) }); err != nil {
 				return err
@@ -267,7 +287,9 @@ func (l *Lane) process(ctx context.Context, rec wal.Record) error {
 			l.d.Metrics.DLQ.WithLabelValues(rej.Reason).Inc()
 		} else {
 			l.d.Metrics.Events.WithLabelValues(string(ev.Source), string(d.Outcome)).Inc()
-			if d.Persist {
+			owes := d.Changed && e.outbox.Update(e.state.Milestones())
+			if d.Persist || owes {
+				e.gen++
 				l.markDirty(e, rec)
 			}
 		}
@@ -304,54 +326,64 @@ func (l *Lane) load(ctx context.Context, id string, seq uint64) (*entry, error) 
 		return e, nil
 	}
 	l.evict()
-	st, rev, err := l.d.Snapshots.Get(ctx, id)
+	st, ob, rev, err := l.d.Snapshots.Get(ctx, id)
 	if err != nil {
 		return nil, err
 	}
 	if st == nil {
 		st = resolver.New(id)
 	}
+	e := &entry{id: id, state: st, rev: rev, outbox: ob}
 	if rev > 0 {
-		if err := l.catchUp(ctx, st, seq-1); err != nil {
+		if err := l.catchUp(ctx, e, seq-1); err != nil {
 			return nil, err
 		}
 	}
-	e := &entry{id: id, state: st, rev: rev}
 	l.orders[id] = e
+	if !e.outbox.Empty() {
+		// Milestones recorded before a crash and never confirmed: owe them again.
+		// The lane checkpoint stayed below the event that recorded them, which is
+		// why this load happens at all.
+		e.gen++
+		l.markDirty(e, wal.Record{Seq: seq, Time: time.Now()})
+	}
 	return e, nil
 }
 
-// catchUp folds the order's WAL events after the state's wal_seq up to upto.
-func (l *Lane) catchUp(ctx context.Context, st *resolver.State, upto uint64) error {
-	if upto <= st.WalSeq() {
+// catchUp folds the order's WAL events after the state's wal_seq up to upto,
+// recording the milestones they owe.
+func (l *Lane) catchUp(ctx context.Context, e *entry, upto uint64) error {
+	if upto <= e.state.WalSeq() {
 		return nil
 	}
-	return l.d.Log.ReadOrder(ctx, st.View().OrderID, st.WalSeq(), upto, func(r wal.Record) error {
+	return l.d.Log.ReadOrder(ctx, e.id, e.state.WalSeq(), upto, func(r wal.Record) error {
 		if ev, rej := classifySafely(r); rej == nil {
-			applySafely(st, ev, r.Seq)
+			if d, ok := applySafely(e.state, ev, r.Seq); ok && d.Changed {
+				e.outbox.Update(e.state.Milestones())
+			}
 		}
 		return nil
 	})
 }
 
-// rebuild recomputes an order's state from KV and the WAL up to upto.
-func (l *Lane) rebuild(ctx context.Context, id string, upto uint64) (*resolver.State, uint64) {
-	var st *resolver.State
-	var rev uint64
-	_ = retry(ctx, l.cfg.RetryBackoff, func() (err error) {
-		st, rev, err = l.d.Snapshots.Get(ctx, id)
+// rebuild replaces the entry's state and outbox with what is durable plus the WAL
+// up to upto.
+func (l *Lane) rebuild(ctx context.Context, e *entry, upto uint64) {
+	_ = retry(ctx, l.cfg.RetryBackoff, func() error {
+		st, ob, rev, err := l.d.Snapshots.Get(ctx, e.id)
 		if err != nil {
 			return err
 		}
 		if st == nil {
-			st = resolver.New(id)
+			st = resolver.New(e.id)
 		}
-		return l.catchUp(ctx, st, upto)
+		e.state, e.outbox, e.rev = st, ob, rev
+		return l.catchUp(ctx, e, upto)
 	})
-	if st == nil {
-		st = resolver.New(id)
+	if e.state == nil {
+		e.state = resolver.New(e.id)
 	}
-	return st, rev
+	e.gen++
 }
 
 // evict drops clean orders when the cache is full. Called with mu held.
@@ -364,7 +396,7 @@ func (l *Lane) evict() {
 		if n == 0 {
 			return
 		}
-		if e.dirtyFrom == 0 && !e.inflight {
+		if e.dirtyFrom == 0 && !e.inflight && e.outbox.Empty() {
 			delete(l.orders, id)
 			n--
 		}
@@ -381,7 +413,11 @@ func (l *Lane) kickWriter() {
 // Run writes dirty snapshots and checkpoints until ctx ends.
 func (l *Lane) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		l.runRelay(ctx)
+	}()
 	go func() {
 		defer wg.Done()
 		l.collectAcks(ctx)
@@ -498,6 +534,8 @@ func (l *Lane) writeDirty(ctx context.Context) {
 		data     []byte
 		rev      uint64
 		upTo     uint64
+		gen      uint64
+		pending  []string
 		terminal bool
 	}
 	var jobs []job
@@ -508,14 +546,15 @@ func (l *Lane) writeDirty(ctx context.Context) {
 		if e.inflight || (coalescing && now.Sub(e.dirtySince) < l.cfg.CoalesceWindow) {
 			continue
 		}
-		data, err := e.state.MarshalSnapshot()
+		data, err := snapshot.Encode(e.state, e.outbox)
 		if err != nil {
 			l.d.Logger.Error("encode snapshot", "order", e.id, "err", err)
 			continue
 		}
 		e.inflight = true
 		st := e.state.View().Status
-		jobs = append(jobs, job{e, data, e.rev, e.state.WalSeq(), st == schemas.StatusDelivered || st == schemas.StatusCancelled})
+		jobs = append(jobs, job{e, data, e.rev, e.state.WalSeq(), e.gen, slices.Clone(e.outbox.Pending),
+			st == schemas.StatusDelivered || st == schemas.StatusCancelled})
 	}
 	l.mu.Unlock()
 	for i, j := range jobs {
@@ -531,7 +570,7 @@ func (l *Lane) writeDirty(ctx context.Context) {
 			return
 		}
 		select {
-		case l.acks <- pendingWrite{e: j.e, upTo: j.upTo, future: f}:
+		case l.acks <- pendingWrite{e: j.e, upTo: j.upTo, gen: j.gen, pending: j.pending, future: f}:
 		case <-ctx.Done():
 			return
 		}
@@ -568,17 +607,70 @@ func (l *Lane) settle(w pendingWrite, rev uint64) {
 	if !e.dirtyAt.IsZero() {
 		l.d.Metrics.EndToEndSeconds.Observe(time.Since(e.dirtyAt).Seconds())
 	}
-	if e.state.WalSeq() <= w.upTo {
+	// The write made these milestones durable in the outbox: now they may go out.
+	for _, kind := range w.pending {
+		if !e.relaying[kind] {
+			if e.relaying == nil {
+				e.relaying = map[string]bool{}
+			}
+			e.relaying[kind] = true
+			failpoint(FailAfterSnapshotWrite)
+			l.relayQueue = append(l.relayQueue, milestone{e, kind})
+			select {
+			case l.relayKick <- struct{}{}:
+			default:
+			}
+		}
+	}
+	switch {
+	case e.gen == w.gen && e.outbox.Empty():
 		e.dirtyFrom = 0
 		e.dirtyAt = time.Time{}
 		delete(l.dirty, e.id)
 		l.cond.Broadcast()
-		return
+	case e.gen != w.gen:
+		// Changes arrived while the write was in flight: they are the next write.
+		// While milestones are outstanding, dirtyFrom keeps holding the checkpoint
+		// below the event that recorded them.
+		if e.outbox.Empty() {
+			e.dirtyFrom = w.upTo + 1
+		}
+		e.dirtySince = time.Now()
+		l.kickWriter()
 	}
-	// Events arrived while the write was in flight: they are the next write.
-	e.dirtyFrom = w.upTo + 1
-	e.dirtySince = time.Now()
-	l.kickWriter()
+	// Otherwise only milestones are outstanding: the entry stays dirty until the
+	// relay confirms them and the write that clears them lands.
+}
+
+// runRelay publishes milestones whose outbox entry is durable, then marks them
+// published so the next snapshot write clears them. A crash anywhere in between
+// leaves them in the outbox; the lane publishes them again after its resync, and
+// the milestone stream's one-message-per-subject rule makes the retry a no-op.
+func (l *Lane) runRelay(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-l.relayKick:
+		}
+		l.mu.Lock()
+		queue := l.relayQueue
+		l.relayQueue = nil
+		l.mu.Unlock()
+		for _, m := range queue {
+			err := retry(ctx, l.cfg.RetryBackoff, func() error { return l.d.Milestones.Publish(ctx, m.e.id, m.kind) })
+			if err != nil {
+				return
+			}
+			failpoint(FailAfterMilestonePublish)
+			l.mu.Lock()
+			m.e.outbox.Published(m.kind)
+			delete(m.e.relaying, m.kind)
+			m.e.gen++
+			l.kickWriter()
+			l.mu.Unlock()
+		}
+	}
 }
 
 func (l *Lane) failed(ctx context.Context, w pendingWrite, err error) {
@@ -590,8 +682,7 @@ func (l *Lane) failed(ctx context.Context, w pendingWrite, err error) {
 		// Someone else wrote the key (another instance that held this lane, or an
 		// operator's replay): rebuild from what is durable plus the WAL, then write again.
 		l.d.Metrics.SnapshotWrites.WithLabelValues("conflict").Inc()
-		st, rev := l.rebuild(ctx, w.e.id, l.lastSeq)
-		w.e.state, w.e.rev = st, rev
+		l.rebuild(ctx, w.e, l.lastSeq)
 		l.kickWriter()
 		return
 	}

@@ -245,12 +245,10 @@ func TestSIGTERMShutsDownCleanly(t *testing.T) {
 	if err := inst.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- inst.cmd.Wait() }()
 	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("serve exited with %v after SIGTERM", err)
+	case <-inst.done:
+		if code := inst.cmd.ProcessState.ExitCode(); code != 0 {
+			t.Fatalf("serve exited with %v after SIGTERM", inst.cmd.ProcessState)
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("serve did not exit within 30s of SIGTERM")

@@ -42,23 +42,28 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// instance is one `orderflow serve` process.
+// instance is one orderflow process.
 type instance struct {
 	cmd  *exec.Cmd
 	http string
 	log  string
+	done chan struct{} // closed when the process has exited
+	addr chan string   // the HTTP address serve reports
+	// killed says the test ended it; an exit without it was the process's own.
+	killed bool
 }
 
-// startInstance runs `orderflow serve` with args and waits until it reports its
-// HTTP address and /readyz answers.
-func startInstance(t *testing.T, args ...string) *instance {
+// launch starts `orderflow args...` with extra environment variables, logging its
+// output to a file that is printed if the test fails.
+func launch(t *testing.T, env []string, args ...string) *instance {
 	t.Helper()
-	logPath := filepath.Join(t.TempDir(), "serve.log")
+	logPath := filepath.Join(t.TempDir(), "orderflow.log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(binary, append([]string{"serve", "--http-listen", "127.0.0.1:0", "--log-level", "info"}, args...)...)
+	cmd := exec.Command(binary, args...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout = logFile
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -68,22 +73,20 @@ func startInstance(t *testing.T, args ...string) *instance {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	inst := &instance{cmd: cmd, log: logPath}
+	inst := &instance{cmd: cmd, log: logPath, done: make(chan struct{}), addr: make(chan string, 1)}
 	t.Cleanup(func() {
 		inst.kill()
 		if t.Failed() {
 			b, _ := os.ReadFile(logPath)
-			lines := strings.Split(string(b), "\n")
 			var own []string
-			for _, l := range lines {
+			for _, l := range strings.Split(string(b), "\n") {
 				if !strings.Contains(l, "component=nats-server") {
 					own = append(own, l)
 				}
 			}
-			t.Logf("log of instance %d (last lines):\n%s", cmd.Process.Pid, strings.Join(own[max(0, len(own)-25):], "\n"))
+			t.Logf("log of %v (pid %d, last lines):\n%s", args[:1], cmd.Process.Pid, strings.Join(own[max(0, len(own)-25):], "\n"))
 		}
 	})
-	addr := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
@@ -92,28 +95,68 @@ func startInstance(t *testing.T, args ...string) *instance {
 			if strings.Contains(line, "orderflow serving") {
 				for _, f := range strings.Fields(line) {
 					if v, ok := strings.CutPrefix(f, "http="); ok {
-						addr <- v
+						inst.addr <- v
 					}
 				}
 			}
 		}
+		_ = cmd.Wait()
 		logFile.Close()
+		close(inst.done)
 	}()
+	return inst
+}
+
+// startInstance runs `orderflow serve` with args and waits until it serves.
+func startInstance(t *testing.T, args ...string) *instance {
+	t.Helper()
+	return startServeWith(t, nil, args...)
+}
+
+func startServeWith(t *testing.T, env []string, args ...string) *instance {
+	t.Helper()
+	inst := launch(t, env, append([]string{"serve", "--http-listen", "127.0.0.1:0", "--log-level", "info"}, args...)...)
 	select {
-	case inst.http = <-addr:
+	case inst.http = <-inst.addr:
+	case <-inst.done:
+		// It died before serving (a failpoint can fire that early); callers that
+		// arm failpoints check exited().
 	case <-time.After(30 * time.Second):
-		b, _ := os.ReadFile(logPath)
+		b, _ := os.ReadFile(inst.log)
 		t.Fatalf("orderflow serve did not start:\n%s", b)
 	}
 	return inst
 }
 
+// exited reports whether the process ended on its own.
+func (i *instance) exited() bool {
+	select {
+	case <-i.done:
+		return !i.killed
+	default:
+		return false
+	}
+}
+
 // kill ends the process with SIGKILL: no shutdown code runs.
 func (i *instance) kill() {
-	if i.cmd.ProcessState == nil {
-		_ = i.cmd.Process.Kill()
-		_, _ = i.cmd.Process.Wait()
+	select {
+	case <-i.done:
+		return
+	default:
 	}
+	i.killed = true
+	_ = i.cmd.Process.Kill()
+	<-i.done
+}
+
+func (i *instance) get(path string) (int, error) {
+	resp, err := http.Get("http://" + i.http + path)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
 }
 
 // eventsHandled sums orderflow_events_total from the instance's /metrics.
@@ -137,14 +180,6 @@ func (i *instance) eventsHandled(t *testing.T) float64 {
 	return sum
 }
 
-func (i *instance) get(path string) (int, error) {
-	resp, err := http.Get("http://" + i.http + path)
-	if err != nil {
-		return 0, err
-	}
-	resp.Body.Close()
-	return resp.StatusCode, nil
-}
 
 // checkAgainstResolver waits for the pipeline to drain and compares every snapshot
 // with the pure resolver over the published messages and over the WAL.
@@ -168,6 +203,13 @@ func checkAgainstResolver(t *testing.T, js jetstream.JetStream, msgs []simulate.
 	}
 	if diffs := verify.Diff(fromWAL, got); len(diffs) > 0 {
 		t.Fatalf("%d orders differ from a WAL replay; first: %v", len(diffs), diffs[0])
+	}
+	ms, err := verify.PublishedMilestones(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diffs := verify.DiffMilestones(verify.ExpectedMilestones(msgs), ms); len(diffs) > 0 {
+		t.Fatalf("%d orders with wrong milestones after crashes; first: %s", len(diffs), diffs[0])
 	}
 	if len(verify.Views(got)) < len(verify.Views(want)) {
 		t.Fatalf("only %d of %d orders have snapshots", len(got), len(want))

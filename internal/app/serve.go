@@ -113,7 +113,7 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	deps := handlers.Deps{
 		JS: js, Log: walLog, Snapshots: snaps, Checkpoints: ckpts,
-		DLQ: handlers.NewDLQ(js), Metrics: handlers.NewMetrics(reg), Logger: log,
+		DLQ: handlers.NewDLQ(js), Milestones: handlers.NewMilestonePublisher(js), Metrics: handlers.NewMetrics(reg), Logger: log,
 	}
 	// The pipeline's subscriber drains its connection on close, so it gets its own.
 	status, err := pipelines.NewStatusPipeline(conns[1], topo, cfg.Lane, deps)

@@ -93,6 +93,15 @@ func TestPipelineMatchesResolver(t *testing.T) {
 		t.Fatalf("WAL replay differs from the published events: %v", diffs[0])
 	}
 
+	// Every milestone the resolver says was reached is out, exactly once.
+	gotMs, err := verify.PublishedMilestones(ctx, env.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diffs := verify.DiffMilestones(verify.ExpectedMilestones(msgs), gotMs); len(diffs) > 0 {
+		t.Fatalf("%d orders with wrong milestones, first: %s", len(diffs), diffs[0])
+	}
+
 	// Every order over HTTP, including the newest WAL position.
 	checked := 0
 	for id, st := range want {

@@ -54,7 +54,7 @@ func (r *Reader) Get(ctx context.Context, id string) (resolver.View, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.st == nil {
-		st, _, err := r.snaps.Get(ctx, id)
+		st, _, _, err := r.snaps.Get(ctx, id)
 		if err != nil {
 			return resolver.View{}, err
 		}

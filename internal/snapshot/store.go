@@ -6,6 +6,7 @@ package snapshot
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/orderflow/orderflow/handlers/outbox"
 	"github.com/orderflow/orderflow/handlers/resolver"
 	"github.com/orderflow/orderflow/pipelines/topology"
 )
@@ -44,22 +46,55 @@ func Key(orderID string) string {
 
 // Get returns the order's snapshot and the key's revision. A missing, deleted or
 // expired key returns a nil state with the revision a create must expect.
-func (s *Store) Get(ctx context.Context, orderID string) (*resolver.State, uint64, error) {
+func (s *Store) Get(ctx context.Context, orderID string) (*resolver.State, outbox.Outbox, uint64, error) {
 	m, err := s.kvStream.GetLastMsgForSubject(ctx, Key(orderID))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil, 0, nil
+		return nil, outbox.Outbox{}, 0, nil
 	}
 	if err != nil {
-		return nil, 0, fmt.Errorf("get snapshot %s: %w", orderID, err)
+		return nil, outbox.Outbox{}, 0, fmt.Errorf("get snapshot %s: %w", orderID, err)
 	}
 	if len(m.Data) == 0 || m.Header.Get("KV-Operation") != "" || m.Header.Get("Nats-Marker-Reason") != "" {
-		return nil, m.Sequence, nil
+		return nil, outbox.Outbox{}, m.Sequence, nil
 	}
-	st, err := resolver.UnmarshalSnapshot(m.Data)
+	st, ob, err := Decode(m.Data)
 	if err != nil {
-		return nil, m.Sequence, fmt.Errorf("decode snapshot %s at revision %d: %w", orderID, m.Sequence, err)
+		return nil, outbox.Outbox{}, m.Sequence, fmt.Errorf("decode snapshot %s at revision %d: %w", orderID, m.Sequence, err)
 	}
-	return st, m.Sequence, nil
+	return st, ob, m.Sequence, nil
+}
+
+// Encode is the KV value: the resolver's snapshot with the outbox beside it, so one
+// compare-and-set records a status change and the milestones it owes.
+func Encode(st *resolver.State, ob outbox.Outbox) ([]byte, error) {
+	b, err := st.MarshalSnapshot()
+	if err != nil || (len(ob.Emitted) == 0 && len(ob.Pending) == 0) {
+		return b, err
+	}
+	obj, err := json.Marshal(ob)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 0, len(b)+len(obj)+12)
+	out = append(out, b[:len(b)-1]...) // the object's closing brace
+	out = append(out, `,"outbox":`...)
+	out = append(out, obj...)
+	return append(out, '}'), nil
+}
+
+// Decode reads a KV value written by Encode.
+func Decode(b []byte) (*resolver.State, outbox.Outbox, error) {
+	st, err := resolver.UnmarshalSnapshot(b)
+	if err != nil {
+		return nil, outbox.Outbox{}, err
+	}
+	var v struct {
+		Outbox outbox.Outbox `json:"outbox"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return nil, outbox.Outbox{}, err
+	}
+	return st, v.Outbox, nil
 }
 
 // WriteAsync publishes data as the order's snapshot if the key is still at rev (0 =

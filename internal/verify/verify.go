@@ -7,14 +7,19 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"maps"
 	"sort"
+	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderflow/orderflow/handlers"
+	"github.com/orderflow/orderflow/handlers/outbox"
 	"github.com/orderflow/orderflow/handlers/resolver"
 	"github.com/orderflow/orderflow/internal/simulate"
+	"github.com/orderflow/orderflow/internal/snapshot"
 	"github.com/orderflow/orderflow/internal/wal"
 	"github.com/orderflow/orderflow/pipelines/topology"
 )
@@ -104,7 +109,7 @@ func Snapshots(ctx context.Context, js jetstream.JetStream) (map[string]*resolve
 		if err != nil {
 			continue // deleted or expired since listed
 		}
-		st, err := resolver.UnmarshalSnapshot(e.Value())
+		st, _, err := snapshot.Decode(e.Value())
 		if err != nil {
 			return nil, fmt.Errorf("snapshot %s: %w", key, err)
 		}
@@ -158,4 +163,104 @@ func sameView(a, b resolver.View) bool {
 	ja, _ := json.Marshal(a)
 	jb, _ := json.Marshal(b)
 	return bytes.Equal(ja, jb)
+}
+
+// Milestones maps order id to the set of milestone kinds (delivered, delivered_revoked, ...).
+type Milestones map[string]map[string]bool
+
+// ExpectedMilestones is the oracle for ORDER_MILESTONES: the outbox rules applied
+// after every event that changed an order's answer, in publish order.
+func ExpectedMilestones(msgs []simulate.Message) Milestones {
+	out := Milestones{}
+	states := map[string]*resolver.State{}
+	boxes := map[string]*outbox.Outbox{}
+	seen := map[string]bool{}
+	var seq uint64
+	for _, m := range msgs {
+		if seen[m.MsgID] {
+			continue
+		}
+		seen[m.MsgID] = true
+		seq++
+		if m.Invalid != "" {
+			continue
+		}
+		ev := m.Event
+		st, ok := states[ev.OrderID]
+		if !ok {
+			st, boxes[ev.OrderID] = resolver.New(ev.OrderID), &outbox.Outbox{}
+			states[ev.OrderID] = st
+		}
+		if st.Apply(&ev, seq).Changed {
+			boxes[ev.OrderID].Update(st.Milestones())
+		}
+	}
+	for id, b := range boxes {
+		for _, k := range append(b.Emitted, b.Pending...) {
+			if out[id] == nil {
+				out[id] = map[string]bool{}
+			}
+			out[id][k] = true
+		}
+	}
+	return out
+}
+
+// PublishedMilestones reads ORDER_MILESTONES and returns what it holds, failing if
+// any (order, kind) appears more than once.
+func PublishedMilestones(ctx context.Context, js jetstream.JetStream) (Milestones, error) {
+	s, err := js.Stream(ctx, topology.MilestonesStream)
+	if err != nil {
+		return nil, err
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := Milestones{}
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		rest := strings.TrimPrefix(m.Subject, topology.MilestonesPrefix+".")
+		kind, id, _ := strings.Cut(rest, ".")
+		if out[id][kind] {
+			return nil, fmt.Errorf("milestone %s of order %s published twice", kind, id)
+		}
+		if out[id] == nil {
+			out[id] = map[string]bool{}
+		}
+		out[id][kind] = true
+	}
+	return out, nil
+}
+
+// DiffMilestones lists every order whose milestone kinds differ.
+func DiffMilestones(want, got Milestones) []string {
+	var diffs []string
+	for id := range want {
+		if !maps.Equal(want[id], got[id]) {
+			diffs = append(diffs, fmt.Sprintf("order %s: want %v, got %v", id, keys(want[id]), keys(got[id])))
+		}
+	}
+	for id := range got {
+		if _, ok := want[id]; !ok {
+			diffs = append(diffs, fmt.Sprintf("order %s: unexpected milestones %v", id, keys(got[id])))
+		}
+	}
+	sort.Strings(diffs)
+	return diffs
+}
+
+func keys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
