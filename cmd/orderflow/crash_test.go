@@ -180,7 +180,6 @@ func (i *instance) eventsHandled(t *testing.T) float64 {
 	return sum
 }
 
-
 // checkAgainstResolver waits for the pipeline to drain and compares every snapshot
 // with the pure resolver over the published messages and over the WAL.
 func checkAgainstResolver(t *testing.T, js jetstream.JetStream, msgs []simulate.Message) {

@@ -5,6 +5,7 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/orderflow/orderflow/handlers"
@@ -117,7 +118,7 @@ type orderLog interface {
 type folder struct {
 	log       orderLog
 	cacheSize int
-	lookups   int
+	parallel  int // concurrent WAL reads in prefetch
 	backoff   time.Duration
 	logger    *slog.Logger
 
@@ -130,8 +131,8 @@ type folder struct {
 	evicted   bloom
 	gen       uint64
 	touched   []*entry
-	// lookupsDone counts WAL reads of whole orders, for tests and logs.
-	lookupsDone int
+	// lookups counts WAL reads of whole orders (Stats.Lookups).
+	lookups *atomic.Uint64
 }
 
 type prefetched struct {
@@ -139,8 +140,8 @@ type prefetched struct {
 	e   *entry
 }
 
-func newFolder(log orderLog, cacheSize, lookups int, backoff time.Duration, logger *slog.Logger) *folder {
-	f := &folder{log: log, cacheSize: cacheSize, lookups: lookups, backoff: backoff, logger: logger}
+func newFolder(log orderLog, cacheSize, lookups int, backoff time.Duration, logger *slog.Logger, counter *atomic.Uint64) *folder {
+	f := &folder{log: log, cacheSize: cacheSize, parallel: lookups, backoff: backoff, logger: logger, lookups: counter}
 	f.reset(false)
 	return f
 }
@@ -242,7 +243,7 @@ func (f *folder) readOrder(ctx context.Context, id string, upto uint64) (*entry,
 	skip := map[uint64]bool{}
 	for {
 		e := newEntry(id)
-		f.lookupsDone++
+		f.lookups.Add(1)
 		var panicked uint64
 		if upto > 0 {
 			err := f.log.ReadOrder(ctx, id, 0, upto, func(rec wal.Record) error {
@@ -334,27 +335,20 @@ func (f *folder) prefetch(ctx context.Context, upcoming []lookup) {
 		return
 	}
 	results := make([]*entry, len(todo))
-	sem := make(chan struct{}, f.lookups)
+	sem := make(chan struct{}, f.parallel)
 	var wg sync.WaitGroup
-	var mu sync.Mutex
-	lookups := 0
 	for i, l := range todo {
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			sub := &folder{log: f.log, logger: f.logger}
-			e, err := sub.readOrder(ctx, l.id, l.seq-1)
-			if err == nil {
+			// readOrder touches only f.log and f.lookups, both safe to share.
+			if e, err := f.readOrder(ctx, l.id, l.seq-1); err == nil {
 				results[i] = e
 			}
-			mu.Lock()
-			lookups += sub.lookupsDone
-			mu.Unlock()
 		}()
 	}
 	wg.Wait()
-	f.lookupsDone += lookups
 	for i, l := range todo {
 		if results[i] != nil {
 			f.prefetched[l.id] = prefetched{seq: l.seq, e: results[i]}

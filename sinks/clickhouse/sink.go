@@ -224,7 +224,7 @@ func (s *Sink) tryPrepare(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.f = newFolder(log, s.cfg.CacheSize, s.cfg.Lookups, s.cfg.RetryBackoff, s.logger)
+	s.f = newFolder(log, s.cfg.CacheSize, s.cfg.Lookups, s.cfg.RetryBackoff, s.logger, &s.lookups)
 	s.logger.Info("clickhouse sink started", "server", s.features.Version, "dedup_token", s.features.DedupToken,
 		"consumer", s.cfg.Consumer, "batch_size", s.cfg.BatchSize, "batch_wait", s.cfg.BatchWait)
 	return nil
@@ -405,7 +405,6 @@ func (s *Sink) handleChunk(ctx, writeCtx context.Context, out chan<- *batch, chu
 		}
 		items = append(items, it)
 	}
-	before := s.f.lookupsDone
 	s.f.prefetch(ctx, ups)
 	for i := range items {
 		it := &items[i]
@@ -439,7 +438,6 @@ func (s *Sink) handleChunk(ctx, writeCtx context.Context, out chan<- *batch, chu
 			return items, err
 		}
 	}
-	s.lookups.Add(uint64(s.f.lookupsDone - before))
 	return items, nil
 }
 
