@@ -1,0 +1,199 @@
+// Package replay rebuilds projections from the WAL: order snapshots in KV, and (with
+// the ClickHouse sink) the analytics tables, from a sequence or a time, for every
+// order or one. It is safe while the pipeline runs: snapshot writes are
+// compare-and-set, and a lane holding a stale copy of an order gets a conflict, reloads
+// and folds the WAL again.
+package replay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/orderflow/orderflow/handlers"
+	"github.com/orderflow/orderflow/handlers/resolver"
+	"github.com/orderflow/orderflow/internal/snapshot"
+	"github.com/orderflow/orderflow/internal/verify"
+	"github.com/orderflow/orderflow/internal/wal"
+	"github.com/orderflow/orderflow/pipelines/topology"
+)
+
+// Options select what to replay.
+type Options struct {
+	// FromSeq and FromTime pick the first WAL event; every order with an event at
+	// or after it is rebuilt from its whole history (a snapshot is cumulative).
+	FromSeq  uint64
+	FromTime time.Time
+	// OrderID limits the replay to one order.
+	OrderID string
+	// DryRun computes and reports without writing.
+	DryRun bool
+	// Progress, if set, is called as orders are processed.
+	Progress func(done, total int)
+}
+
+// Report says what a replay found and did.
+type Report struct {
+	FromSeq  uint64              `json:"from_seq"`
+	Orders   int                 `json:"orders"`
+	Differ   int                 `json:"differ"`
+	Written  int                 `json:"written"`
+	Sample   []verify.Difference `json:"sample,omitempty"`
+	Duration time.Duration       `json:"duration_ns"`
+	Events   int                 `json:"events_folded"`
+}
+
+// StartSeq resolves FromSeq/FromTime to a WAL sequence.
+func StartSeq(ctx context.Context, js jetstream.JetStream, o Options) (uint64, error) {
+	if o.FromTime.IsZero() {
+		return max(o.FromSeq, 1), nil
+	}
+	c, err := js.OrderedConsumer(ctx, topology.EventsStream, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &o.FromTime,
+	})
+	if err != nil {
+		return 0, fmt.Errorf("find the first event after %s: %w", o.FromTime, err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if info.NumPending == 0 {
+		return info.Delivered.Stream + 1, nil // nothing since: an empty range
+	}
+	m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second))
+	if err != nil {
+		return 0, fmt.Errorf("find the first event after %s: %w", o.FromTime, err)
+	}
+	md, err := m.Metadata()
+	if err != nil {
+		return 0, err
+	}
+	return md.Sequence.Stream, nil
+}
+
+// Snapshots rebuilds order snapshots from the WAL.
+func Snapshots(ctx context.Context, js jetstream.JetStream, o Options) (Report, error) {
+	start := time.Now()
+	var rep Report
+	from, err := StartSeq(ctx, js, o)
+	if err != nil {
+		return rep, err
+	}
+	rep.FromSeq = from
+	want, touched, events, err := fold(ctx, js, from, o.OrderID)
+	if err != nil {
+		return rep, err
+	}
+	rep.Events = events
+	store, err := snapshot.Open(ctx, js, 0)
+	if err != nil {
+		return rep, err
+	}
+	ms := handlers.NewMilestonePublisher(js)
+	ids := make([]string, 0, len(touched))
+	for id := range touched {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	rep.Orders = len(ids)
+	for i, id := range ids {
+		if o.Progress != nil {
+			o.Progress(i+1, len(ids))
+		}
+		wrote, diff, err := rebuildOne(ctx, store, ms, id, want[id], o.DryRun)
+		if err != nil {
+			return rep, err
+		}
+		if diff != nil {
+			rep.Differ++
+			if len(rep.Sample) < 5 {
+				rep.Sample = append(rep.Sample, *diff)
+			}
+		}
+		if wrote {
+			rep.Written++
+		}
+	}
+	rep.Duration = time.Since(start)
+	return rep, nil
+}
+
+// fold reads the WAL once and returns every order's recomputed state plus the set
+// of orders with an event at or after from.
+func fold(ctx context.Context, js jetstream.JetStream, from uint64, only string) (map[string]*resolver.State, map[string]bool, int, error) {
+	s, err := js.Stream(ctx, topology.EventsStream)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	states := map[string]*resolver.State{}
+	touched := map[string]bool{}
+	events := 0
+	filter := topology.WALPrefix + ".>"
+	if only != "" {
+		filter = topology.OrderWALFilter(only)
+	}
+	err = wal.ReadRange(ctx, js, filter, 1, s.CachedInfo().State.LastSeq, func(r wal.Record) error {
+		events++
+		ev, rej := handlers.Classify(r.Subject, r.Data, r.Header)
+		if rej != nil {
+			return nil
+		}
+		st, ok := states[ev.OrderID]
+		if !ok {
+			st = resolver.New(ev.OrderID)
+			states[ev.OrderID] = st
+		}
+		st.Apply(ev, r.Seq)
+		if r.Seq >= from {
+			touched[ev.OrderID] = true
+		}
+		return nil
+	})
+	return states, touched, events, err
+}
+
+// rebuildOne writes the recomputed state of one order if the stored one differs. It
+// keeps the order's outbox and first publishes any milestone the recomputed state owes:
+// the milestone stream keeps one message per subject, so publishing before recording
+// can never duplicate one.
+func rebuildOne(ctx context.Context, store *snapshot.Store, ms *handlers.MilestonePublisher, id string, want *resolver.State, dryRun bool) (bool, *verify.Difference, error) {
+	for attempt := 0; ; attempt++ {
+		got, ob, rev, err := store.Get(ctx, id)
+		if err != nil && rev == 0 {
+			return false, nil, err
+		}
+		diffs := verify.Diff(map[string]*resolver.State{id: want}, map[string]*resolver.State{id: got})
+		if err == nil && len(diffs) == 0 {
+			return false, nil, nil
+		}
+		diff := &verify.Difference{OrderID: id}
+		if len(diffs) > 0 {
+			diff = &diffs[0]
+		}
+		if dryRun || want == nil {
+			return false, diff, nil
+		}
+		ob.Update(want.Milestones())
+		for _, kind := range slices.Clone(ob.Pending) {
+			if err := ms.Publish(ctx, id, kind); err != nil {
+				return false, diff, err
+			}
+			ob.Published(kind)
+		}
+		data, err := snapshot.Encode(want, ob)
+		if err != nil {
+			return false, diff, err
+		}
+		_, err = store.Write(ctx, id, data, rev, want.Terminal())
+		if errors.Is(err, snapshot.ErrConflict) && attempt < 5 {
+			continue // a lane wrote meanwhile: look again
+		}
+		return err == nil, diff, err
+	}
+}
