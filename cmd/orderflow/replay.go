@@ -103,7 +103,6 @@ where it differs. Safe while the pipeline runs (compare-and-set writes).`,
 	return cmd
 }
 
-
 func newVerify(g *globals) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
