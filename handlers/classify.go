@@ -15,6 +15,7 @@ const (
 	ReasonPayloadTooLarge = "payload_too_large"
 	ReasonInvalidSubject  = "invalid_subject"
 	ReasonDuplicateHeader = "duplicate_header"
+	ReasonReservedHeader  = "reserved_header"
 	ReasonMalformedJSON   = "malformed_json"
 	ReasonSourceMismatch  = "source_mismatch"
 	ReasonOrderMismatch   = "order_id_mismatch"
@@ -40,6 +41,12 @@ func Classify(walSubject string, data []byte, header nats.Header) (*schemas.Even
 		if len(v) > 1 {
 			return nil, &Rejection{ReasonDuplicateHeader, "header " + k + " appears " + strconv.Itoa(len(v)) + " times"}
 		}
+		// NATS adds Nats-* headers of its own when it hands a stored message over
+		// (sequence, subject, time, pin): a producer's copy would be read as the
+		// server's. Only the publish controls are a producer's to send.
+		if ReservedHeader(k) {
+			return nil, &Rejection{ReasonReservedHeader, "header " + k + " is reserved for the NATS server"}
+		}
 	}
 	subject := topology.ProducerSubject(walSubject)
 	e, err := schemas.Decode(subject, data)
@@ -48,6 +55,13 @@ func Classify(walSubject string, data []byte, header nats.Header) (*schemas.Even
 	}
 	ps, _ := err.(schemas.Problems)
 	return nil, &Rejection{Reason: reasonOf(ps), Detail: err.Error()}
+}
+
+// ReservedHeader reports a Nats-* header a producer may not send: all but
+// Nats-Msg-Id and the Nats-Expected-* publish conditions.
+func ReservedHeader(k string) bool {
+	l := strings.ToLower(k)
+	return strings.HasPrefix(l, "nats-") && l != "nats-msg-id" && !strings.HasPrefix(l, "nats-expected-")
 }
 
 // reasonOf picks the most specific reason: a subject or identity problem outranks

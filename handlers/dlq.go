@@ -2,8 +2,10 @@ package handlers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -19,6 +21,9 @@ const (
 	HeaderOriginalSubject = "Orderflow-Original-Subject"
 	HeaderWALSubject      = "Orderflow-Wal-Subject"
 	HeaderWALSeq          = "Orderflow-Wal-Seq"
+	// HeaderDLQBodyOmitted is set when the DLQ could not hold the body: read it
+	// from the WAL at Orderflow-Wal-Seq.
+	HeaderDLQBodyOmitted = "Orderflow-Dlq-Body-Omitted"
 )
 
 // maxDetail keeps one oversized explanation from exceeding header limits.
@@ -51,8 +56,10 @@ func (d *DLQ) Send(ctx context.Context, rec wal.Record, rej Rejection) error {
 	m := nats.NewMsg(topology.DLQPrefix + "." + rej.Reason)
 	m.Data = rec.Data
 	for k, v := range rec.Header {
-		if k == nats.MsgIdHdr {
-			k = "Orderflow-Original-Msg-Id"
+		// Nats-* headers would act on the DLQ stream itself (an expected-stream check
+		// fails there) or pose as server metadata: keep them under another name.
+		if strings.HasPrefix(strings.ToLower(k), "nats-") {
+			k = "Orderflow-Original-" + k
 		}
 		m.Header[k] = append([]string(nil), v...)
 	}
@@ -66,7 +73,17 @@ func (d *DLQ) Send(ctx context.Context, rec wal.Record, rej Rejection) error {
 	m.Header.Set(HeaderWALSubject, rec.Subject)
 	m.Header.Set(HeaderWALSeq, strconv.FormatUint(rec.Seq, 10))
 	m.Header.Set(nats.MsgIdHdr, "dlq-"+strconv.FormatUint(rec.Seq, 10))
-	if _, err := d.js.PublishMsg(ctx, m); err != nil {
+	_, err := d.js.PublishMsg(ctx, m)
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		// The server refused the copy itself (too large with its headers, say):
+		// keep the reason and the WAL position, which the WAL still holds the body
+		// for, rather than retrying forever and stalling the lane.
+		m.Data = nil
+		m.Header.Set(HeaderDLQBodyOmitted, apiErr.Error())
+		_, err = d.js.PublishMsg(ctx, m)
+	}
+	if err != nil {
 		return fmt.Errorf("send WAL %d to the DLQ: %w", rec.Seq, err)
 	}
 	return nil

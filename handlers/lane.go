@@ -86,9 +86,10 @@ type entry struct {
 	inflight   bool
 	// outbox holds the milestones the order owes; gen counts changes to what a
 	// snapshot stores, so a write knows whether it captured the latest.
-	outbox   outbox.Outbox
-	gen      uint64
-	relaying map[string]bool // kinds handed to the relay, not yet confirmed
+	outbox     outbox.Outbox
+	gen        uint64
+	writtenGen uint64          // the gen the last durable write captured
+	relaying   map[string]bool // kinds handed to the relay, not yet confirmed
 }
 
 // Lane is one ordered lane: it folds its partition's events, in WAL order, into order
@@ -126,6 +127,11 @@ type Lane struct {
 	// behind is the lane's backlog as of the last delivery; flushing forces writes.
 	behind   uint64
 	flushing bool
+	// lastFloor is the consumer's ack floor at the previous tail check.
+	lastFloor uint64
+	// runCtx lives as long as Run: replays use it, not a message's context, which
+	// Watermill cancels after the ack wait even while a long replay is under way.
+	runCtx context.Context
 }
 
 type pendingWrite struct {
@@ -175,6 +181,9 @@ func (l *Lane) Handle(ctx context.Context, dl Delivery) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.lastHandled = start
+	if l.runCtx != nil {
+		ctx = l.runCtx
+	}
 	l.behind = dl.Pending
 	if l.needSync || dl.ConsumerSeq != l.consSeq+1 {
 		if err := l.resync(ctx); err != nil {
@@ -190,9 +199,17 @@ func (l *Lane) Handle(ctx context.Context, dl Delivery) error {
 	}
 	l.d.Metrics.LaneLag.WithLabelValues(laneLabel(l.partition)).Set(float64(dl.Pending))
 	l.d.Metrics.HandlerSeconds.Observe(time.Since(start).Seconds())
-	for len(l.dirty) >= l.cfg.MaxDirty && ctx.Err() == nil {
-		l.kickWriter()
-		l.cond.Wait()
+	if len(l.dirty) >= l.cfg.MaxDirty {
+		stop := context.AfterFunc(ctx, func() {
+			l.mu.Lock()
+			l.cond.Broadcast()
+			l.mu.Unlock()
+		})
+		for len(l.dirty) >= l.cfg.MaxDirty && ctx.Err() == nil {
+			l.kickWriter()
+			l.cond.Wait()
+		}
+		stop()
 	}
 	return ctx.Err()
 }
@@ -327,8 +344,15 @@ func (l *Lane) load(ctx context.Context, id string, seq uint64) (*entry, error) 
 	}
 	l.evict()
 	st, ob, rev, err := l.d.Snapshots.Get(ctx, id)
-	if err != nil {
+	if err != nil && rev == 0 {
 		return nil, err
+	}
+	if err != nil {
+		// The key holds something this build cannot read (corruption, a hand edit,
+		// a newer format): refold the order from the WAL and overwrite it.
+		l.d.Logger.Error("unreadable snapshot, refolding the order from the WAL", "order", id, "err", err)
+		l.d.Metrics.SnapshotWrites.WithLabelValues("unreadable").Inc()
+		st, ob = nil, outbox.Outbox{}
 	}
 	if st == nil {
 		st = resolver.New(id)
@@ -371,8 +395,11 @@ func (l *Lane) catchUp(ctx context.Context, e *entry, upto uint64) error {
 func (l *Lane) rebuild(ctx context.Context, e *entry, upto uint64) {
 	_ = retry(ctx, l.cfg.RetryBackoff, func() error {
 		st, ob, rev, err := l.d.Snapshots.Get(ctx, e.id)
-		if err != nil {
+		if err != nil && rev == 0 {
 			return err
+		}
+		if err != nil {
+			st, ob = nil, outbox.Outbox{} // unreadable: refold from the WAL
 		}
 		if st == nil {
 			st = resolver.New(e.id)
@@ -412,6 +439,9 @@ func (l *Lane) kickWriter() {
 
 // Run writes dirty snapshots and checkpoints until ctx ends.
 func (l *Lane) Run(ctx context.Context) {
+	l.mu.Lock()
+	l.runCtx = ctx
+	l.mu.Unlock()
 	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() {
@@ -493,8 +523,13 @@ func (l *Lane) recoverTail(ctx context.Context) error {
 	floor := info.AckFloor.Stream
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	stalled := floor == l.lastFloor
+	l.lastFloor = floor
 	if !l.needSync && l.lastSeq >= floor {
 		return nil // this instance holds the lane and has handled everything acked
+	}
+	if !stalled {
+		return nil // someone is making progress on the lane: let its checkpoint catch up
 	}
 	ckpt, err := l.readCheckpoint(ctx)
 	if err != nil || ckpt >= floor {
@@ -543,8 +578,8 @@ func (l *Lane) writeDirty(ctx context.Context) {
 	coalescing := l.coalescing()
 	now := time.Now()
 	for _, e := range l.dirty {
-		if e.inflight || (coalescing && now.Sub(e.dirtySince) < l.cfg.CoalesceWindow) {
-			continue
+		if e.inflight || (e.gen == e.writtenGen && e.rev > 0) || (coalescing && now.Sub(e.dirtySince) < l.cfg.CoalesceWindow) {
+			continue // nothing new to write, or waiting for more of its events
 		}
 		data, err := snapshot.Encode(e.state, e.outbox)
 		if err != nil {
@@ -603,6 +638,7 @@ func (l *Lane) settle(w pendingWrite, rev uint64) {
 	e := w.e
 	e.inflight = false
 	e.rev = rev
+	e.writtenGen = w.gen
 	l.d.Metrics.SnapshotWrites.WithLabelValues("ok").Inc()
 	if !e.dirtyAt.IsZero() {
 		l.d.Metrics.EndToEndSeconds.Observe(time.Since(e.dirtyAt).Seconds())
@@ -796,15 +832,19 @@ func applySafely(st *resolver.State, ev *schemas.Event, seq uint64) (d resolver.
 	return st.Apply(ev, seq), true
 }
 
-// retry calls fn until it succeeds or ctx ends.
+// retry calls fn until it succeeds or ctx ends, logging every tenth failure so a
+// stalled lane is visible.
 func retry(ctx context.Context, backoff time.Duration, fn func() error) error {
-	for {
+	for attempt := 0; ; attempt++ {
 		err := fn()
 		if err == nil {
 			return nil
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if attempt%10 == 0 {
+			slog.Warn("retrying", "attempt", attempt+1, "err", err)
 		}
 		select {
 		case <-time.After(backoff):

@@ -193,6 +193,12 @@ func (d *decoder) field(f field) bool {
 			d.badField(f, fieldPaths[f], "must be an RFC 3339 date-time")
 			return true
 		}
+		if y := t.UTC().Year(); y < 0 || y > 9999 {
+			// Valid text, but an instant RFC 3339 cannot write in UTC, which is how
+			// orderflow stores and re-encodes times.
+			d.badField(f, fieldPaths[f], "must be an instant within years 0000..9999 in UTC")
+			return true
+		}
 		if f == fOccurredAt {
 			e.OccurredAt = t
 		} else {

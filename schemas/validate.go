@@ -264,7 +264,7 @@ func checkText(ps *Problems, path, s string, max int, id bool) {
 // time built in Go may not.
 func checkTime(ps *Problems, path string, t time.Time) {
 	_, off := t.Zone()
-	if y := t.Year(); y < 0 || y > 9999 || off%60 != 0 || off <= -24*3600 || off >= 24*3600 {
+	if y, u := t.Year(), t.UTC().Year(); y < 0 || y > 9999 || u < 0 || u > 9999 || off%60 != 0 || off <= -24*3600 || off >= 24*3600 {
 		ps.add(path, "must be an RFC 3339 date-time (year 0000..9999, offset in whole minutes)")
 	}
 }

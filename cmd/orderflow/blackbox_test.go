@@ -97,6 +97,13 @@ func TestBlackBoxAnyOrderWithDuplicates(t *testing.T) {
 		{Subject: "orders.events.driver.bad-3", Data: []byte(`{"schema_version":1,"event_id":"y","order_id":"bad-3","source":"driver","source_seq":0,"occurred_at":"yesterday"}`)},
 		{Subject: "orders.events.driver.bad-4", Data: []byte(strings.Repeat("x", schemas.MaxEventBytes+1))},
 		{Subject: "orders.events.driver.bad-5", Data: []byte(`{}`), Header: nats.Header{"Trace": []string{"a", "b"}}},
+		// A valid body posing as server metadata: would forge direct-get sequences.
+		{Subject: "orders.events.driver.bad-6", Data: []byte(`{"schema_version":1,"event_id":"z","order_id":"bad-6","source":"driver","source_seq":1,"occurred_at":"2026-11-28T12:00:00Z","status":"picked_up"}`),
+			Header: nats.Header{"Nats-Sequence": []string{"0"}}},
+		// A publish condition the WAL accepted must not make the DLQ copy fail.
+		{Subject: "orders.events.driver.bad-7", Data: []byte("{broken"), Header: nats.Header{"Nats-Expected-Stream": []string{"ORDER_EVENTS"}}},
+		// A time RFC 3339 can write but UTC cannot.
+		{Subject: "orders.events.driver.bad-8", Data: []byte(`{"schema_version":1,"event_id":"w","order_id":"bad-8","source":"driver","source_seq":1,"occurred_at":"9999-12-31T23:59:59-01:00","status":"picked_up"}`)},
 	}
 	for _, m := range bad {
 		if err := nc.PublishMsg(m); err != nil {
@@ -149,7 +156,8 @@ func TestBlackBoxAnyOrderWithDuplicates(t *testing.T) {
 	}
 
 	// The DLQ holds each bad message with its reason.
-	want := []string{handlers.ReasonMalformedJSON, handlers.ReasonSourceMismatch, handlers.ReasonSchemaViolation, handlers.ReasonPayloadTooLarge, handlers.ReasonDuplicateHeader}
+	want := []string{handlers.ReasonMalformedJSON, handlers.ReasonSourceMismatch, handlers.ReasonSchemaViolation, handlers.ReasonPayloadTooLarge,
+		handlers.ReasonDuplicateHeader, handlers.ReasonReservedHeader, handlers.ReasonMalformedJSON, handlers.ReasonSchemaViolation}
 	dlq, err := js.Stream(ctx, topology.DLQStream)
 	if err != nil {
 		t.Fatal(err)

@@ -81,7 +81,9 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 		}
 	}()
 	nc := conns[0]
-	js, err := jetstream.New(nc)
+	// A bounded wait for publish acks: a future that never resolves would stall a
+	// lane's writer; a timeout turns it into an error the lane retries.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(10*time.Second))
 	if err != nil {
 		return err
 	}
@@ -147,8 +149,13 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		if err := status.Run(runCtx); err != nil && runCtx.Err() == nil {
-			errs <- fmt.Errorf("status pipeline: %w", err)
+		if err := status.Run(runCtx); err != nil {
+			// Includes a failed final flush: handled events not yet durable. They
+			// are safe in the WAL and replayed at the next start, but say so.
+			log.Error("status pipeline stopped with an error", "err", err)
+			if runCtx.Err() == nil {
+				errs <- fmt.Errorf("status pipeline: %w", err)
+			}
 		}
 		stop()
 	}()

@@ -73,7 +73,9 @@ func (t *Topology) SetDefaults() {
 		t.DuplicateWindow = 2 * time.Minute
 	}
 	if t.MaxPayload == 0 {
-		t.MaxPayload = 1 << 20
+		// Below the server's 1 MiB max_payload by enough that a DLQ copy, with the
+		// headers that explain it, still fits.
+		t.MaxPayload = 1<<20 - 16<<10
 	}
 	if t.TerminalTTL == 0 {
 		t.TerminalTTL = 24 * time.Hour
@@ -179,8 +181,11 @@ func (t Topology) EventsConfig() jetstream.StreamConfig {
 		MaxMsgSize: t.MaxPayload,
 		MaxAge:     t.WALMaxAge,
 		Discard:    jetstream.DiscardNew,
-		// Direct gets let readers fetch one order's events without a consumer.
-		AllowDirect: true,
+		// No direct gets: a direct get appends Nats-Sequence and friends after the
+		// producer's headers, and clients read the first value, so a producer could
+		// forge them. STREAM.MSG.GET returns metadata apart from headers, from the
+		// leader, so reads never see a lagging replica either.
+		AllowDirect: false,
 	}
 }
 
