@@ -693,18 +693,40 @@ func (l *Lane) runRelay(ctx context.Context) {
 		queue := l.relayQueue
 		l.relayQueue = nil
 		l.mu.Unlock()
-		for _, m := range queue {
-			err := retry(ctx, l.cfg.RetryBackoff, func() error { return l.d.Milestones.Publish(ctx, m.e.id, m.kind) })
-			if err != nil {
-				return
+		// Pipelined: send them all, then settle each; a failed one goes back in the
+		// queue for the next round.
+		futures := make([]jetstream.PubAckFuture, len(queue))
+		for i, m := range queue {
+			futures[i], _ = l.d.Milestones.PublishAsync(m.e.id, m.kind)
+		}
+		var failed []milestone
+		for i, m := range queue {
+			if err := l.d.Milestones.Settle(ctx, futures[i]); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				l.d.Logger.Warn("milestone not published, retrying", "order", m.e.id, "milestone", m.kind, "err", err)
+				failed = append(failed, m)
+				continue
 			}
 			failpoint(FailAfterMilestonePublish)
 			l.mu.Lock()
 			m.e.outbox.Published(m.kind)
 			delete(m.e.relaying, m.kind)
 			m.e.gen++
-			l.kickWriter()
 			l.mu.Unlock()
+		}
+		l.kickWriter()
+		if len(failed) > 0 {
+			l.mu.Lock()
+			l.relayQueue = append(failed, l.relayQueue...)
+			l.mu.Unlock()
+			time.AfterFunc(l.cfg.RetryBackoff, func() {
+				select {
+				case l.relayKick <- struct{}{}:
+				default:
+				}
+			})
 		}
 	}
 }

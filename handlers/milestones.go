@@ -22,19 +22,47 @@ func NewMilestonePublisher(js jetstream.JetStream) *MilestonePublisher {
 	return &MilestonePublisher{js: js}
 }
 
-// Publish sends one milestone with a deterministic Nats-Msg-Id. The stream keeps one
-// message per subject and refuses others, so a retry after any crash, or a second
-// relay racing this one, cannot add a second copy: both "duplicate" and "subject
-// full" mean the milestone is already out, which is success.
-func (p *MilestonePublisher) Publish(ctx context.Context, orderID, kind string) error {
+// PublishAsync sends one milestone with a deterministic Nats-Msg-Id without waiting;
+// Settle waits for the answer. The stream keeps one message per subject and refuses
+// others, so a retry after any crash, or a second relay racing this one, cannot add
+// a second copy: both "duplicate" and "subject full" mean the milestone is already
+// out, which is success.
+func (p *MilestonePublisher) PublishAsync(orderID, kind string) (jetstream.PubAckFuture, error) {
 	m := nats.NewMsg(outbox.Subject(orderID, kind))
 	m.Header.Set(nats.MsgIdHdr, outbox.MsgID(orderID, kind))
 	m.Data = []byte(fmt.Sprintf(`{"order_id":%q,"milestone":%q,"milestone_id":%q}`, orderID, kind, outbox.MsgID(orderID, kind)))
-	_, err := p.js.PublishMsg(ctx, m)
-	if err == nil || alreadyPublished(err) {
-		return nil
+	f, err := p.js.PublishMsgAsync(m)
+	if err != nil {
+		return nil, fmt.Errorf("publish milestone %s of %s: %w", kind, orderID, err)
 	}
-	return fmt.Errorf("publish milestone %s of %s: %w", kind, orderID, err)
+	return f, nil
+}
+
+// Settle waits for a PublishAsync answer; nil means the milestone is in the stream.
+func (p *MilestonePublisher) Settle(ctx context.Context, f jetstream.PubAckFuture) error {
+	if f == nil {
+		return errors.New("milestone publish was not sent")
+	}
+	select {
+	case <-f.Ok():
+		return nil
+	case err := <-f.Err():
+		if alreadyPublished(err) {
+			return nil
+		}
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Publish sends one milestone and waits: PublishAsync then Settle.
+func (p *MilestonePublisher) Publish(ctx context.Context, orderID, kind string) error {
+	f, err := p.PublishAsync(orderID, kind)
+	if err != nil {
+		return err
+	}
+	return p.Settle(ctx, f)
 }
 
 func alreadyPublished(err error) bool {

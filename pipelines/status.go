@@ -41,9 +41,13 @@ type StatusPipeline struct {
 
 // NewStatusPipeline builds the Watermill router with one durable, pinned consumer per
 // lane. nc must be a connection of its own: the subscriber drains it on close.
-func NewStatusPipeline(nc *nats.Conn, topo topology.Topology, cfg handlers.LaneConfig, deps handlers.Deps) (*StatusPipeline, error) {
+// laneDeps[i % len(laneDeps)] serves lane i.
+func NewStatusPipeline(nc *nats.Conn, topo topology.Topology, cfg handlers.LaneConfig, laneDeps []handlers.Deps) (*StatusPipeline, error) {
 	topo.SetDefaults()
-	wlog := newWMLogger(deps.Logger)
+	if len(laneDeps) == 0 {
+		return nil, errors.New("status pipeline: no lane dependencies")
+	}
+	wlog := newWMLogger(laneDeps[0].Logger)
 	sub, err := wmjs.NewSubscriber(wmjs.SubscriberConfig{
 		Conn:                nc,
 		Logger:              wlog,
@@ -69,7 +73,7 @@ func NewStatusPipeline(nc *nats.Conn, topo topology.Topology, cfg handlers.LaneC
 	}
 	p := &StatusPipeline{router: router, nc: nc}
 	for i := 0; i < topo.Partitions; i++ {
-		lane := handlers.NewLane(i, cfg, deps)
+		lane := handlers.NewLane(i, cfg, laneDeps[i%len(laneDeps)])
 		p.lanes = append(p.lanes, lane)
 		router.AddConsumerHandler("status-"+topology.LaneConsumer(i), topology.LaneConsumer(i), sub, func(m *message.Message) error {
 			dl, err := deliveryOf(m)

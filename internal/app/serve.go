@@ -99,26 +99,40 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 
 	topo := cfg.Topology
 	topo.SetDefaults()
-	walLog, err := wal.Open(ctx, js)
-	if err != nil {
-		return err
-	}
-	snaps, err := snapshot.Open(ctx, js, topo.TerminalTTL)
-	if err != nil {
-		return err
-	}
-	ckpts, err := js.KeyValue(ctx, topology.LanesBucket)
-	if err != nil {
-		return err
-	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	deps := handlers.Deps{
-		JS: js, Log: walLog, Snapshots: snaps, Checkpoints: ckpts,
-		DLQ: handlers.NewDLQ(js), Milestones: handlers.NewMilestonePublisher(js), Metrics: handlers.NewMetrics(reg), Logger: log,
+	metrics := handlers.NewMetrics(reg)
+	// Each lane gets a connection of its own: the server handles one client
+	// connection's requests one after another, so lanes sharing one would queue
+	// their snapshot reads and writes behind each other.
+	laneConns, err := Connect(url, "orderflow-lane", topo.Partitions)
+	if err != nil {
+		return err
 	}
+	defer func() {
+		for _, c := range laneConns {
+			c.Close()
+		}
+	}()
+	var laneDeps []handlers.Deps
+	for _, c := range laneConns {
+		ljs, err := jetstream.New(c, jetstream.WithPublishAsyncTimeout(10*time.Second))
+		if err != nil {
+			return err
+		}
+		d, err := newDeps(ctx, ljs, topo, metrics, log)
+		if err != nil {
+			return err
+		}
+		laneDeps = append(laneDeps, d)
+	}
+	deps, err := newDeps(ctx, js, topo, metrics, log)
+	if err != nil {
+		return err
+	}
+	walLog, snaps := deps.Log, deps.Snapshots
 	// The pipeline's subscriber drains its connection on close, so it gets its own.
-	status, err := pipelines.NewStatusPipeline(conns[1], topo, cfg.Lane, deps)
+	status, err := pipelines.NewStatusPipeline(conns[1], topo, cfg.Lane, laneDeps)
 	if err != nil {
 		return err
 	}
@@ -187,6 +201,26 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 		all = append(all, err)
 	}
 	return errors.Join(all...)
+}
+
+// newDeps binds the I/O a lane needs to one JetStream context.
+func newDeps(ctx context.Context, js jetstream.JetStream, topo topology.Topology, m *handlers.Metrics, log *slog.Logger) (handlers.Deps, error) {
+	walLog, err := wal.Open(ctx, js)
+	if err != nil {
+		return handlers.Deps{}, err
+	}
+	snaps, err := snapshot.Open(ctx, js, topo.TerminalTTL)
+	if err != nil {
+		return handlers.Deps{}, err
+	}
+	ckpts, err := js.KeyValue(ctx, topology.LanesBucket)
+	if err != nil {
+		return handlers.Deps{}, err
+	}
+	return handlers.Deps{
+		JS: js, Log: walLog, Snapshots: snaps, Checkpoints: ckpts,
+		DLQ: handlers.NewDLQ(js), Milestones: handlers.NewMilestonePublisher(js), Metrics: m, Logger: log,
+	}, nil
 }
 
 // Connect opens n NATS connections that retry forever on disconnect, as a
