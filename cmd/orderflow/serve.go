@@ -1,6 +1,9 @@
 package main
 
 import (
+	"path/filepath"
+	"time"
+
 	"github.com/spf13/cobra"
 
 	"github.com/orderflow/orderflow/internal/app"
@@ -8,6 +11,7 @@ import (
 
 func newServe(g *globals) *cobra.Command {
 	var cfg app.ServeConfig
+	var noArchive bool
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the pipeline and the HTTP API (embedded JetStream unless --nats-url is set)",
@@ -15,6 +19,14 @@ func newServe(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg.NATSURL = g.natsURL
 			cfg.Logger = g.logger()
+			if cfg.Archive.Dir == "" && !noArchive && cfg.NATSURL == "" {
+				// With the embedded server, the archive lives beside its store; on a
+				// cluster, --archive-dir says where (each instance needs the same store).
+				cfg.Archive.Dir = filepath.Join(cfg.DataDir, "archive")
+			}
+			if noArchive {
+				cfg.Archive.Dir = ""
+			}
 			return app.Serve(cmd.Context(), cfg)
 		},
 	}
@@ -29,5 +41,9 @@ func newServe(g *globals) *cobra.Command {
 	f.DurationVar(&cfg.Topology.DuplicateWindow, "duplicate-window", 0, "JetStream duplicate window for Nats-Msg-Id (default 2m)")
 	f.DurationVar(&cfg.Topology.LanePinnedTTL, "lane-failover", 0, "how long a silent instance keeps its lanes before another takes over (default 10s)")
 	f.DurationVar(&cfg.Topology.LaneAckWait, "lane-ack-wait", 0, "how long before JetStream redelivers an event a lane has not acknowledged (default 30s)")
+	f.StringVar(&cfg.Archive.Dir, "archive-dir", "", "where archived orders go as Parquet files (default <data-dir>/archive with the embedded server; off with --nats-url unless set)")
+	f.DurationVar(&cfg.Archive.MinAge, "archive-after", 7*24*time.Hour, "archive orders terminal for longer than this, then purge them from the WAL")
+	f.DurationVar(&cfg.Archive.Interval, "archive-interval", time.Minute, "how often to look for orders to archive")
+	f.BoolVar(&noArchive, "no-archive", false, "never archive or purge the WAL")
 	return cmd
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/orderflow/orderflow/internal/orders"
 	"github.com/orderflow/orderflow/internal/wal"
 	"github.com/orderflow/orderflow/pipelines/topology"
+	"github.com/orderflow/orderflow/sinks/archive"
 )
 
 var orderIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
@@ -34,6 +35,7 @@ type Server struct {
 	ready    func() error
 	logger   *slog.Logger
 	duration *prometheus.HistogramVec
+	archive  *archive.Archiver
 }
 
 // Config wires the server's dependencies.
@@ -45,12 +47,14 @@ type Config struct {
 	// Ready reports why the instance cannot serve yet, nil when it can.
 	Ready  func() error
 	Logger *slog.Logger
+	// Archive, when set, answers for orders whose WAL history was archived.
+	Archive *archive.Archiver
 }
 
 // New returns the API server.
 func New(cfg Config) *Server {
 	s := &Server{
-		reader: cfg.Reader, js: cfg.JS, log: cfg.Log, gatherer: cfg.Registry, ready: cfg.Ready, logger: cfg.Logger,
+		reader: cfg.Reader, js: cfg.JS, log: cfg.Log, gatherer: cfg.Registry, ready: cfg.Ready, logger: cfg.Logger, archive: cfg.Archive,
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "orderflow_http_request_duration_seconds",
 			Help:    "HTTP request latency by route and status code.",
@@ -115,10 +119,38 @@ func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v, err := s.reader.Get(r.Context(), id)
+	if errors.Is(err, orders.ErrNotFound) {
+		if o, ok := s.archived(w, r, id); ok {
+			writeJSON(w, http.StatusOK, archivedView{View: o.Current, Archived: true, ArchivedWalSeq: o.WalSeq})
+			return
+		}
+	}
 	if s.failed(w, err) {
 		return
 	}
 	writeJSON(w, http.StatusOK, v)
+}
+
+// archivedView is an order answered from the archive: the same fields, and a flag
+// saying where the answer came from.
+type archivedView struct {
+	resolver.View
+	Archived       bool   `json:"archived"`
+	ArchivedWalSeq uint64 `json:"archived_wal_seq"`
+}
+
+// archived looks an order up in the archive; ok is false when there is no archive,
+// the order is not in it, or the lookup failed (then it has answered the request).
+func (s *Server) archived(w http.ResponseWriter, r *http.Request, id string) (*archive.Order, bool) {
+	if s.archive == nil {
+		return nil, false
+	}
+	o, found, err := s.archive.Lookup(r.Context(), id)
+	if err != nil {
+		s.logger.Error("archive lookup failed", "order", id, "err", err)
+		return nil, false
+	}
+	return o, found
 }
 
 func (s *Server) getTimeline(w http.ResponseWriter, r *http.Request) {
@@ -127,6 +159,12 @@ func (s *Server) getTimeline(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	tl, err := s.reader.Timeline(r.Context(), id)
+	if errors.Is(err, orders.ErrNotFound) {
+		if o, ok := s.archived(w, r, id); ok {
+			writeJSON(w, http.StatusOK, o)
+			return
+		}
+	}
 	if s.failed(w, err) {
 		return
 	}

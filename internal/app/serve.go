@@ -26,6 +26,7 @@ import (
 	"github.com/orderflow/orderflow/internal/wal"
 	"github.com/orderflow/orderflow/pipelines"
 	"github.com/orderflow/orderflow/pipelines/topology"
+	"github.com/orderflow/orderflow/sinks/archive"
 )
 
 // ServeConfig configures one orderflow instance.
@@ -42,7 +43,10 @@ type ServeConfig struct {
 	SyncInterval time.Duration
 	Topology     topology.Topology
 	Lane         handlers.LaneConfig
-	Logger       *slog.Logger
+	// Archive moves orders terminal for longer than Archive.MinAge into Parquet files
+	// and purges them from the WAL. Off when Archive.Dir is empty.
+	Archive archive.Config
+	Logger  *slog.Logger
 	// Started, if set, receives the bound addresses once the instance serves.
 	Started func(Addrs)
 }
@@ -147,8 +151,16 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 		}
 		return nil
 	}
+	var archiver *archive.Archiver
+	if cfg.Archive.Dir != "" {
+		acfg := cfg.Archive
+		acfg.Logger, acfg.Registerer, acfg.Replicas = log, reg, topo.Replicas
+		if archiver, err = archive.New(ctx, js, acfg); err != nil {
+			return fmt.Errorf("archive: %w", err)
+		}
+	}
 	srv := api.New(api.Config{
-		Reader: orders.NewReader(walLog, snaps, 0), JS: js, Log: walLog, Registry: reg, Ready: ready, Logger: log,
+		Reader: orders.NewReader(walLog, snaps, 0), JS: js, Log: walLog, Registry: reg, Ready: ready, Logger: log, Archive: archiver,
 	})
 	ln, err := net.Listen("tcp", cfg.HTTPListen)
 	if err != nil {
@@ -159,7 +171,16 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	var wg sync.WaitGroup
-	errs := make(chan error, 2)
+	errs := make(chan error, 3)
+	if archiver != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := archiver.Run(runCtx); err != nil && runCtx.Err() == nil {
+				log.Error("archive stopped", "err", err)
+			}
+		}()
+	}
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
