@@ -10,6 +10,10 @@ import (
 	"github.com/orderflow/orderflow/pipelines/topology"
 )
 
+// ErrIncompatibleConsumer: a consumer of the sink's name exists that the sink cannot
+// use as it is (another ack policy or filter); the error says what to do.
+var ErrIncompatibleConsumer = errors.New("incompatible sink consumer")
+
 // ConsumerConfig is the sink's durable consumer: the whole WAL in stream order, one
 // ack per batch (AckAll: acking the newest message of a batch acks the batch), and
 // one pinned instance at a time.
@@ -51,8 +55,8 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, cfg Config) err
 	}
 	have := c.CachedInfo().Config
 	if have.AckPolicy != want.AckPolicy || have.FilterSubject != want.FilterSubject {
-		return fmt.Errorf("sink consumer %s has ack policy %s and filter %q, wanted %s and %q: delete it to rebuild ClickHouse from the WAL",
-			want.Durable, have.AckPolicy, have.FilterSubject, want.AckPolicy, want.FilterSubject)
+		return fmt.Errorf("%w: %s has ack policy %s and filter %q, wanted %s and %q: delete it to rebuild ClickHouse from the WAL",
+			ErrIncompatibleConsumer, want.Durable, have.AckPolicy, have.FilterSubject, want.AckPolicy, want.FilterSubject)
 	}
 	want.DeliverPolicy, want.OptStartSeq, want.OptStartTime = have.DeliverPolicy, have.OptStartSeq, have.OptStartTime
 	if _, err := s.UpdateConsumer(ctx, want); err != nil {

@@ -2,6 +2,7 @@ package clickhouse
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/orderflow/orderflow/handlers"
 	"github.com/orderflow/orderflow/handlers/resolver"
@@ -64,19 +66,27 @@ func sharedDB(t testing.TB) (driver.Conn, string) {
 
 func publishAll(t testing.TB, js jetstream.JetStream, msgs []simulate.Message) {
 	t.Helper()
-	for _, m := range msgs {
+	wait := func() {
+		select {
+		case <-js.PublishAsyncComplete():
+		case <-time.After(60 * time.Second):
+			t.Fatal("publishes not acknowledged within 60s")
+		}
+	}
+	for i, m := range msgs {
 		nm := nats.NewMsg(m.Subject)
 		nm.Data = m.Body
 		nm.Header.Set(nats.MsgIdHdr, m.MsgID)
 		if _, err := js.PublishMsgAsync(nm); err != nil {
 			t.Fatalf("publish: %v", err)
 		}
+		// Stay well under the client's limit of outstanding async publishes, which
+		// a busy two-core machine otherwise reaches.
+		if i%1000 == 999 {
+			wait()
+		}
 	}
-	select {
-	case <-js.PublishAsyncComplete():
-	case <-time.After(60 * time.Second):
-		t.Fatal("publishes not acknowledged within 60s")
-	}
+	wait()
 }
 
 func workload(t testing.TB, seed int64, orders int, invalid float64) []simulate.Message {
@@ -95,16 +105,17 @@ func workload(t testing.TB, seed int64, orders int, invalid float64) []simulate.
 type runningSink struct {
 	*Sink
 	cancel context.CancelFunc
-	done   chan error
+	done   chan struct{} // closed when Run returned, with err set
+	err    error
 }
 
 func (r *runningSink) stop(t testing.TB) {
 	t.Helper()
 	r.cancel()
 	select {
-	case err := <-r.done:
-		if err != nil {
-			t.Errorf("sink: %v", err)
+	case <-r.done:
+		if r.err != nil {
+			t.Errorf("sink: %v", r.err)
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("sink did not stop within 30s")
@@ -113,19 +124,24 @@ func (r *runningSink) stop(t testing.TB) {
 
 func startSink(t testing.TB, cfg Config, js jetstream.JetStream, conn driver.Conn) *runningSink {
 	t.Helper()
-	s, err := NewSink(cfg, js, conn, nil, testLogger(t))
+	return startSinkWith(t, cfg, js, conn, nil)
+}
+
+func startSinkWith(t testing.TB, cfg Config, js jetstream.JetStream, conn driver.Conn, reg prometheus.Registerer) *runningSink {
+	t.Helper()
+	s, err := NewSink(cfg, js, conn, reg, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &runningSink{Sink: s, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- s.Run(ctx) }()
-	stopped := false
+	r := &runningSink{Sink: s, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		r.err = s.Run(ctx)
+		close(r.done)
+	}()
 	t.Cleanup(func() {
-		if !stopped {
-			cancel()
-			<-r.done
-		}
+		cancel()
+		<-r.done
 	})
 	return r
 }
@@ -362,4 +378,13 @@ func diffCounts(want, got map[string]uint64) string {
 		return ""
 	}
 	return fmt.Sprint(diffs)
+}
+
+func mustJSON(t testing.TB, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

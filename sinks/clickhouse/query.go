@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -345,4 +346,44 @@ ORDER BY restaurant`
 		out = append(out, d)
 	}
 	return out, rows.Err()
+}
+
+// ParseTime reads a time bound as the CLI and the HTTP API take it: RFC 3339
+// ("2026-01-05T12:00:00Z"), Unix seconds ("1767614400"), or a Go duration meaning
+// that long before now ("2h", "90m").
+func ParseTime(s string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	if sec, err := strconv.ParseInt(s, 10, 64); err == nil && sec >= 0 {
+		return time.Unix(sec, 0).UTC(), nil
+	}
+	if d, err := time.ParseDuration(s); err == nil && d > 0 {
+		return now.Add(-d), nil
+	}
+	return time.Time{}, fmt.Errorf("%w: time %q: want RFC 3339, Unix seconds or a duration before now (2h)", ErrBadQuery, s)
+}
+
+// ParseOrdersQuery reads GET /v1/{customers|restaurants|dashers}/{id}/orders: entity
+// is the path's collection (plural or singular), v its query parameters since,
+// until, status, limit and cursor. The result is validated.
+func ParseOrdersQuery(entity, id string, v url.Values, now time.Time) (OrdersQuery, error) {
+	q := OrdersQuery{Entity: strings.TrimSuffix(entity, "s"), ID: id, Status: v.Get("status"), Cursor: v.Get("cursor")}
+	var err error
+	if s := v.Get("since"); s != "" {
+		if q.Since, err = ParseTime(s, now); err != nil {
+			return q, err
+		}
+	}
+	if s := v.Get("until"); s != "" {
+		if q.Until, err = ParseTime(s, now); err != nil {
+			return q, err
+		}
+	}
+	if s := v.Get("limit"); s != "" {
+		if q.Limit, err = strconv.Atoi(s); err != nil || q.Limit == 0 {
+			return q, fmt.Errorf("%w: limit %q: want 1..%d", ErrBadQuery, s, MaxLimit)
+		}
+	}
+	return q, q.Validate()
 }

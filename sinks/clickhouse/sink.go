@@ -1,6 +1,7 @@
 package clickhouse
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -42,6 +44,7 @@ type Sink struct {
 
 	// Reader state, owned by the reader goroutine.
 	f        *folder
+	cons     jetstream.Consumer
 	lastSeq  uint64 // newest WAL sequence folded into a batch
 	consSeq  uint64 // consumer delivery sequence of the last message received
 	open     *batch
@@ -53,6 +56,8 @@ type Sink struct {
 	confirmed    atomic.Uint64
 	numPending   atomic.Uint64
 	batches      atomic.Uint64
+	rows         atomic.Uint64
+	redelivered  atomic.Uint64
 	failures     atomic.Uint64
 	lookups      atomic.Uint64
 	inflightMu   sync.Mutex
@@ -84,10 +89,14 @@ type Stats struct {
 	ConfirmedSeq uint64
 	// Events: WAL events confirmed by this sink since it started (replays included).
 	Events uint64
+	// Rows confirmed, over every table.
+	Rows uint64
 	// Batches written, and failed insert attempts (each retried).
 	Batches, Failures uint64
 	// Lookups: orders rebuilt from the WAL because they were not in the cache.
 	Lookups uint64
+	// Redelivered: deliveries skipped because their event was already read.
+	Redelivered uint64
 }
 
 // Stats returns the sink's progress counters.
@@ -95,9 +104,11 @@ func (s *Sink) Stats() Stats {
 	return Stats{
 		ConfirmedSeq: s.confirmedSeq.Load(),
 		Events:       s.confirmed.Load(),
+		Rows:         s.rows.Load(),
 		Batches:      s.batches.Load(),
 		Failures:     s.failures.Load(),
 		Lookups:      s.lookups.Load(),
+		Redelivered:  s.redelivered.Load(),
 	}
 }
 
@@ -135,10 +146,14 @@ func (s *Sink) lagSeconds() float64 {
 
 // Run migrates the schema, then copies the WAL into ClickHouse until ctx ends. It
 // waits out unreachable servers (ClickHouse or NATS) instead of failing: the sink
-// lags, it never drops. It returns nil once ctx has ended.
+// lags, it never drops. It returns nil once ctx has ended, or at once an error
+// wrapping ErrIncompatibleConsumer. Call it once per Sink.
 func (s *Sink) Run(ctx context.Context) error {
-	if !s.prepare(ctx) {
-		return nil
+	if err := s.prepare(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
 	}
 	writeCtx, stopWrites := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWrites()
@@ -175,20 +190,21 @@ func (s *Sink) unpin() {
 }
 
 // prepare migrates the schema, ensures the consumer and opens the WAL, retrying
-// until it succeeds (true) or ctx ends (false).
-func (s *Sink) prepare(ctx context.Context) bool {
+// until it succeeds or ctx ends (ctx.Err()). A consumer it cannot use is an error
+// no retry fixes.
+func (s *Sink) prepare(ctx context.Context) error {
 	backoff := s.cfg.RetryBackoff
 	for {
 		err := s.tryPrepare(ctx)
-		if err == nil {
-			return true
+		if err == nil || errors.Is(err, ErrIncompatibleConsumer) {
+			return err
 		}
 		if ctx.Err() != nil {
-			return false
+			return ctx.Err()
 		}
 		s.logger.Warn("clickhouse sink not ready, retrying", "err", err, "retry_in", backoff)
 		if !sleep(ctx, backoff) {
-			return false
+			return ctx.Err()
 		}
 		backoff = min(2*backoff, s.cfg.RetryMaxBackoff)
 	}
@@ -293,6 +309,7 @@ func (s *Sink) session(ctx, writeCtx context.Context, out chan<- *batch) error {
 	if err != nil {
 		return fmt.Errorf("sink consumer %s (recreate it with a restart or a replay): %w", s.cfg.Consumer, err)
 	}
+	s.cons = cons
 	info := cons.CachedInfo()
 	s.lastSeq = info.AckFloor.Stream
 	if info.Config.DeliverPolicy == jetstream.DeliverByStartSequencePolicy && info.Config.OptStartSeq > 0 {
@@ -394,7 +411,7 @@ func (s *Sink) handleChunk(ctx, writeCtx context.Context, out chan<- *batch, chu
 		if err != nil {
 			return items, fmt.Errorf("message metadata: %w", err)
 		}
-		it := item{m: m, md: md, rec: wal.Record{Seq: md.Sequence.Stream, Subject: m.Subject(), Data: m.Data(), Header: m.Headers(), Time: md.Timestamp}}
+		it := item{m: m, md: md, rec: wal.Record{Seq: md.Sequence.Stream, Subject: m.Subject(), Data: m.Data(), Header: storedHeader(m.Headers()), Time: md.Timestamp}}
 		if it.rec.Seq > hi {
 			hi = it.rec.Seq
 			it.ev, it.rej = classify(it.rec)
@@ -419,6 +436,7 @@ func (s *Sink) handleChunk(ctx, writeCtx context.Context, out chan<- *batch, chu
 		s.numPending.Store(it.md.NumPending)
 		seq := it.rec.Seq
 		if seq <= s.lastSeq {
+			s.redelivered.Add(1)
 			// A redelivery of an event already in a batch. Ack it if that batch is
 			// confirmed (its ack may have been lost); otherwise the batch's ack covers it.
 			if seq <= s.confirmedSeq.Load() {
@@ -427,7 +445,7 @@ func (s *Sink) handleChunk(ctx, writeCtx context.Context, out chan<- *batch, chu
 			continue
 		}
 		if gap && seq > s.lastSeq+1 {
-			if err := s.fill(ctx, writeCtx, out, seq-1); err != nil {
+			if err := s.catchUp(ctx, writeCtx, out, seq-1); err != nil {
 				return items, err
 			}
 		}
@@ -439,6 +457,52 @@ func (s *Sink) handleChunk(ctx, writeCtx context.Context, out chan<- *batch, chu
 		}
 	}
 	return items, nil
+}
+
+// catchUp makes every event up to upto folded before the next one. What another
+// instance acked meanwhile (it held the pin while this one stood by) is confirmed
+// in ClickHouse already: skip to its ack floor, with a fresh cache, instead of
+// re-reading all of it. The rest is read from the WAL.
+func (s *Sink) catchUp(ctx, writeCtx context.Context, out chan<- *batch, upto uint64) error {
+	info, err := s.cons.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("sink consumer info: %w", err)
+	}
+	if floor := min(info.AckFloor.Stream, upto); floor > s.lastSeq {
+		if err := s.handOff(writeCtx, out); err != nil {
+			return err
+		}
+		s.logger.Info("clickhouse sink skipping to the ack floor another instance reached", "from", s.lastSeq+1, "to", floor)
+		s.lastSeq = floor
+		s.f.reset(false)
+	}
+	return s.fill(ctx, writeCtx, out, upto)
+}
+
+// pinIDHeader is the header a pinned consumer appends to every delivery.
+const pinIDHeader = "Nats-Pin-Id"
+
+// storedHeader returns the headers as the WAL stored them: without the last
+// Nats-Pin-Id value, which the pinned consumer added (Classify rejects Nats-*
+// headers a producer sent, and every other WAL reader sees the stored ones).
+func storedHeader(h nats.Header) nats.Header {
+	pins := h[pinIDHeader]
+	if len(pins) == 0 {
+		return h
+	}
+	if len(h) == 1 && len(pins) == 1 {
+		return nil
+	}
+	out := make(nats.Header, len(h))
+	for k, vs := range h {
+		if k == pinIDHeader {
+			if vs = vs[:len(vs)-1]; len(vs) == 0 {
+				continue
+			}
+		}
+		out[k] = vs
+	}
+	return out
 }
 
 // fill folds the WAL events after lastSeq up to upto that were not delivered.
@@ -468,14 +532,15 @@ func (s *Sink) add(ctx, writeCtx context.Context, out chan<- *batch, rec wal.Rec
 		s.open = &batch{}
 	}
 	b := s.open
-	if b.empty() {
+	opening := b.empty()
+	if err := s.f.fold(ctx, rec, ev, rej, b); err != nil {
+		return err // nothing was added
+	}
+	if opening {
 		b.first, b.firstAt, s.openedAt = rec.Seq, rec.Time, time.Now()
 		s.inflightMu.Lock()
 		s.inflight = append(s.inflight, rec.Time)
 		s.inflightMu.Unlock()
-	}
-	if err := s.f.fold(ctx, rec, ev, rej, b); err != nil {
-		return err
 	}
 	b.last, s.lastSeq = rec.Seq, rec.Seq
 	if m != nil {
@@ -580,21 +645,26 @@ func (s *Sink) write(ctx context.Context, b *batch) error {
 		}
 		wg.Wait()
 		var failed []insertJob
+		var firstErr error
+		var tables []string
 		for i, err := range errs {
 			if err != nil {
 				failed = append(failed, pending[i])
+				tables = append(tables, pending[i].table)
+				firstErr = cmp.Or(firstErr, err)
 				s.failures.Add(1)
 				s.m.batchFailures.Inc()
-				s.logger.Warn("clickhouse insert failed, retrying", "table", pending[i].table, "wal_from", b.first,
-					"wal_to", b.last, "attempt", attempt, "retry_in", backoff, "err", err)
 			} else {
 				s.m.rows.WithLabelValues(pending[i].table).Add(float64(pending[i].rows))
+				s.rows.Add(uint64(pending[i].rows))
 			}
 		}
 		pending = failed
 		if len(pending) == 0 {
 			break
 		}
+		s.logger.Warn("clickhouse insert failed, retrying", "tables", tables, "wal_from", b.first,
+			"wal_to", b.last, "attempt", attempt, "retry_in", backoff, "err", firstErr)
 		if !sleep(ctx, backoff) {
 			return ctx.Err()
 		}
