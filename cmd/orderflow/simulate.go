@@ -92,14 +92,15 @@ func newSimulate(g *globals) *cobra.Command {
 
 // statusReport is what the pipeline made of a workload.
 type statusReport struct {
-	Orders   int            `json:"orders"`
-	ByStatus map[string]int `json:"by_status"`
-	DLQ      uint64         `json:"dlq"`
-	WAL      uint64         `json:"wal_events"`
+	Orders     int            `json:"orders"`
+	ByStatus   map[string]int `json:"by_status"`
+	DLQ        uint64         `json:"dlq"`
+	Milestones uint64         `json:"milestones"`
+	WAL        uint64         `json:"wal_events"`
 }
 
 func (r statusReport) print(w io.Writer) {
-	fmt.Fprintf(w, "pipeline: %d events in the WAL, %d in the DLQ, %d orders in KV\n", r.WAL, r.DLQ, r.Orders)
+	fmt.Fprintf(w, "pipeline: %d events in the WAL, %d in the DLQ, %d orders in KV, %d milestones published\n", r.WAL, r.DLQ, r.Orders, r.Milestones)
 	keys := make([]string, 0, len(r.ByStatus))
 	for k := range r.ByStatus {
 		keys = append(keys, k)
@@ -130,7 +131,7 @@ func waitAndReport(ctx context.Context, js jetstream.JetStream, w io.Writer) (st
 		rep.ByStatus[name]++
 		rep.Orders++
 	}
-	for name, dst := range map[string]*uint64{topology.DLQStream: &rep.DLQ, topology.EventsStream: &rep.WAL} {
+	for name, dst := range map[string]*uint64{topology.DLQStream: &rep.DLQ, topology.EventsStream: &rep.WAL, topology.MilestonesStream: &rep.Milestones} {
 		s, err := js.Stream(ctx, name)
 		if err != nil {
 			return rep, err
