@@ -24,7 +24,8 @@ type Config struct {
 	// BatchSize bounds the WAL events of one batch. Default 20000.
 	BatchSize int
 	// BatchWait bounds how long the first event of a batch waits for the batch to
-	// fill before it is written anyway. Default 500ms.
+	// fill before it is written anyway. Default 500ms. A batch of at least a quarter
+	// of BatchSize is written as soon as the sink has caught up with the WAL.
 	BatchWait time.Duration
 	// RetryBackoff is the first pause after a failed insert; it doubles up to
 	// RetryMaxBackoff. Defaults 100ms and 5s.

@@ -59,6 +59,7 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, cfg Config) err
 			ErrIncompatibleConsumer, want.Durable, have.AckPolicy, have.FilterSubject, want.AckPolicy, want.FilterSubject)
 	}
 	want.DeliverPolicy, want.OptStartSeq, want.OptStartTime = have.DeliverPolicy, have.OptStartSeq, have.OptStartTime
+	want.InactiveThreshold = have.InactiveThreshold
 	if _, err := s.UpdateConsumer(ctx, want); err != nil {
 		return fmt.Errorf("update sink consumer %s: %w", want.Durable, err)
 	}

@@ -108,15 +108,16 @@ func classify(rec wal.Record) (ev *schemas.Event, rej *handlers.Rejection) {
 	return handlers.Classify(rec.Subject, rec.Data, rec.Header)
 }
 
-// orderLog reads one order's WAL events; *wal.Log is the real one.
-type orderLog interface {
+// OrderLog reads one order's events in WAL order, after < seq <= upto (upto 0:
+// to the end). *wal.Log is the default; see Sink.WithHistory.
+type OrderLog interface {
 	ReadOrder(ctx context.Context, orderID string, after, upto uint64, fn func(wal.Record) error) error
 }
 
 // folder folds WAL records, fed in WAL order, into rows. It owns the bounded cache
 // of order states. Not safe for concurrent use: the sink's reader owns it.
 type folder struct {
-	log       orderLog
+	log       OrderLog
 	cacheSize int
 	parallel  int // concurrent WAL reads in prefetch
 	backoff   time.Duration
@@ -140,7 +141,7 @@ type prefetched struct {
 	e   *entry
 }
 
-func newFolder(log orderLog, cacheSize, lookups int, backoff time.Duration, logger *slog.Logger, counter *atomic.Uint64) *folder {
+func newFolder(log OrderLog, cacheSize, lookups int, backoff time.Duration, logger *slog.Logger, counter *atomic.Uint64) *folder {
 	f := &folder{log: log, cacheSize: cacheSize, parallel: lookups, backoff: backoff, logger: logger, lookups: counter}
 	f.reset(false)
 	return f
@@ -359,6 +360,10 @@ func (f *folder) prefetch(ctx context.Context, upcoming []lookup) {
 // seal moves the touched orders' current state into b and opens the next batch
 // generation.
 func (f *folder) seal(b *batch) {
+	b.orders.grow(len(f.touched))
+	for k := range numKinds {
+		b.index[k].grow(len(f.touched))
+	}
 	for _, e := range f.touched {
 		if e.view.Status == "" {
 			continue // not an order yet: nothing was written for it

@@ -55,6 +55,33 @@ type eventRows struct {
 
 func (r *eventRows) len() int { return len(r.walSeq) }
 
+// grow preallocates n rows: appending column by column to full-size slices is what
+// keeps the reader fast (growing 22 slices dominated its profile).
+func (r *eventRows) grow(n int) {
+	r.walSeq = make([]uint64, 0, n)
+	r.storedAt = make([]time.Time, 0, n)
+	r.orderID = make([]string, 0, n)
+	r.source = make([]string, 0, n)
+	r.eventID = make([]string, 0, n)
+	r.sourceSeq = make([]uint64, 0, n)
+	r.status = make([]string, 0, n)
+	r.eta = make([]time.Time, 0, n)
+	r.occurredAt = make([]time.Time, 0, n)
+	r.actorID = make([]string, 0, n)
+	r.customerID = make([]string, 0, n)
+	r.restaurantID = make([]string, 0, n)
+	r.dasherID = make([]string, 0, n)
+	r.eventReason = make([]string, 0, n)
+	r.decision = make([]string, 0, n)
+	r.reason = make([]string, 0, n)
+	r.detail = make([]string, 0, n)
+	r.changed = make([]uint8, 0, n)
+	r.orderStatus = make([]string, 0, n)
+	r.predicted = make([]uint8, 0, n)
+	r.transition = make([]string, 0, n)
+	r.milestones = make([][]string, 0, n)
+}
+
 // columns returns the column slices in eventColumns order.
 func (r *eventRows) columns() []any {
 	return []any{r.walSeq, r.storedAt, r.orderID, r.source, r.eventID, r.sourceSeq, r.status, r.eta,
@@ -136,10 +163,13 @@ func (r *eventRows) add(rec wal.Record, src, orderID string, ev *schemas.Event, 
 	r.predicted = append(r.predicted, b2u(o.predicted))
 	r.transition = append(r.transition, string(o.transition))
 	if o.milestones == nil {
-		o.milestones = []string{}
+		o.milestones = noMilestones
 	}
 	r.milestones = append(r.milestones, o.milestones)
 }
+
+// noMilestones is shared by every row that reached none (never appended to).
+var noMilestones = []string{}
 
 func b2u(b bool) uint8 {
 	if b {
@@ -171,6 +201,26 @@ type orderRows struct {
 }
 
 func (r *orderRows) len() int { return len(r.orderID) }
+
+func (r *orderRows) grow(n int) {
+	r.orderID = make([]string, 0, n)
+	r.version = make([]uint64, 0, n)
+	r.createdAt = make([]time.Time, 0, n)
+	r.updatedAt = make([]time.Time, 0, n)
+	r.lastEventAt = make([]time.Time, 0, n)
+	r.events = make([]uint32, 0, n)
+	r.status = make([]string, 0, n)
+	r.statusSource = make([]string, 0, n)
+	r.predicted = make([]uint8, 0, n)
+	r.eta = make([]time.Time, 0, n)
+	r.customerID = make([]string, 0, n)
+	r.restaurantID = make([]string, 0, n)
+	r.dasherID = make([]string, 0, n)
+	r.pickedUpAt = make([]time.Time, 0, n)
+	r.deliveredAt = make([]time.Time, 0, n)
+	r.cancelledAt = make([]time.Time, 0, n)
+	r.active = make([]uint8, 0, n)
+}
 
 func (r *orderRows) columns(withActive bool) []any {
 	cols := []any{r.orderID, r.version, r.createdAt, r.updatedAt, r.lastEventAt, r.events, r.status,
@@ -245,3 +295,10 @@ type ackable interface {
 }
 
 func (b *batch) empty() bool { return b.events.len() == 0 }
+
+// newBatch returns a batch with room for size events.
+func newBatch(size int) *batch {
+	b := &batch{}
+	b.events.grow(size)
+	return b
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,6 +42,8 @@ type Sink struct {
 
 	// features is set by prepare before the writer starts.
 	features Features
+	// history, when set, replaces the WAL for rebuilding orders (WithHistory).
+	history OrderLog
 
 	// Reader state, owned by the reader goroutine.
 	f        *folder
@@ -81,6 +84,17 @@ func NewSink(cfg Config, js jetstream.JetStream, conn driver.Conn, reg prometheu
 	}
 	s.m = m
 	return s, nil
+}
+
+// WithHistory makes the sink rebuild orders missing from its cache through h
+// instead of the WAL alone. Give it a reader that yields an order's archived
+// events before its WAL events when the archive purges completed orders from the
+// WAL: otherwise a late event of an archived order is folded without the purged
+// history (its decision may differ from the timeline, and the order's created_at,
+// taken from its first event still in the WAL, may move). Call before Run.
+func (s *Sink) WithHistory(h OrderLog) *Sink {
+	s.history = h
+	return s
 }
 
 // Stats is a snapshot of the sink's progress.
@@ -236,9 +250,11 @@ func (s *Sink) tryPrepare(ctx context.Context) error {
 	if err := EnsureConsumer(ctx, s.js, s.cfg); err != nil {
 		return err
 	}
-	log, err := wal.Open(ctx, s.js)
-	if err != nil {
-		return err
+	var log OrderLog = s.history
+	if log == nil {
+		if log, err = wal.Open(ctx, s.js); err != nil {
+			return err
+		}
 	}
 	s.f = newFolder(log, s.cfg.CacheSize, s.cfg.Lookups, s.cfg.RetryBackoff, s.logger, &s.lookups)
 	s.logger.Info("clickhouse sink started", "server", s.features.Version, "dedup_token", s.features.DedupToken,
@@ -397,6 +413,14 @@ func (s *Sink) session(ctx, writeCtx context.Context, out chan<- *batch) error {
 			if items, err = s.handleChunk(ctx, writeCtx, out, chunk, items[:0]); err != nil {
 				return err
 			}
+			// Caught up (nothing buffered, nothing pending on the server) with a
+			// good-sized batch: waiting out BatchWait would only add latency, e.g.
+			// at the end of a backlog.
+			if len(msgs) == 0 && s.numPending.Load() == 0 && s.open != nil && s.open.events.len() >= s.cfg.BatchSize/4 {
+				if err := s.handOff(writeCtx, out); err != nil {
+					return err
+				}
+			}
 		}
 	}
 }
@@ -414,13 +438,16 @@ func (s *Sink) handleChunk(ctx, writeCtx context.Context, out chan<- *batch, chu
 		it := item{m: m, md: md, rec: wal.Record{Seq: md.Sequence.Stream, Subject: m.Subject(), Data: m.Data(), Header: storedHeader(m.Headers()), Time: md.Timestamp}}
 		if it.rec.Seq > hi {
 			hi = it.rec.Seq
-			it.ev, it.rej = classify(it.rec)
 			it.classified = true
-			if it.ev != nil {
-				ups = append(ups, lookup{it.ev.OrderID, it.rec.Seq})
-			}
 		}
 		items = append(items, it)
+	}
+	// Decoding is pure and the costliest step per event: spread it over the cores.
+	classifyAll(items)
+	for i := range items {
+		if it := &items[i]; it.classified && it.ev != nil {
+			ups = append(ups, lookup{it.ev.OrderID, it.rec.Seq})
+		}
 	}
 	s.f.prefetch(ctx, ups)
 	for i := range items {
@@ -485,24 +512,43 @@ const pinIDHeader = "Nats-Pin-Id"
 // storedHeader returns the headers as the WAL stored them: without the last
 // Nats-Pin-Id value, which the pinned consumer added (Classify rejects Nats-*
 // headers a producer sent, and every other WAL reader sees the stored ones).
+// The map belongs to this delivery and nothing else reads it: edit it in place.
 func storedHeader(h nats.Header) nats.Header {
-	pins := h[pinIDHeader]
-	if len(pins) == 0 {
-		return h
+	switch pins := h[pinIDHeader]; len(pins) {
+	case 0:
+	case 1:
+		delete(h, pinIDHeader)
+	default:
+		h[pinIDHeader] = pins[:len(pins)-1]
 	}
-	if len(h) == 1 && len(pins) == 1 {
-		return nil
-	}
-	out := make(nats.Header, len(h))
-	for k, vs := range h {
-		if k == pinIDHeader {
-			if vs = vs[:len(vs)-1]; len(vs) == 0 {
-				continue
+	return h
+}
+
+// classifyAll classifies the items marked classified, in parallel for big chunks.
+func classifyAll(items []item) {
+	const minPerWorker = 128
+	workers := min(runtime.GOMAXPROCS(0), len(items)/minPerWorker)
+	if workers <= 1 {
+		for i := range items {
+			if it := &items[i]; it.classified {
+				it.ev, it.rej = classify(it.rec)
 			}
 		}
-		out[k] = vs
+		return
 	}
-	return out
+	var wg sync.WaitGroup
+	per := (len(items) + workers - 1) / workers
+	for w := range workers {
+		part := items[w*per : min(len(items), (w+1)*per)]
+		wg.Go(func() {
+			for i := range part {
+				if it := &part[i]; it.classified {
+					it.ev, it.rej = classify(it.rec)
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // fill folds the WAL events after lastSeq up to upto that were not delivered.
@@ -529,7 +575,7 @@ func (s *Sink) fill(ctx, writeCtx context.Context, out chan<- *batch, upto uint6
 // add folds one record into the open batch and hands the batch over when full.
 func (s *Sink) add(ctx, writeCtx context.Context, out chan<- *batch, rec wal.Record, ev *schemas.Event, rej *handlers.Rejection, m jetstream.Msg) error {
 	if s.open == nil {
-		s.open = &batch{}
+		s.open = newBatch(s.cfg.BatchSize)
 	}
 	b := s.open
 	opening := b.empty()
