@@ -16,6 +16,7 @@ import (
 
 	"github.com/orderflow/orderflow/internal/replay"
 	"github.com/orderflow/orderflow/internal/verify"
+	chsink "github.com/orderflow/orderflow/sinks/clickhouse"
 )
 
 func connectJS(g *globals, name string) (*nats.Conn, jetstream.JetStream, error) {
@@ -50,8 +51,8 @@ where it differs. Safe while the pipeline runs (compare-and-set writes).`,
   orderflow replay --target kv --order o-1 --force`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if target != "kv" && target != "all" {
-				return usageError{fmt.Errorf("--target %q: kv or all (clickhouse and archive need their sinks configured)", target)}
+			if target != "kv" && target != "clickhouse" && target != "all" {
+				return usageError{fmt.Errorf("--target %q: kv, clickhouse or all", target)}
 			}
 			if from != "" {
 				t, err := time.Parse(time.RFC3339, from)
@@ -70,6 +71,26 @@ where it differs. Safe while the pipeline runs (compare-and-set writes).`,
 			if !o.DryRun && !force {
 				if !confirm(cmd.InOrStdin(), errOut, "Rewrite the snapshots of every order with events in the range?") {
 					return fmt.Errorf("not confirmed: pass --force, or --dry-run to look first")
+				}
+			}
+			if target == "clickhouse" || target == "all" {
+				from, err := replay.StartSeq(ctx, js, o)
+				if err != nil {
+					return err
+				}
+				if o.OrderID != "" {
+					return usageError{fmt.Errorf("--order applies to kv only: ClickHouse rows are keyed, replay a range instead")}
+				}
+				if o.DryRun {
+					fmt.Fprintf(out, "clickhouse: would reset the sink consumer to WAL sequence %d\n", from)
+				} else {
+					if err := chsink.ResetConsumer(ctx, js, chsink.Config{}, from); err != nil {
+						return err
+					}
+					fmt.Fprintf(out, "clickhouse: the sink consumer restarts at WAL sequence %d; rows are replacing, so nothing double-counts\n", from)
+				}
+				if target == "clickhouse" {
+					return nil
 				}
 			}
 			o.Progress = progress(errOut)
@@ -93,7 +114,7 @@ where it differs. Safe while the pipeline runs (compare-and-set writes).`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&target, "target", "kv", "projection: kv or all")
+	f.StringVar(&target, "target", "kv", "projection: kv, clickhouse or all (archived orders are rebuilt by neither: their WAL is gone)")
 	f.Uint64Var(&o.FromSeq, "from-seq", 1, "first WAL sequence")
 	f.StringVar(&from, "from-time", "", "first WAL event at or after this RFC 3339 time (instead of --from-seq)")
 	f.StringVar(&o.OrderID, "order", "", "only this order")

@@ -45,5 +45,8 @@ func newServe(g *globals) *cobra.Command {
 	f.DurationVar(&cfg.Archive.MinAge, "archive-after", 7*24*time.Hour, "archive orders terminal for longer than this, then purge them from the WAL")
 	f.DurationVar(&cfg.Archive.Interval, "archive-interval", time.Minute, "how often to look for orders to archive")
 	f.BoolVar(&noArchive, "no-archive", false, "never archive or purge the WAL")
+	f.StringVar(&cfg.ClickHouse.DSN, "clickhouse-dsn", "", "turn the ClickHouse sink on, e.g. clickhouse://127.0.0.1:9000/orderflow (native protocol)")
+	f.IntVar(&cfg.ClickHouse.BatchSize, "clickhouse-batch", 0, "rows per ClickHouse insert (default 20000)")
+	f.DurationVar(&cfg.ClickHouse.BatchWait, "clickhouse-batch-wait", 0, "longest wait before a partial batch is inserted (default 500ms)")
 	return cmd
 }

@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -22,6 +23,7 @@ import (
 	"github.com/orderflow/orderflow/internal/wal"
 	"github.com/orderflow/orderflow/pipelines/topology"
 	"github.com/orderflow/orderflow/sinks/archive"
+	chsink "github.com/orderflow/orderflow/sinks/clickhouse"
 )
 
 var orderIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
@@ -36,6 +38,7 @@ type Server struct {
 	logger   *slog.Logger
 	duration *prometheus.HistogramVec
 	archive  *archive.Archiver
+	ch       driver.Conn
 }
 
 // Config wires the server's dependencies.
@@ -49,12 +52,14 @@ type Config struct {
 	Logger *slog.Logger
 	// Archive, when set, answers for orders whose WAL history was archived.
 	Archive *archive.Archiver
+	// ClickHouse, when set, serves the per-entity order lists.
+	ClickHouse driver.Conn
 }
 
 // New returns the API server.
 func New(cfg Config) *Server {
 	s := &Server{
-		reader: cfg.Reader, js: cfg.JS, log: cfg.Log, gatherer: cfg.Registry, ready: cfg.Ready, logger: cfg.Logger, archive: cfg.Archive,
+		reader: cfg.Reader, js: cfg.JS, log: cfg.Log, gatherer: cfg.Registry, ready: cfg.Ready, logger: cfg.Logger, archive: cfg.Archive, ch: cfg.ClickHouse,
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "orderflow_http_request_duration_seconds",
 			Help:    "HTTP request latency by route and status code.",
@@ -71,6 +76,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /v1/orders/{id}", s.timed("order", s.getOrder))
 	mux.Handle("GET /v1/orders/{id}/timeline", s.timed("timeline", s.getTimeline))
 	mux.HandleFunc("GET /v1/orders/{id}/watch", s.watch)
+	mux.Handle("GET /v1/{entity}/{id}/orders", s.timed("entity_orders", s.entityOrders))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -169,6 +175,34 @@ func (s *Server) getTimeline(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, tl)
+}
+
+// entityOrders lists a customer's, restaurant's or dasher's orders, newest first,
+// with keyset pagination: pass the answer's next_cursor as ?cursor= for the next page.
+func (s *Server) entityOrders(w http.ResponseWriter, r *http.Request) {
+	entity := r.PathValue("entity")
+	if entity != "customers" && entity != "restaurants" && entity != "dashers" {
+		writeError(w, http.StatusNotFound, "no such collection: customers, restaurants or dashers")
+		return
+	}
+	if s.ch == nil {
+		writeError(w, http.StatusNotImplemented, "this instance has no ClickHouse sink (start serve with --clickhouse-dsn)")
+		return
+	}
+	q, err := chsink.ParseOrdersQuery(entity, r.PathValue("id"), r.URL.Query(), time.Now())
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	page, err := chsink.ListOrders(r.Context(), s.ch, q)
+	if errors.Is(err, chsink.ErrBadQuery) {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if s.failed(w, err) {
+		return
+	}
+	writeJSON(w, http.StatusOK, page)
 }
 
 // watch streams one SSE event per status change. It folds the order's WAL itself,

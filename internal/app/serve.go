@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,6 +28,7 @@ import (
 	"github.com/orderflow/orderflow/pipelines"
 	"github.com/orderflow/orderflow/pipelines/topology"
 	"github.com/orderflow/orderflow/sinks/archive"
+	chsink "github.com/orderflow/orderflow/sinks/clickhouse"
 )
 
 // ServeConfig configures one orderflow instance.
@@ -43,6 +45,9 @@ type ServeConfig struct {
 	SyncInterval time.Duration
 	Topology     topology.Topology
 	Lane         handlers.LaneConfig
+	// ClickHouse, when its DSN is set, runs the analytics sink and serves the
+	// per-entity order lists.
+	ClickHouse chsink.Config
 	// Archive moves orders terminal for longer than Archive.MinAge into Parquet files
 	// and purges them from the WAL. Off when Archive.Dir is empty.
 	Archive archive.Config
@@ -159,8 +164,27 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 			return fmt.Errorf("archive: %w", err)
 		}
 	}
+	var sink *chsink.Sink
+	var chConn driver.Conn
+	if cfg.ClickHouse.DSN != "" {
+		if chConn, err = chsink.Open(ctx, cfg.ClickHouse.DSN); err != nil {
+			return fmt.Errorf("clickhouse: %w", err)
+		}
+		defer chConn.Close()
+		applied, err := chsink.Migrate(ctx, chConn)
+		if err != nil {
+			return fmt.Errorf("clickhouse migrations: %w", err)
+		}
+		for _, m := range applied {
+			log.Info("clickhouse migration applied", "version", m)
+		}
+		if sink, err = chsink.NewSink(cfg.ClickHouse, js, chConn, reg, log); err != nil {
+			return fmt.Errorf("clickhouse sink: %w", err)
+		}
+	}
 	srv := api.New(api.Config{
-		Reader: orders.NewReader(walLog, snaps, 0), JS: js, Log: walLog, Registry: reg, Ready: ready, Logger: log, Archive: archiver,
+		Reader: orders.NewReader(walLog, snaps, 0), JS: js, Log: walLog, Registry: reg, Ready: ready, Logger: log,
+		Archive: archiver, ClickHouse: chConn,
 	})
 	ln, err := net.Listen("tcp", cfg.HTTPListen)
 	if err != nil {
@@ -171,7 +195,17 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	var wg sync.WaitGroup
-	errs := make(chan error, 3)
+	errs := make(chan error, 4)
+	if sink != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := sink.Run(runCtx); err != nil && runCtx.Err() == nil {
+				errs <- fmt.Errorf("clickhouse sink: %w", err)
+				stop()
+			}
+		}()
+	}
 	if archiver != nil {
 		wg.Add(1)
 		go func() {
