@@ -49,6 +49,8 @@ func newBench(g *globals) *cobra.Command {
 	f.Float64Var(&cfg.LiveFraction, "live-fraction", 0.5, "live phase rate as a fraction of the measured backlog rate")
 	f.IntVar(&cfg.Reads, "reads", 2000, "reads per latency sample")
 	f.Int64Var(&cfg.Seed, "seed", 1, "workload seed")
+	f.StringVar(&cfg.ClickHouseDSN, "clickhouse-dsn", "", "add the ClickHouse sink phase against this server (native protocol)")
+	f.IntVar(&cfg.SinkEvents, "sink-events", 100_000, "backlog of the ClickHouse sink phase")
 	f.BoolVar(&asJSON, "json", false, "machine-readable output")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of the whole run (server included) to this file")
 	return cmd

@@ -24,8 +24,10 @@ import (
 	"github.com/orderflow/orderflow/handlers/resolver"
 	"github.com/orderflow/orderflow/internal/app"
 	"github.com/orderflow/orderflow/internal/embedded"
+	"github.com/orderflow/orderflow/internal/replay"
 	"github.com/orderflow/orderflow/internal/simulate"
 	"github.com/orderflow/orderflow/pipelines/topology"
+	chsink "github.com/orderflow/orderflow/sinks/clickhouse"
 )
 
 // Config sets the workload.
@@ -41,6 +43,10 @@ type Config struct {
 	// Reads per read-latency sample (hot and cold each).
 	Reads int
 	Seed  int64
+	// ClickHouseDSN, when set, adds the ClickHouse sink phase.
+	ClickHouseDSN string
+	// SinkEvents is the sink phase's backlog (its own workload).
+	SinkEvents int
 	// Progress, if set, receives one line per phase.
 	Progress io.Writer
 }
@@ -84,6 +90,12 @@ type Result struct {
 	HotReadP99Ms      float64 `json:"hot_read_p99_ms"`
 	ColdReadP50Ms     float64 `json:"cold_read_p50_ms"`
 	ColdReadP99Ms     float64 `json:"cold_read_p99_ms"`
+	// Replay: `orderflow replay --dry-run` over the whole WAL (fold every event,
+	// compare every snapshot), events/s and as a ratio to raw consume+ack.
+	ReplayRate  float64 `json:"replay_per_s"`
+	ReplayRatio float64 `json:"replay_to_raw_ratio"`
+	// Sink is the ClickHouse phase, when measured.
+	Sink *chsink.BenchResult `json:"clickhouse_sink,omitempty"`
 }
 
 // Print writes the result as a table.
@@ -96,6 +108,10 @@ func (r Result) Print(w io.Writer) {
 	fmt.Fprintf(w, "reads GET /v1/orders/{id}:\n")
 	fmt.Fprintf(w, "  hot (cached)                       p50 %6.3f ms   p99 %6.3f ms\n", r.HotReadP50Ms, r.HotReadP99Ms)
 	fmt.Fprintf(w, "  cold (first read)                  p50 %6.3f ms   p99 %6.3f ms\n", r.ColdReadP50Ms, r.ColdReadP99Ms)
+	fmt.Fprintf(w, "replay (dry run) of the whole WAL    %9.0f events/s   ratio %.2f x raw\n", r.ReplayRate, r.ReplayRatio)
+	if r.Sink != nil {
+		fmt.Fprintf(w, "clickhouse sink: %s\n", r.Sink)
+	}
 }
 
 // Run starts a private embedded server in a temp dir and measures every phase.
@@ -184,6 +200,33 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	res.HotReadP50Ms, res.HotReadP99Ms = quantileMs(hot, 0.50), quantileMs(hot, 0.99)
 	res.ColdReadP50Ms, res.ColdReadP99Ms = quantileMs(cold, 0.50), quantileMs(cold, 0.99)
+	// The remaining phases measure other consumers of the WAL: stop the pipeline
+	// so it does not compete with them.
+	stop()
+
+	fmt.Fprintln(cfg.Progress, "measuring replay...")
+	rep, err := replay.Snapshots(ctx, js, replay.Options{FromSeq: 1, DryRun: true})
+	if err != nil {
+		return res, err
+	}
+	res.ReplayRate = float64(rep.Events) / rep.Duration.Seconds()
+	res.ReplayRatio = res.ReplayRate / res.RawConsumeAckRate
+
+	if cfg.ClickHouseDSN != "" {
+		fmt.Fprintln(cfg.Progress, "measuring the ClickHouse sink...")
+		conn, err := chsink.Open(ctx, cfg.ClickHouseDSN)
+		if err != nil {
+			return res, err
+		}
+		defer conn.Close()
+		sink, err := chsink.Bench(ctx, js, conn, chsink.BenchConfig{
+			Events: cfg.SinkEvents, Seed: cfg.Seed + 2000, LiveRate: res.LiveRate, LiveDuration: time.Duration(cfg.LiveSeconds) * time.Second, Logger: quiet,
+		})
+		if err != nil {
+			return res, err
+		}
+		res.Sink = &sink
+	}
 	return res, nil
 }
 
@@ -239,7 +282,8 @@ func startPipeline(ctx context.Context, url string, topo topology.Topology, log 
 			Started: func(a app.Addrs) { addrs <- a },
 		})
 	}()
-	stop := func() { cancel(); <-done }
+	var once sync.Once
+	stop := func() { once.Do(func() { cancel(); <-done }) }
 	select {
 	case a := <-addrs:
 		return a.HTTP, stop, nil

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -102,24 +103,51 @@ func Snapshots(ctx context.Context, js jetstream.JetStream, o Options) (Report, 
 	}
 	sort.Strings(ids)
 	rep.Orders = len(ids)
-	for i, id := range ids {
-		if o.Progress != nil {
-			o.Progress(i+1, len(ids))
-		}
-		wrote, diff, err := rebuildOne(ctx, store, ms, id, want[id], o.DryRun)
-		if err != nil {
-			return rep, err
-		}
-		if diff != nil {
-			rep.Differ++
-			if len(rep.Sample) < 5 {
-				rep.Sample = append(rep.Sample, *diff)
+	// Each order costs a KV read (and maybe a write): run several at once so the
+	// replay is bound by the server, not by one round trip at a time.
+	var (
+		mu   sync.Mutex
+		done int
+		errs []error
+		next = make(chan string)
+		wg   sync.WaitGroup
+	)
+	for w := 0; w < 16; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for id := range next {
+				wrote, diff, err := rebuildOne(ctx, store, ms, id, want[id], o.DryRun)
+				mu.Lock()
+				done++
+				if o.Progress != nil {
+					o.Progress(done, len(ids))
+				}
+				if err != nil {
+					errs = append(errs, err)
+				}
+				if diff != nil {
+					rep.Differ++
+					if len(rep.Sample) < 5 {
+						rep.Sample = append(rep.Sample, *diff)
+					}
+				}
+				if wrote {
+					rep.Written++
+				}
+				mu.Unlock()
 			}
-		}
-		if wrote {
-			rep.Written++
-		}
+		}()
 	}
+	for _, id := range ids {
+		next <- id
+	}
+	close(next)
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return rep, err
+	}
+	sort.Slice(rep.Sample, func(i, j int) bool { return rep.Sample[i].OrderID < rep.Sample[j].OrderID })
 	rep.Duration = time.Since(start)
 	return rep, nil
 }
