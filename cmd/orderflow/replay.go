@@ -126,6 +126,7 @@ where it differs. Safe while the pipeline runs (compare-and-set writes).`,
 
 func newVerify(g *globals) *cobra.Command {
 	var asJSON bool
+	var dsn string
 	cmd := &cobra.Command{
 		Use:   "verify",
 		Short: "Recompute every order from the WAL and report each snapshot that disagrees (exit 1 if any)",
@@ -140,9 +141,20 @@ func newVerify(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			var rows []verify.RowDifference
+			if dsn != "" {
+				conn, err := openClickHouse(cmd.Context(), dsn)
+				if err != nil {
+					return err
+				}
+				defer conn.Close()
+				if rows, err = verify.CheckClickHouse(cmd.Context(), js, conn); err != nil {
+					return err
+				}
+			}
 			out := cmd.OutOrStdout()
 			if asJSON {
-				if err := json.NewEncoder(out).Encode(rep); err != nil {
+				if err := json.NewEncoder(out).Encode(map[string]any{"kv": rep, "clickhouse": rows}); err != nil {
 					return err
 				}
 			} else {
@@ -150,14 +162,21 @@ func newVerify(g *globals) *cobra.Command {
 				for _, d := range rep.Differences {
 					fmt.Fprintln(out, "  ", d)
 				}
+				if dsn != "" {
+					fmt.Fprintf(out, "%d orders differ in ClickHouse\n", len(rows))
+					for _, d := range rows[:min(len(rows), 20)] {
+						fmt.Fprintln(out, "  ", d)
+					}
+				}
 			}
-			if len(rep.Differences) > 0 {
-				return fmt.Errorf("%d differences", len(rep.Differences))
+			if n := len(rep.Differences) + len(rows); n > 0 {
+				return fmt.Errorf("%d differences", n)
 			}
 			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "machine-readable output")
+	cmd.Flags().StringVar(&dsn, "clickhouse-dsn", "", "also check the ClickHouse tables (native protocol)")
 	return cmd
 }
 
