@@ -2,9 +2,9 @@ package archive
 
 import (
 	"context"
-	"time"
 
 	"github.com/orderflow/orderflow/handlers/resolver"
+	"github.com/orderflow/orderflow/internal/orders"
 	"github.com/orderflow/orderflow/schemas"
 )
 
@@ -31,21 +31,11 @@ type Order struct {
 // events after WalSeq); the state is the caller's, Lookup builds a new one each time.
 func (o *Order) State() *resolver.State { return o.state }
 
-// Event is one archived event with its decision; the fields of the timeline API
-// plus the file it is in.
+// Event is one archived event with its decision: a timeline entry, as the live
+// timeline API shows it, plus the file it is in.
 type Event struct {
-	WalSeq     uint64         `json:"wal_seq"`
-	EventID    string         `json:"event_id,omitempty"`
-	Source     schemas.Source `json:"source,omitempty"`
-	SourceSeq  uint64         `json:"source_seq,omitempty"`
-	Status     schemas.Status `json:"status,omitempty"`
-	ETA        *time.Time     `json:"eta,omitempty"`
-	OccurredAt *time.Time     `json:"occurred_at,omitempty"`
-	StoredAt   time.Time      `json:"stored_at"`
-	Decision   string         `json:"decision"`
-	Reason     string         `json:"reason"`
-	Detail     string         `json:"detail,omitempty"`
-	File       string         `json:"file"`
+	orders.TimelineEvent
+	File string `json:"file"`
 }
 
 // Lookup answers an archived order from the index and its events files; found is
@@ -72,11 +62,11 @@ func (a *Archiver) Lookup(ctx context.Context, orderID string) (*Order, bool, er
 	o := &Order{OrderID: orderID, Archived: true, Current: f.st.View(), Parts: e.Parts, WalSeq: e.upto(), state: f.st}
 	o.Events = make([]Event, len(f.rows))
 	for i, r := range f.rows {
-		o.Events[i] = Event{
+		o.Events[i] = Event{TimelineEvent: orders.TimelineEvent{
 			WalSeq: r.WalSeq, EventID: r.EventID, Source: schemas.Source(r.Source), SourceSeq: r.SourceSeq,
 			Status: schemas.Status(r.Status), ETA: r.ETA, OccurredAt: r.OccurredAt, StoredAt: r.StoredAt,
-			Decision: r.Decision, Reason: r.Reason, Detail: r.Detail, File: files[r.BatchID],
-		}
+			Decision: r.Decision, Reason: r.Reason, Detail: r.Detail,
+		}, File: files[r.BatchID]}
 	}
 	return o, true, nil
 }
