@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,12 +26,17 @@ import (
 // startServe runs one instance against env and returns its HTTP address.
 func startServe(t *testing.T, env *testenv.NATSEnv, topo topology.Topology) string {
 	t.Helper()
+	return startServeURL(t, env.URL, topo)
+}
+
+func startServeURL(t *testing.T, url string, topo topology.Topology) string {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	addrs := make(chan app.Addrs, 1)
 	done := make(chan error, 1)
 	go func() {
 		done <- app.Serve(ctx, app.ServeConfig{
-			NATSURL:    env.URL,
+			NATSURL:    url,
 			HTTPListen: "127.0.0.1:0",
 			Topology:   topo,
 			Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -232,5 +238,37 @@ func TestTerminalSnapshotsExpireAndReadsFallBackToTheWAL(t *testing.T) {
 	}
 	if v := st.View(); v.Status != "delivered" || v.Version[schemas.SourcePlatform] != 1 {
 		t.Fatalf("late event started from nothing: %+v", v)
+	}
+}
+
+// TestClusterR3 runs the pipeline on a 3-node JetStream cluster with R3 streams, the
+// documented way to scale out, and checks the snapshots equal the resolver.
+func TestClusterR3(t *testing.T) {
+	c := testenv.NATSCluster(t, 3)
+	startServeURL(t, strings.Join(c.URLs, ","), topology.Topology{Partitions: 4, Replicas: 3})
+	msgs, _, err := simulate.Generate(simulate.Config{Seed: 51, Orders: 300})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := simulate.PublishAll(ctx, c.JS, msgs, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := app.WaitDrained(ctx, c.JS, 2*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	got, err := verify.Snapshots(ctx, c.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diffs := verify.Diff(verify.FoldMessages(msgs), got); len(diffs) > 0 {
+		t.Fatalf("%d orders differ on the cluster, first: %v", len(diffs), diffs[0])
+	}
+	s, err := c.JS.Stream(ctx, topology.EventsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := s.CachedInfo().Config.Replicas; r != 3 {
+		t.Fatalf("ORDER_EVENTS has %d replicas, want 3", r)
 	}
 }
