@@ -1,8 +1,10 @@
 package app_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -270,5 +272,52 @@ func TestClusterR3(t *testing.T) {
 	}
 	if r := s.CachedInfo().Config.Replicas; r != 3 {
 		t.Fatalf("ORDER_EVENTS has %d replicas, want 3", r)
+	}
+}
+
+// TestWatchStreamsEveryStatusChange opens GET /v1/orders/{id}/watch before the order
+// exists and checks the Server-Sent Events follow its lifecycle, one per change.
+func TestWatchStreamsEveryStatusChange(t *testing.T) {
+	env := testenv.NATS(t)
+	httpAddr := startServe(t, env, topology.Topology{Partitions: 2})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+httpAddr+"/v1/orders/w-1/watch", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Fatalf("content type %q", ct)
+	}
+	steps := []struct{ source, status string }{
+		{"platform", "created"}, {"merchant", "confirmed"}, {"merchant", "preparing"},
+		{"driver", "picked_up"}, {"driver", "picked_up"}, {"driver", "delivered"},
+	}
+	seqs := map[string]int{}
+	for _, s := range steps {
+		seqs[s.source]++
+		body := fmt.Sprintf(`{"schema_version":1,"event_id":"w-1-%s-%d","order_id":"w-1","source":%q,"source_seq":%d,"occurred_at":"2026-11-28T12:00:00Z","status":%q}`,
+			s.source, seqs[s.source], s.source, seqs[s.source], s.status)
+		if _, err := env.JS.Publish(ctx, "orders.events."+s.source+".w-1", []byte(body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() && len(got) < 5 {
+		line := sc.Text()
+		if data, ok := strings.CutPrefix(line, "data: "); ok {
+			var v resolver.View
+			if err := json.Unmarshal([]byte(data), &v); err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, string(v.Status))
+		}
+	}
+	want := []string{"created", "confirmed", "preparing", "picked_up", "delivered"}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("watch sent %v, want %v (one event per change, the repeated picked_up not repeated)", got, want)
 	}
 }
