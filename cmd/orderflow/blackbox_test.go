@@ -34,20 +34,27 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
+// connectTo connects a client to a NATS server.
+func connectTo(t *testing.T, url string) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
+}
+
 // embeddedInstance runs `orderflow serve` with its embedded JetStream server, the
 // default a user gets, and connects a client to it.
 func embeddedInstance(t *testing.T, dataDir, natsAddr string) (*instance, *nats.Conn, jetstream.JetStream) {
 	t.Helper()
 	inst := startInstance(t, append([]string{"--data-dir", dataDir, "--nats-listen", natsAddr}, failoverArgs...)...)
-	nc, err := nats.Connect("nats://"+natsAddr, nats.MaxReconnects(-1))
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := connectTo(t, "nats://"+natsAddr)
 	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
 	return inst, nc, js
 }
 

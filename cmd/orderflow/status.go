@@ -12,10 +12,12 @@ import (
 	"github.com/orderflow/orderflow/internal/orders"
 	"github.com/orderflow/orderflow/internal/snapshot"
 	"github.com/orderflow/orderflow/internal/wal"
+	"github.com/orderflow/orderflow/sinks/archive"
 )
 
 func newStatus(g *globals) *cobra.Command {
 	var timeline, asJSON bool
+	var archiveDir string
 	cmd := &cobra.Command{
 		Use:   "status ORDER_ID",
 		Short: "Print an order's current status (never older than the WAL), or its timeline",
@@ -47,6 +49,25 @@ func newStatus(g *globals) *cobra.Command {
 			} else {
 				v, err = r.Get(ctx, args[0])
 			}
+			if errors.Is(err, orders.ErrNotFound) && archiveDir != "" {
+				a, aerr := archive.New(ctx, js, archive.Config{Dir: archiveDir})
+				if aerr != nil {
+					return aerr
+				}
+				o, found, aerr := a.Lookup(ctx, args[0])
+				if aerr != nil {
+					return aerr
+				}
+				if found {
+					if asJSON || timeline {
+						enc := json.NewEncoder(out)
+						enc.SetIndent("", "  ")
+						return enc.Encode(o)
+					}
+					fmt.Fprintf(out, "(from the archive, %d events)\n", len(o.Events))
+					return printHuman(out, o.Current)
+				}
+			}
 			if errors.Is(err, orders.ErrNotFound) {
 				return fmt.Errorf("order %s not found", args[0])
 			}
@@ -63,5 +84,6 @@ func newStatus(g *globals) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&timeline, "timeline", false, "every event with its decision and reason")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "machine-readable output")
+	cmd.Flags().StringVar(&archiveDir, "archive-dir", "", "also look in this archive for orders purged from the WAL")
 	return cmd
 }

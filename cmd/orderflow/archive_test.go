@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/orderflow/orderflow/internal/app"
+	"github.com/orderflow/orderflow/internal/simulate"
+	"github.com/orderflow/orderflow/internal/verify"
+	"github.com/orderflow/orderflow/pipelines/topology"
+)
+
+// TestServeArchivesCompletedOrders runs serve with a short archive age and checks, as
+// a user would, that completed orders leave the WAL and still answer over HTTP and
+// through `orderflow status`, marked as archived, with the status the resolver says.
+func TestServeArchivesCompletedOrders(t *testing.T) {
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	inst := startInstance(t, append([]string{"--data-dir", filepath.Join(dir, "data"), "--nats-listen", addr,
+		"--archive-after", "1s", "--archive-interval", "1s"}, failoverArgs...)...)
+	ctx := context.Background()
+	nc, jsc := connectTo(t, "nats://"+addr)
+	defer nc.Close()
+	msgs, _, err := simulate.Generate(simulate.Config{Seed: 61, Orders: 40, CancelRate: simulate.Off})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := simulate.PublishAll(ctx, jsc, msgs, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := app.WaitDrained(ctx, jsc, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	want := verify.Views(verify.FoldMessages(msgs))
+	id := msgs[0].Event.OrderID
+	// Wait until the order's WAL subjects are purged.
+	s, err := jsc.Stream(ctx, topology.EventsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if _, err := s.GetLastMsgForSubject(ctx, topology.OrderWALFilter(id)); err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("completed order was not archived within 60s")
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	resp, err := http.Get("http://" + inst.http + "/v1/orders/" + id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Status   string `json:"status"`
+		Archived bool   `json:"archived"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&got)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || !got.Archived || got.Status != string(want[id].Status) {
+		t.Fatalf("GET archived order: %d %+v (want %s, archived)", resp.StatusCode, got, want[id].Status)
+	}
+	out, err := orderflow(t, "status", id, "--nats-url", "nats://"+addr, "--archive-dir", filepath.Join(dir, "data", "archive"))
+	if err != nil || !strings.Contains(out, "from the archive") || !strings.Contains(out, string(want[id].Status)) {
+		t.Fatalf("orderflow status of an archived order: %v\n%s", err, out)
+	}
+}
