@@ -66,6 +66,10 @@ func TestServeArchivesCompletedOrders(t *testing.T) {
 	if err != nil || resp.StatusCode != 200 || !got.Archived || got.Status != string(want[id].Status) {
 		t.Fatalf("GET archived order: %d %+v (want %s, archived)", resp.StatusCode, got, want[id].Status)
 	}
+	// An operator's archive pass finds nothing left to do: every batch is finished.
+	if out, err := orderflow(t, "replay", "--nats-url", "nats://"+addr, "--target", "archive", "--archive-dir", filepath.Join(dir, "data", "archive"), "--archive-after", "1s", "--force"); err != nil || !strings.Contains(out, "archive:") {
+		t.Fatalf("replay --target archive: %v\n%s", err, out)
+	}
 	out, err := orderflow(t, "status", id, "--nats-url", "nats://"+addr, "--archive-dir", filepath.Join(dir, "data", "archive"))
 	if err != nil || !strings.Contains(out, "from the archive") || !strings.Contains(out, string(want[id].Status)) {
 		t.Fatalf("orderflow status of an archived order: %v\n%s", err, out)

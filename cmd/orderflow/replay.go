@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/orderflow/orderflow/internal/replay"
 	"github.com/orderflow/orderflow/internal/verify"
+	"github.com/orderflow/orderflow/sinks/archive"
 	chsink "github.com/orderflow/orderflow/sinks/clickhouse"
 )
 
@@ -34,11 +36,13 @@ func connectJS(g *globals, name string) (*nats.Conn, jetstream.JetStream, error)
 
 func newReplay(g *globals) *cobra.Command {
 	var (
-		o      replay.Options
-		target string
-		from   string
-		force  bool
-		asJSON bool
+		o            replay.Options
+		target       string
+		from         string
+		force        bool
+		asJSON       bool
+		archiveDir   string
+		archiveAfter time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "replay",
@@ -51,8 +55,8 @@ where it differs. Safe while the pipeline runs (compare-and-set writes).`,
   orderflow replay --target kv --order o-1 --force`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if target != "kv" && target != "clickhouse" && target != "all" {
-				return usageError{fmt.Errorf("--target %q: kv, clickhouse or all", target)}
+			if target != "kv" && target != "clickhouse" && target != "archive" && target != "all" {
+				return usageError{fmt.Errorf("--target %q: kv, clickhouse, archive or all", target)}
 			}
 			if from != "" {
 				t, err := time.Parse(time.RFC3339, from)
@@ -71,6 +75,31 @@ where it differs. Safe while the pipeline runs (compare-and-set writes).`,
 			if !o.DryRun && !force {
 				if !confirm(cmd.InOrStdin(), errOut, "Rewrite the snapshots of every order with events in the range?") {
 					return fmt.Errorf("not confirmed: pass --force, or --dry-run to look first")
+				}
+			}
+			if target == "archive" || (target == "all" && archiveDir != "") {
+				// The archive holds history the WAL no longer has, so it is never rebuilt
+				// from the WAL: replaying it means finishing any interrupted batch and
+				// archiving what qualifies now.
+				if archiveDir == "" {
+					return usageError{errors.New("--target archive needs --archive-dir")}
+				}
+				if o.DryRun {
+					fmt.Fprintf(out, "archive: would archive orders terminal for longer than %s into %s\n", archiveAfter, archiveDir)
+				} else {
+					a, err := archive.New(ctx, js, archive.Config{Dir: archiveDir, MinAge: archiveAfter})
+					if err != nil {
+						return err
+					}
+					rep, err := a.RunOnce(ctx)
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(out, "archive: %d orders, %d events, %d files, %d bytes (finished interrupted batch: %q)\n",
+						rep.Orders, rep.Events, len(rep.Files), rep.Bytes, rep.Recovered)
+				}
+				if target == "archive" {
+					return nil
 				}
 			}
 			if target == "clickhouse" || target == "all" {
@@ -114,7 +143,9 @@ where it differs. Safe while the pipeline runs (compare-and-set writes).`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&target, "target", "kv", "projection: kv, clickhouse or all (archived orders are rebuilt by neither: their WAL is gone)")
+	f.StringVar(&target, "target", "kv", "projection: kv, clickhouse, archive or all (archived orders are rebuilt by none: their WAL is gone)")
+	f.StringVar(&archiveDir, "archive-dir", "", "archive directory, for --target archive (or all)")
+	f.DurationVar(&archiveAfter, "archive-after", 7*24*time.Hour, "with --target archive: archive orders terminal for longer than this")
 	f.Uint64Var(&o.FromSeq, "from-seq", 1, "first WAL sequence")
 	f.StringVar(&from, "from-time", "", "first WAL event at or after this RFC 3339 time (instead of --from-seq)")
 	f.StringVar(&o.OrderID, "order", "", "only this order")
