@@ -110,6 +110,34 @@ func (l *Log) ReadOrder(ctx context.Context, orderID string, after, upto uint64,
 	return nil
 }
 
+// errRangeDone ends a range read whose remaining messages are gone.
+var errRangeDone = errors.New("no more messages in range")
+
+// nextOrDone waits for the next message, but not forever: the pending count a
+// message carries can include messages purged since (the archive purges completed
+// orders), so after a quiet second it asks the consumer whether anything is left.
+func nextOrDone(ctx context.Context, it jetstream.MessagesContext, c jetstream.Consumer, lastSeen uint64) (jetstream.Msg, error) {
+	for {
+		wait, cancel := context.WithTimeout(ctx, time.Second)
+		m, err := it.Next(jetstream.NextContext(wait))
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return m, err
+		}
+		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
+			return nil, err
+		}
+		info, ierr := c.Info(ctx)
+		if ierr != nil {
+			return nil, ierr
+		}
+		// Done only when nothing is pending and nothing delivered is still on its way.
+		if info.NumPending == 0 && info.Delivered.Stream <= lastSeen {
+			return nil, errRangeDone
+		}
+	}
+}
+
 // ReadRange calls fn for every message matching filter with from <= seq <= upto, in
 // WAL order, through an ordered consumer (fast for long ranges; no state left behind).
 func ReadRange(ctx context.Context, js jetstream.JetStream, filter string, from, upto uint64, fn func(Record) error) error {
@@ -138,8 +166,12 @@ func ReadRange(ctx context.Context, js jetstream.JetStream, filter string, from,
 		return fmt.Errorf("read WAL %s: %w", filter, err)
 	}
 	defer it.Stop()
+	var lastSeen uint64
 	for {
-		m, err := it.Next(jetstream.NextContext(ctx))
+		m, err := nextOrDone(ctx, it, c, lastSeen)
+		if errors.Is(err, errRangeDone) {
+			return nil
+		}
 		if err != nil {
 			return fmt.Errorf("read WAL %s: %w", filter, err)
 		}
@@ -147,6 +179,7 @@ func ReadRange(ctx context.Context, js jetstream.JetStream, filter string, from,
 		if err != nil {
 			return fmt.Errorf("read WAL %s: %w", filter, err)
 		}
+		lastSeen = md.Sequence.Stream
 		if md.Sequence.Stream > upto {
 			return nil
 		}
