@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/orderflow/orderflow/handlers/outbox"
 	"github.com/orderflow/orderflow/handlers/resolver"
@@ -122,6 +123,7 @@ type Lane struct {
 	relayQueue []milestone
 	relayKick  chan struct{}
 	lastCkpt   uint64
+	lag        prometheus.Gauge // this lane's orderflow_lane_lag_events
 	// lastHandled is when a delivery last arrived; an idle lane checks its tail.
 	lastHandled time.Time
 	// behind is the lane's backlog as of the last delivery; flushing forces writes.
@@ -163,6 +165,7 @@ func NewLane(partition int, cfg LaneConfig, d Deps) *Lane {
 		relayKick: make(chan struct{}, 1),
 	}
 	l.cond = sync.NewCond(&l.mu)
+	l.lag = d.Metrics.LaneLag.WithLabelValues(laneLabel(partition))
 	return l
 }
 
@@ -197,7 +200,7 @@ func (l *Lane) Handle(ctx context.Context, dl Delivery) error {
 		l.needSync = true
 		return err
 	}
-	l.d.Metrics.LaneLag.WithLabelValues(laneLabel(l.partition)).Set(float64(dl.Pending))
+	l.lag.Set(float64(dl.Pending))
 	l.d.Metrics.HandlerSeconds.Observe(time.Since(start).Seconds())
 	if len(l.dirty) >= l.cfg.MaxDirty {
 		stop := context.AfterFunc(ctx, func() {
@@ -251,6 +254,15 @@ func (l *Lane) resync(ctx context.Context) error {
 	return nil
 }
 
+// setAside stores rec in the DLQ, retrying until it is durable there.
+func (l *Lane) setAside(ctx context.Context, rec wal.Record, rej Rejection) error {
+	if err := retry(ctx, l.cfg.RetryBackoff, func() error { return l.d.DLQ.Send(ctx, rec, rej) }); err != nil {
+		return err
+	}
+	l.d.Metrics.DLQ.WithLabelValues(rej.Reason).Inc()
+	return nil
+}
+
 // deliveredUpTo is the highest WAL sequence the lane's consumer has delivered.
 func (l *Lane) deliveredUpTo(ctx context.Context) (uint64, error) {
 	var n uint64
@@ -276,10 +288,9 @@ func (l *Lane) process(ctx context.Context, rec wal.Record) error {
 	}
 	ev, rej := classifySafely(rec)
 	if rej != nil {
-		if err := retry(ctx, l.cfg.RetryBackoff, func() error { return l.d.DLQ.Send(ctx, rec, *rej) }); err != nil {
+		if err := l.setAside(ctx, rec, *rej); err != nil {
 			return err
 		}
-		l.d.Metrics.DLQ.WithLabelValues(rej.Reason).Inc()
 		l.lastSeq = rec.Seq
 		return nil
 	}
@@ -297,11 +308,9 @@ func (l *Lane) process(ctx context.Context, rec wal.Record) error {
 			// The resolver is fuzzed never to panic; if it does, keep the lane going and
 			// set the event aside rather than wedge every order behind it.
 			l.rebuild(ctx, e, rec.Seq-1)
-			rej := Rejection{ReasonHandlerPanic, "resolver panicked on this event"}
-			if err := retry(ctx, l.cfg.RetryBackoff, func() error { return l.d.DLQ.Send(ctx, rec, rej) }); err != nil {
+			if err := l.setAside(ctx, rec, Rejection{ReasonHandlerPanic, "resolver panicked on this event"}); err != nil {
 				return err
 			}
-			l.d.Metrics.DLQ.WithLabelValues(rej.Reason).Inc()
 		} else {
 			l.d.Metrics.Events.WithLabelValues(string(ev.Source), string(d.Outcome)).Inc()
 			owes := d.Changed && e.outbox.Update(e.state.Milestones())

@@ -172,10 +172,7 @@ func (laneUnmarshaler) Unmarshal(m jetstream.Msg) (*message.Message, error) {
 	// or reserved header); the DLQ reads the stored headers back from the WAL, so the
 	// common path copies none. The pinned consumer appends its own Nats-Pin-Id: drop
 	// that one value so the lane sees what was stored, as every other reader does.
-	h := m.Headers()
-	if pins := h[pinIDHeader]; len(pins) > 0 {
-		h = stripLast(h, pinIDHeader)
-	}
+	h := wal.StoredHeaders(m.Headers())
 	for k, vs := range h {
 		if len(vs) > 1 || handlers.ReservedHeader(k) {
 			md[mdHeaders] = encodeHeaders(h)
@@ -185,24 +182,6 @@ func (laneUnmarshaler) Unmarshal(m jetstream.Msg) (*message.Message, error) {
 	wm := message.NewMessage(md[mdSeq], m.Data())
 	wm.Metadata = md
 	return wm, nil
-}
-
-// pinIDHeader is the header a pinned consumer adds to every delivery.
-const pinIDHeader = "Nats-Pin-Id"
-
-// stripLast returns a copy of h without the last value of key.
-func stripLast(h nats.Header, key string) nats.Header {
-	out := make(nats.Header, len(h))
-	for k, vs := range h {
-		if k == key {
-			vs = vs[:len(vs)-1]
-			if len(vs) == 0 {
-				continue
-			}
-		}
-		out[k] = vs
-	}
-	return out
 }
 
 // encodeHeaders flattens headers into one metadata value, keeping repeated keys.

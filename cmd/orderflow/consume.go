@@ -3,8 +3,6 @@ package main
 import (
 	"fmt"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
 	"github.com/orderflow/orderflow/internal/consumers"
@@ -25,15 +23,11 @@ func newConsume(g *globals) *cobra.Command {
 			default:
 				return usageError{fmt.Errorf("unknown service %q: billing or notifications", args[0])}
 			}
-			nc, err := nats.Connect(g.clientURL(), nats.Name("orderflow-consume-"+svc.Name), nats.MaxReconnects(-1))
-			if err != nil {
-				return fmt.Errorf("connect to NATS at %s: %w", g.clientURL(), err)
-			}
-			defer nc.Close()
-			js, err := jetstream.New(nc)
+			nc, js, err := connectJS(g, "orderflow-consume-"+svc.Name)
 			if err != nil {
 				return err
 			}
+			defer nc.Close()
 			fmt.Fprintf(cmd.ErrOrStderr(), "%s consuming milestones from %s\n", svc.Name, g.clientURL())
 			return svc.Run(cmd.Context(), js, cmd.OutOrStdout())
 		},

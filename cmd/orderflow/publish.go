@@ -59,7 +59,12 @@ func newPublish(g *globals) *cobra.Command {
 				}
 				return fmt.Errorf("%d invalid event(s), nothing published", len(bad))
 			}
-			return publishEvents(cmd.Context(), g.clientURL(), events, cmd.OutOrStdout())
+			nc, js, err := connectJS(g, "orderflow-publish")
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			return publishEvents(cmd.Context(), js, events, cmd.OutOrStdout())
 		},
 	}
 	f := cmd.Flags()
@@ -151,16 +156,7 @@ func jsonSourceAndOrder(line string) (schemas.Source, string) {
 	return schemas.Source(v.Source), v.OrderID
 }
 
-func publishEvents(ctx context.Context, url string, events []*schemas.Event, out io.Writer) error {
-	nc, err := nats.Connect(url, nats.Name("orderflow-publish"))
-	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", url, err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
+func publishEvents(ctx context.Context, js jetstream.JetStream, events []*schemas.Event, out io.Writer) error {
 	var errs []error
 	for _, ev := range events {
 		body, err := json.Marshal(ev)

@@ -10,8 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
@@ -20,19 +18,6 @@ import (
 	"github.com/orderflow/orderflow/sinks/archive"
 	chsink "github.com/orderflow/orderflow/sinks/clickhouse"
 )
-
-func connectJS(g *globals, name string) (*nats.Conn, jetstream.JetStream, error) {
-	nc, err := nats.Connect(g.clientURL(), nats.Name(name))
-	if err != nil {
-		return nil, nil, fmt.Errorf("connect to NATS at %s: %w", g.clientURL(), err)
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
-		return nil, nil, err
-	}
-	return nc, js, nil
-}
 
 func newReplay(g *globals) *cobra.Command {
 	var (

@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"strings"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 
 	"github.com/orderflow/orderflow/internal/config"
 )
@@ -68,4 +70,17 @@ func (g *globals) clientURL() string {
 	return "nats://127.0.0.1:4222"
 }
 
-var _ = pflag.CommandLine
+// connectJS is how every client command reaches NATS: one connection that rides
+// out reconnects, and its JetStream context.
+func connectJS(g *globals, name string, opts ...jetstream.JetStreamOpt) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := nats.Connect(g.clientURL(), nats.Name(name), nats.MaxReconnects(-1))
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to NATS at %s: %w", g.clientURL(), err)
+	}
+	js, err := jetstream.New(nc, opts...)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, js, nil
+}

@@ -31,13 +31,8 @@ func newSimulate(g *globals) *cobra.Command {
 		Short: "Publish a realistic, seeded, contending workload: duplicates, reordering, races, cancellations, agent corrections",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			nc, err := nats.Connect(g.clientURL(), nats.Name("orderflow-simulate"))
-			if err != nil {
-				return fmt.Errorf("connect to NATS at %s: %w", g.clientURL(), err)
-			}
-			defer nc.Close()
 			var failed atomic.Int64
-			js, err := jetstream.New(nc, jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) {
+			nc, js, err := connectJS(g, "orderflow-simulate", jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) {
 				if failed.Add(1) <= 5 {
 					fmt.Fprintf(cmd.ErrOrStderr(), "publish %s failed: %v\n", m.Subject, err)
 				}
@@ -45,6 +40,7 @@ func newSimulate(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			defer nc.Close()
 			gen, err := simulate.NewGenerator(cfg)
 			if err != nil {
 				return usageError{err}

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
 	"github.com/orderflow/orderflow/internal/orders"
@@ -24,15 +22,11 @@ func newStatus(g *globals) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			nc, err := nats.Connect(g.clientURL(), nats.Name("orderflow-status"))
-			if err != nil {
-				return fmt.Errorf("connect to NATS at %s: %w", g.clientURL(), err)
-			}
-			defer nc.Close()
-			js, err := jetstream.New(nc)
+			nc, js, err := connectJS(g, "orderflow-status")
 			if err != nil {
 				return err
 			}
+			defer nc.Close()
 			log, err := wal.Open(ctx, js)
 			if err != nil {
 				return err

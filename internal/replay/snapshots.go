@@ -20,8 +20,8 @@ import (
 	"github.com/orderflow/orderflow/handlers/resolver"
 	"github.com/orderflow/orderflow/internal/snapshot"
 	"github.com/orderflow/orderflow/internal/verify"
-	"github.com/orderflow/orderflow/internal/wal"
 	"github.com/orderflow/orderflow/pipelines/topology"
+	"github.com/orderflow/orderflow/schemas"
 )
 
 // Options select what to replay.
@@ -155,33 +155,17 @@ func Snapshots(ctx context.Context, js jetstream.JetStream, o Options) (Report, 
 // fold reads the WAL once and returns every order's recomputed state plus the set
 // of orders with an event at or after from.
 func fold(ctx context.Context, js jetstream.JetStream, from uint64, only string) (map[string]*resolver.State, map[string]bool, int, error) {
-	s, err := js.Stream(ctx, topology.EventsStream)
-	if err != nil {
-		return nil, nil, 0, err
-	}
-	states := map[string]*resolver.State{}
-	touched := map[string]bool{}
-	events := 0
 	filter := topology.WALPrefix + ".>"
 	if only != "" {
 		filter = topology.OrderWALFilter(only)
 	}
-	err = wal.ReadRange(ctx, js, filter, 1, s.CachedInfo().State.LastSeq, func(r wal.Record) error {
+	touched := map[string]bool{}
+	events := 0
+	states, err := verify.FoldWAL(ctx, js, filter, func(ev *schemas.Event, seq uint64) {
 		events++
-		ev, rej := handlers.Classify(r.Subject, r.Data, r.Header)
-		if rej != nil {
-			return nil
-		}
-		st, ok := states[ev.OrderID]
-		if !ok {
-			st = resolver.New(ev.OrderID)
-			states[ev.OrderID] = st
-		}
-		st.Apply(ev, r.Seq)
-		if r.Seq >= from {
+		if seq >= from {
 			touched[ev.OrderID] = true
 		}
-		return nil
 	})
 	return states, touched, events, err
 }

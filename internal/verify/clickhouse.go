@@ -8,9 +8,8 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/orderflow/orderflow/handlers"
-	"github.com/orderflow/orderflow/internal/wal"
 	"github.com/orderflow/orderflow/pipelines/topology"
+	"github.com/orderflow/orderflow/schemas"
 )
 
 // RowDifference is one order whose ClickHouse rows disagree with the WAL.
@@ -26,11 +25,8 @@ func (d RowDifference) String() string { return fmt.Sprintf("order %s: %s", d.Or
 // `order_events` must hold exactly the order's WAL events. Orders the sink has not
 // reached yet are reported too: run it when the sink has caught up.
 func CheckClickHouse(ctx context.Context, js jetstream.JetStream, conn driver.Conn) ([]RowDifference, error) {
-	want, err := FromWAL(ctx, js)
-	if err != nil {
-		return nil, err
-	}
-	events, err := walEventsPerOrder(ctx, js)
+	events := map[string]uint64{}
+	want, err := FoldWAL(ctx, js, topology.WALPrefix+".>", func(ev *schemas.Event, _ uint64) { events[ev.OrderID]++ })
 	if err != nil {
 		return nil, err
 	}
@@ -89,20 +85,4 @@ func CheckClickHouse(ctx context.Context, js jetstream.JetStream, conn driver.Co
 	}
 	sort.Slice(diffs, func(i, j int) bool { return diffs[i].OrderID < diffs[j].OrderID })
 	return diffs, nil
-}
-
-// walEventsPerOrder counts the WAL events of every valid order.
-func walEventsPerOrder(ctx context.Context, js jetstream.JetStream) (map[string]uint64, error) {
-	s, err := js.Stream(ctx, topology.EventsStream)
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]uint64{}
-	err = wal.ReadRange(ctx, js, topology.WALPrefix+".>", 1, s.CachedInfo().State.LastSeq, func(r wal.Record) error {
-		if ev, rej := handlers.Classify(r.Subject, r.Data, r.Header); rej == nil {
-			out[ev.OrderID]++
-		}
-		return nil
-	})
-	return out, err
 }

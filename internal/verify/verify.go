@@ -22,6 +22,7 @@ import (
 	"github.com/orderflow/orderflow/internal/snapshot"
 	"github.com/orderflow/orderflow/internal/wal"
 	"github.com/orderflow/orderflow/pipelines/topology"
+	"github.com/orderflow/orderflow/schemas"
 )
 
 // Difference is one order whose stored state disagrees with the recomputed one.
@@ -71,13 +72,19 @@ func FoldMessages(msgs []simulate.Message) map[string]*resolver.State {
 
 // FromWAL recomputes every order's state by folding the whole WAL.
 func FromWAL(ctx context.Context, js jetstream.JetStream) (map[string]*resolver.State, error) {
+	return FoldWAL(ctx, js, topology.WALPrefix+".>", nil)
+}
+
+// FoldWAL folds every valid event matching filter, in WAL order, with the resolver,
+// calling visit (when set) for each, in one pass over the WAL.
+func FoldWAL(ctx context.Context, js jetstream.JetStream, filter string, visit func(ev *schemas.Event, seq uint64)) (map[string]*resolver.State, error) {
 	s, err := js.Stream(ctx, topology.EventsStream)
 	if err != nil {
 		return nil, err
 	}
 	out := map[string]*resolver.State{}
 	last := s.CachedInfo().State.LastSeq
-	err = wal.ReadRange(ctx, js, topology.WALPrefix+".>", 1, last, func(r wal.Record) error {
+	err = wal.ReadRange(ctx, js, filter, 1, last, func(r wal.Record) error {
 		ev, rej := handlers.Classify(r.Subject, r.Data, r.Header)
 		if rej != nil {
 			return nil
@@ -88,6 +95,9 @@ func FromWAL(ctx context.Context, js jetstream.JetStream) (map[string]*resolver.
 			out[ev.OrderID] = st
 		}
 		st.Apply(ev, r.Seq)
+		if visit != nil {
+			visit(ev, r.Seq)
+		}
 		return nil
 	})
 	return out, err

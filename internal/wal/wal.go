@@ -26,6 +26,24 @@ type Record struct {
 	Time    time.Time // when JetStream stored it
 }
 
+// pinIDHeader is the header a pinned consumer appends to every delivery.
+const pinIDHeader = "Nats-Pin-Id"
+
+// StoredHeaders returns a pinned consumer's delivery headers as the WAL stored
+// them: without the last Nats-Pin-Id value, which the consumer added. Every reader
+// then classifies the same headers (a producer's own Nats-* headers are rejected).
+// It edits h in place: the map belongs to the delivery.
+func StoredHeaders(h nats.Header) nats.Header {
+	switch pins := h[pinIDHeader]; len(pins) {
+	case 0:
+	case 1:
+		delete(h, pinIDHeader)
+	default:
+		h[pinIDHeader] = pins[:len(pins)-1]
+	}
+	return h
+}
+
 // Log reads ORDER_EVENTS.
 type Log struct {
 	stream     jetstream.Stream

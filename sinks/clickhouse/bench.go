@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderflow/orderflow/internal/simulate"
@@ -160,33 +159,16 @@ func benchPublish(ctx context.Context, js jetstream.JetStream, seed int64, prefi
 	if err != nil {
 		return 0, 0, err
 	}
-	start := time.Now()
-	for i := 0; i < n; i++ {
-		m, ok := g.Next()
-		if !ok {
-			break
+	sent := 0
+	next := func() (simulate.Message, bool) {
+		if sent == n {
+			return simulate.Message{}, false
 		}
-		if d := simulate.PaceDelay(i, rate, time.Since(start)); d > 0 {
-			time.Sleep(d)
-		}
-		nm := nats.NewMsg(m.Subject)
-		nm.Data = m.Body
-		nm.Header.Set(nats.MsgIdHdr, m.MsgID)
-		if _, err := js.PublishMsgAsync(nm); err != nil {
-			return 0, 0, err
-		}
-		if i%2000 == 1999 {
-			select {
-			case <-js.PublishAsyncComplete():
-			case <-ctx.Done():
-				return 0, 0, ctx.Err()
-			}
-		}
+		sent++
+		return g.Next()
 	}
-	select {
-	case <-js.PublishAsyncComplete():
-	case <-ctx.Done():
-		return 0, 0, ctx.Err()
+	if _, err := simulate.Publish(ctx, js, next, rate, nil); err != nil {
+		return 0, 0, err
 	}
 	info, err = stream.Info(ctx)
 	if err != nil {

@@ -14,7 +14,6 @@ import (
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -435,7 +434,7 @@ func (s *Sink) handleChunk(ctx, writeCtx context.Context, out chan<- *batch, chu
 		if err != nil {
 			return items, fmt.Errorf("message metadata: %w", err)
 		}
-		it := item{m: m, md: md, rec: wal.Record{Seq: md.Sequence.Stream, Subject: m.Subject(), Data: m.Data(), Header: storedHeader(m.Headers()), Time: md.Timestamp}}
+		it := item{m: m, md: md, rec: wal.Record{Seq: md.Sequence.Stream, Subject: m.Subject(), Data: m.Data(), Header: wal.StoredHeaders(m.Headers()), Time: md.Timestamp}}
 		if it.rec.Seq > hi {
 			hi = it.rec.Seq
 			it.classified = true
@@ -504,24 +503,6 @@ func (s *Sink) catchUp(ctx, writeCtx context.Context, out chan<- *batch, upto ui
 		s.f.reset(false)
 	}
 	return s.fill(ctx, writeCtx, out, upto)
-}
-
-// pinIDHeader is the header a pinned consumer appends to every delivery.
-const pinIDHeader = "Nats-Pin-Id"
-
-// storedHeader returns the headers as the WAL stored them: without the last
-// Nats-Pin-Id value, which the pinned consumer added (Classify rejects Nats-*
-// headers a producer sent, and every other WAL reader sees the stored ones).
-// The map belongs to this delivery and nothing else reads it: edit it in place.
-func storedHeader(h nats.Header) nats.Header {
-	switch pins := h[pinIDHeader]; len(pins) {
-	case 0:
-	case 1:
-		delete(h, pinIDHeader)
-	default:
-		h[pinIDHeader] = pins[:len(pins)-1]
-	}
-	return h
 }
 
 // classifyAll classifies the items marked classified, in parallel for big chunks.
