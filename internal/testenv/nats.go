@@ -75,6 +75,20 @@ func (e *NATSEnv) Restart(t testing.TB) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	// Connected is not ready: a request sent while JetStream recovers its streams can
+	// go unanswered and wait out its whole context. Wait until JetStream answers.
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := e.JS.AccountInfo(ctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("testenv: JetStream not answering within 10s after restart: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func (e *NATSEnv) start(t testing.TB) {
