@@ -11,18 +11,34 @@ import (
 
 	"github.com/orderflow/orderflow/internal/app"
 	"github.com/orderflow/orderflow/internal/simulate"
+	"github.com/orderflow/orderflow/internal/testenv"
 	"github.com/orderflow/orderflow/internal/verify"
 	"github.com/orderflow/orderflow/pipelines/topology"
 )
 
 // TestServeArchivesCompletedOrders runs serve with a short archive age and checks, as
 // a user would, that completed orders leave the WAL and still answer over HTTP and
-// through `orderflow status`, marked as archived, with the status the resolver says.
+// through `orderflow status`, marked as archived, with the status the resolver says:
+// into the default directory, and into an S3-compatible bucket.
 func TestServeArchivesCompletedOrders(t *testing.T) {
+	t.Run("dir", func(t *testing.T) { serveArchives(t, "") })
+	t.Run("s3", func(t *testing.T) {
+		s3 := testenv.S3(t) // the credentials it sets reach the child processes
+		serveArchives(t, s3.Location(s3.Bucket(t), "prod"))
+	})
+}
+
+// serveArchives archives to location, or to serve's default when it is empty.
+func serveArchives(t *testing.T, location string) {
 	dir := t.TempDir()
 	addr := freeAddr(t)
-	inst := startInstance(t, append([]string{"--data-dir", filepath.Join(dir, "data"), "--nats-listen", addr,
-		"--archive-after", "1s", "--archive-interval", "1s"}, failoverArgs...)...)
+	args := []string{"--data-dir", filepath.Join(dir, "data"), "--nats-listen", addr, "--archive-after", "1s", "--archive-interval", "1s"}
+	if location == "" {
+		location = filepath.Join(dir, "data", "archive")
+	} else {
+		args = append(args, "--archive", location)
+	}
+	inst := startInstance(t, append(args, failoverArgs...)...)
 	ctx := context.Background()
 	nc, jsc := connectTo(t, "nats://"+addr)
 	defer nc.Close()
@@ -67,10 +83,10 @@ func TestServeArchivesCompletedOrders(t *testing.T) {
 		t.Fatalf("GET archived order: %d %+v (want %s, archived)", resp.StatusCode, got, want[id].Status)
 	}
 	// An operator's archive pass finds nothing left to do: every batch is finished.
-	if out, err := orderflow(t, "replay", "--nats-url", "nats://"+addr, "--target", "archive", "--archive-dir", filepath.Join(dir, "data", "archive"), "--archive-after", "1s", "--force"); err != nil || !strings.Contains(out, "archive:") {
+	if out, err := orderflow(t, "replay", "--nats-url", "nats://"+addr, "--target", "archive", "--archive", location, "--archive-after", "1s", "--force"); err != nil || !strings.Contains(out, "archive:") {
 		t.Fatalf("replay --target archive: %v\n%s", err, out)
 	}
-	out, err := orderflow(t, "status", id, "--nats-url", "nats://"+addr, "--archive-dir", filepath.Join(dir, "data", "archive"))
+	out, err := orderflow(t, "status", id, "--nats-url", "nats://"+addr, "--archive", location)
 	if err != nil || !strings.Contains(out, "from the archive") || !strings.Contains(out, string(want[id].Status)) {
 		t.Fatalf("orderflow status of an archived order: %v\n%s", err, out)
 	}

@@ -21,13 +21,13 @@ import (
 
 func newReplay(g *globals) *cobra.Command {
 	var (
-		o            replay.Options
-		target       string
-		from         string
-		force        bool
-		asJSON       bool
-		archiveDir   string
-		archiveAfter time.Duration
+		o               replay.Options
+		target          string
+		from            string
+		force           bool
+		asJSON          bool
+		archiveLocation string
+		archiveAfter    time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "replay",
@@ -62,17 +62,17 @@ where it differs. Safe while the pipeline runs (compare-and-set writes).`,
 					return fmt.Errorf("not confirmed: pass --force, or --dry-run to look first")
 				}
 			}
-			if target == "archive" || (target == "all" && archiveDir != "") {
+			if target == "archive" || (target == "all" && archiveLocation != "") {
 				// The archive holds history the WAL no longer has, so it is never rebuilt
 				// from the WAL: replaying it means finishing any interrupted batch and
 				// archiving what qualifies now.
-				if archiveDir == "" {
-					return usageError{errors.New("--target archive needs --archive-dir")}
+				if archiveLocation == "" {
+					return usageError{errors.New("--target archive needs --archive")}
 				}
 				if o.DryRun {
-					fmt.Fprintf(out, "archive: would archive orders terminal for longer than %s into %s\n", archiveAfter, archiveDir)
+					fmt.Fprintf(out, "archive: would archive orders terminal for longer than %s into %s\n", archiveAfter, archiveLocation)
 				} else {
-					a, err := archive.New(ctx, js, archive.Config{Dir: archiveDir, MinAge: archiveAfter})
+					a, err := archive.New(ctx, js, archive.Config{Location: archiveLocation, MinAge: archiveAfter})
 					if err != nil {
 						return err
 					}
@@ -129,7 +129,7 @@ where it differs. Safe while the pipeline runs (compare-and-set writes).`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&target, "target", "kv", "projection: kv, clickhouse, archive or all (archived orders are rebuilt by none: their WAL is gone)")
-	f.StringVar(&archiveDir, "archive-dir", "", "archive directory, for --target archive (or all)")
+	f.StringVar(&archiveLocation, "archive", "", "archive location (directory or s3://bucket/prefix), for --target archive (or all)")
 	f.DurationVar(&archiveAfter, "archive-after", 7*24*time.Hour, "with --target archive: archive orders terminal for longer than this")
 	f.Uint64Var(&o.FromSeq, "from-seq", 1, "first WAL sequence")
 	f.StringVar(&from, "from-time", "", "first WAL event at or after this RFC 3339 time (instead of --from-seq)")

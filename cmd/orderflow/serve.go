@@ -19,13 +19,13 @@ func newServe(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg.NATSURL = g.natsURL
 			cfg.Logger = g.logger()
-			if cfg.Archive.Dir == "" && !noArchive && cfg.NATSURL == "" {
+			if cfg.Archive.Location == "" && !noArchive && cfg.NATSURL == "" {
 				// With the embedded server, the archive lives beside its store; on a
-				// cluster, --archive-dir says where (each instance needs the same store).
-				cfg.Archive.Dir = filepath.Join(cfg.DataDir, "archive")
+				// cluster, --archive says where (each instance needs the same store).
+				cfg.Archive.Location = filepath.Join(cfg.DataDir, "archive")
 			}
 			if noArchive {
-				cfg.Archive.Dir = ""
+				cfg.Archive.Location = ""
 			}
 			return app.Serve(cmd.Context(), cfg)
 		},
@@ -41,7 +41,7 @@ func newServe(g *globals) *cobra.Command {
 	f.DurationVar(&cfg.Topology.DuplicateWindow, "duplicate-window", 0, "JetStream duplicate window for Nats-Msg-Id (default 2m)")
 	f.DurationVar(&cfg.Topology.LanePinnedTTL, "lane-failover", 0, "how long a silent instance keeps its lanes before another takes over (default 10s)")
 	f.DurationVar(&cfg.Topology.LaneAckWait, "lane-ack-wait", 0, "how long before JetStream redelivers an event a lane has not acknowledged (default 30s)")
-	f.StringVar(&cfg.Archive.Dir, "archive-dir", "", "where archived orders go as Parquet files (default <data-dir>/archive with the embedded server; off with --nats-url unless set)")
+	f.StringVar(&cfg.Archive.Location, "archive", "", "where archived orders go as Parquet files: a directory or s3://bucket/prefix?endpoint=host:port (default <data-dir>/archive with the embedded server; off with --nats-url unless set)")
 	f.DurationVar(&cfg.Archive.MinAge, "archive-after", 7*24*time.Hour, "archive orders terminal for longer than this, then purge them from the WAL")
 	f.DurationVar(&cfg.Archive.Interval, "archive-interval", time.Minute, "how often to look for orders to archive")
 	f.BoolVar(&noArchive, "no-archive", false, "never archive or purge the WAL")

@@ -15,7 +15,7 @@ import (
 
 func newStatus(g *globals) *cobra.Command {
 	var timeline, asJSON bool
-	var archiveDir string
+	var archiveLocation string
 	cmd := &cobra.Command{
 		Use:   "status ORDER_ID",
 		Short: "Print an order's current status (never older than the WAL), or its timeline",
@@ -43,8 +43,8 @@ func newStatus(g *globals) *cobra.Command {
 			} else {
 				v, err = r.Get(ctx, args[0])
 			}
-			if errors.Is(err, orders.ErrNotFound) && archiveDir != "" {
-				a, aerr := archive.New(ctx, js, archive.Config{Dir: archiveDir})
+			if errors.Is(err, orders.ErrNotFound) && archiveLocation != "" {
+				a, aerr := archive.New(ctx, js, archive.Config{Location: archiveLocation})
 				if aerr != nil {
 					return aerr
 				}
@@ -78,6 +78,6 @@ func newStatus(g *globals) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&timeline, "timeline", false, "every event with its decision and reason")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "machine-readable output")
-	cmd.Flags().StringVar(&archiveDir, "archive-dir", "", "also look in this archive for orders purged from the WAL")
+	cmd.Flags().StringVar(&archiveLocation, "archive", "", "also look in this archive (directory or s3://bucket/prefix) for orders purged from the WAL")
 	return cmd
 }

@@ -49,7 +49,7 @@ type ServeConfig struct {
 	// per-entity order lists.
 	ClickHouse chsink.Config
 	// Archive moves orders terminal for longer than Archive.MinAge into Parquet files
-	// and purges them from the WAL. Off when Archive.Dir is empty.
+	// and purges them from the WAL. Off when Archive.Location is empty.
 	Archive archive.Config
 	Logger  *slog.Logger
 	// Started, if set, receives the bound addresses once the instance serves.
@@ -157,7 +157,7 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 		return nil
 	}
 	var archiver *archive.Archiver
-	if cfg.Archive.Dir != "" {
+	if cfg.Archive.Location != "" {
 		acfg := cfg.Archive
 		acfg.Logger, acfg.Registerer, acfg.Replicas = log, reg, topo.Replicas
 		if archiver, err = archive.New(ctx, js, acfg); err != nil {

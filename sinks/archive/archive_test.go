@@ -115,7 +115,7 @@ func TestArchivePurgeRead(t *testing.T) {
 	ctx := context.Background()
 	reg := prometheus.NewRegistry()
 	dir := t.TempDir()
-	a := newArchiver(t, w, archive.Config{Dir: dir, Registerer: reg})
+	a := newArchiver(t, w, archive.Config{Location: dir, Registerer: reg})
 
 	rep, err := a.RunOnce(ctx)
 	if err != nil {
@@ -165,7 +165,7 @@ func TestArchivePurgeRead(t *testing.T) {
 // TestMinAgeHoldsOrdersBack: orders finished less than MinAge ago stay in the WAL.
 func TestMinAgeHoldsOrdersBack(t *testing.T) {
 	w := newWorld(t, 32, 30)
-	a := newArchiver(t, w, archive.Config{Dir: t.TempDir(), MinAge: time.Hour})
+	a := newArchiver(t, w, archive.Config{Location: t.TempDir(), MinAge: time.Hour})
 	rep, err := a.RunOnce(context.Background())
 	if err != nil || rep.Orders != 0 || rep.Batch != "" {
 		t.Fatalf("run with MinAge 1h: %+v %v, want nothing archived", rep, err)
@@ -192,7 +192,7 @@ func TestUnackedConsumerHoldsBack(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	a := newArchiver(t, w, archive.Config{Dir: t.TempDir()})
+	a := newArchiver(t, w, archive.Config{Location: t.TempDir()})
 	rep, err := a.RunOnce(ctx)
 	if err != nil || rep.Orders != 0 || rep.HeldBack != len(w.terminal) {
 		t.Fatalf("run under an unacked consumer: %+v %v, want all %d held back", rep, err, len(w.terminal))
@@ -209,79 +209,90 @@ func TestUnackedConsumerHoldsBack(t *testing.T) {
 
 // TestCrashRecovery stops a run at each failpoint, as a crash would, then lets fresh
 // archivers (two at once, racing) finish: nothing lost, nothing archived twice.
+//
+// It runs on a local directory and on an S3-compatible server: create-only Puts are
+// what make the racing finish safe, and both stores must give them.
 func TestCrashRecovery(t *testing.T) {
 	for _, step := range []string{archive.FailAfterFiles, archive.FailAfterIndex, archive.FailAfterPurge} {
-		t.Run(step, func(t *testing.T) {
-			w := newWorld(t, 33, 80)
-			ctx := context.Background()
-			dir := t.TempDir()
-			crash := errors.New("crash")
-			a := newArchiver(t, w, archive.Config{Dir: dir, Failpoint: func(s string) error {
-				if s == step {
-					return crash
-				}
-				return nil
-			}})
-			if _, err := a.RunOnce(ctx); !errors.Is(err, crash) {
-				t.Fatalf("run: %v, want the crash", err)
-			}
-
-			// While the batch is unfinished, every order still reads correctly from
-			// one side or the other.
-			id := w.terminal[0]
-			o, found, err := a.Lookup(ctx, id)
-			if err != nil {
-				t.Fatal(err)
-			}
-			switch step {
-			case archive.FailAfterFiles:
-				if found {
-					t.Fatalf("order %s indexed before the index step", id)
-				}
-				v, err := orders.NewReader(w.log, w.snaps, 0).Get(ctx, id)
-				if err != nil || len(verify.DiffViews(oneView(id, w.want[id].View()), oneView(id, v))) > 0 {
-					t.Fatalf("WAL read during the crash window: %+v %v", v, err)
-				}
-			default:
-				if !found || len(verify.DiffViews(oneView(id, w.want[id].View()), oneView(id, o.Current))) > 0 {
-					t.Fatalf("archive read during the crash window: found=%v %+v", found, o)
-				}
-			}
-
-			var wg sync.WaitGroup
-			reps := make([]archive.Report, 2)
-			errs := make([]error, 2)
-			for i := range 2 {
-				b := newArchiver(t, w, archive.Config{Dir: dir})
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					reps[i], errs[i] = b.RunOnce(ctx)
-				}()
-			}
-			wg.Wait()
-			recovered := false
-			for i := range 2 {
-				if errs[i] != nil {
-					t.Fatalf("recovering archiver %d: %v", i, errs[i])
-				}
-				if reps[i].Batch != "" {
-					t.Fatalf("recovering archiver %d started batch %s: an order would be archived twice", i, reps[i].Batch)
-				}
-				recovered = recovered || reps[i].Recovered != ""
-			}
-			if !recovered && step != archive.FailAfterPurge {
-				// After the purge, a racing archiver may find the slot already gone.
-				t.Fatalf("no archiver finished the batch: %+v", reps)
-			}
-			// A slot left after the purge, if both lost the race, is finished now.
-			if _, err := newArchiver(t, w, archive.Config{Dir: dir}).RunOnce(ctx); err != nil {
-				t.Fatal(err)
-			}
-			checkArchived(t, w, a, expect{})
-			checkLive(t, w)
-		})
+		for _, store := range []string{"dir", "s3"} {
+			t.Run(store+"/"+step, func(t *testing.T) { crashRecovery(t, step, store) })
+		}
 	}
+}
+
+func crashRecovery(t *testing.T, step, store string) {
+	w := newWorld(t, 33, 80)
+	ctx := context.Background()
+	dir := t.TempDir()
+	if store == "s3" {
+		s3 := testenv.S3(t)
+		dir = s3.Location(s3.Bucket(t), "orders")
+	}
+	crash := errors.New("crash")
+	a := newArchiver(t, w, archive.Config{Location: dir, Failpoint: func(s string) error {
+		if s == step {
+			return crash
+		}
+		return nil
+	}})
+	if _, err := a.RunOnce(ctx); !errors.Is(err, crash) {
+		t.Fatalf("run: %v, want the crash", err)
+	}
+
+	// While the batch is unfinished, every order still reads correctly from
+	// one side or the other.
+	id := w.terminal[0]
+	o, found, err := a.Lookup(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch step {
+	case archive.FailAfterFiles:
+		if found {
+			t.Fatalf("order %s indexed before the index step", id)
+		}
+		v, err := orders.NewReader(w.log, w.snaps, 0).Get(ctx, id)
+		if err != nil || len(verify.DiffViews(oneView(id, w.want[id].View()), oneView(id, v))) > 0 {
+			t.Fatalf("WAL read during the crash window: %+v %v", v, err)
+		}
+	default:
+		if !found || len(verify.DiffViews(oneView(id, w.want[id].View()), oneView(id, o.Current))) > 0 {
+			t.Fatalf("archive read during the crash window: found=%v %+v", found, o)
+		}
+	}
+
+	var wg sync.WaitGroup
+	reps := make([]archive.Report, 2)
+	errs := make([]error, 2)
+	for i := range 2 {
+		b := newArchiver(t, w, archive.Config{Location: dir})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			reps[i], errs[i] = b.RunOnce(ctx)
+		}()
+	}
+	wg.Wait()
+	recovered := false
+	for i := range 2 {
+		if errs[i] != nil {
+			t.Fatalf("recovering archiver %d: %v", i, errs[i])
+		}
+		if reps[i].Batch != "" {
+			t.Fatalf("recovering archiver %d started batch %s: an order would be archived twice", i, reps[i].Batch)
+		}
+		recovered = recovered || reps[i].Recovered != ""
+	}
+	if !recovered && step != archive.FailAfterPurge {
+		// After the purge, a racing archiver may find the slot already gone.
+		t.Fatalf("no archiver finished the batch: %+v", reps)
+	}
+	// A slot left after the purge, if both lost the race, is finished now.
+	if _, err := newArchiver(t, w, archive.Config{Location: dir}).RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	checkArchived(t, w, a, expect{})
+	checkLive(t, w)
 }
 
 // TestLateEvent: an event that reaches the WAL after the archive decision is not
@@ -294,7 +305,7 @@ func TestLateEvent(t *testing.T) {
 	id := w.terminal[0]
 	body := fmt.Sprintf(`{"schema_version":1,"event_id":"late-%s","order_id":"%s","source":"estimator","source_seq":99,"occurred_at":"2026-01-05T18:00:00Z","eta":"2026-01-05T18:10:00Z"}`, id, id)
 	var lateSeq uint64
-	a := newArchiver(t, w, archive.Config{Dir: dir, Failpoint: func(step string) error {
+	a := newArchiver(t, w, archive.Config{Location: dir, Failpoint: func(step string) error {
 		if step != archive.FailAfterFiles || lateSeq != 0 {
 			return nil
 		}

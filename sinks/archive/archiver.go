@@ -50,7 +50,7 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Archiver, er
 	a := &Archiver{cfg: cfg, js: js, store: cfg.Store}
 	var err error
 	if a.store == nil {
-		if a.store, err = NewDirStore(cfg.Dir); err != nil {
+		if a.store, err = OpenStore(ctx, cfg.Location); err != nil {
 			return nil, err
 		}
 	}

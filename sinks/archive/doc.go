@@ -70,8 +70,9 @@
 //
 // # S3
 //
-// Store is the seam for S3-compatible storage: Put maps to PUT with
-// "If-None-Match: *" (create-only, durable once acknowledged), Get to GET, List to
-// ListObjectsV2 with a prefix. That implementation is left out on purpose (no SDK
-// in the module yet); DirStore is the default.
+// S3Store keeps the files in an S3-compatible bucket (Config.Location
+// "s3://bucket/prefix?endpoint=host:port"): Put is a PUT with "If-None-Match: *"
+// (create-only, durable once acknowledged), Get a GET, List ListObjectsV2 with a
+// prefix. Every instance of a cluster must archive to the same store, which a bucket
+// gives without a shared file system. DirStore is the default.
 package archive

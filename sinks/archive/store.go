@@ -51,9 +51,18 @@ func NewDirStore(dir string) (*DirStore, error) {
 // Root is the directory the store writes to.
 func (d *DirStore) Root() string { return d.root }
 
-func (d *DirStore) path(name string) (string, error) {
+// validName accepts what every Store can hold: a clean relative slash path, not
+// shaped like DirStore's temporary files.
+func validName(name string) error {
 	if !fs.ValidPath(name) || name == "." || strings.HasPrefix(path.Base(name), tmpPrefix) {
-		return "", fmt.Errorf("invalid archive file name %q", name)
+		return fmt.Errorf("invalid archive file name %q", name)
+	}
+	return nil
+}
+
+func (d *DirStore) path(name string) (string, error) {
+	if err := validName(name); err != nil {
+		return "", err
 	}
 	return filepath.Join(d.root, filepath.FromSlash(name)), nil
 }
