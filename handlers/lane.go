@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"slices"
 	"sync"
 	"time"
@@ -33,11 +32,14 @@ type LaneConfig struct {
 	// RetryBackoff is the pause before retrying a failed JetStream call.
 	RetryBackoff time.Duration
 	// CoalesceWindow is how long a dirty order waits for more of its events before
-	// its snapshot is written, while the lane is behind by more than BacklogEvents.
-	// Catching up on a backlog then writes each order once per window instead of once
-	// per event; a caught-up lane writes at once, so live latency does not pay for it.
+	// its snapshot is written, while the lane is behind by more than BacklogAge (the
+	// event being handled was stored that long ago). Catching up on a backlog then
+	// writes each order once per window instead of once per event; a caught-up lane
+	// writes at once, so live latency does not pay for it. Age, not a count of
+	// pending messages, tells the two apart: a live burst briefly queues hundreds of
+	// messages that are still milliseconds old.
 	CoalesceWindow time.Duration
-	BacklogEvents  uint64
+	BacklogAge     time.Duration
 }
 
 // SetDefaults fills unset fields.
@@ -57,8 +59,8 @@ func (c *LaneConfig) SetDefaults() {
 	if c.CoalesceWindow == 0 {
 		c.CoalesceWindow = 50 * time.Millisecond
 	}
-	if c.BacklogEvents == 0 {
-		c.BacklogEvents = 256
+	if c.BacklogAge == 0 {
+		c.BacklogAge = time.Second
 	}
 }
 
@@ -126,8 +128,9 @@ type Lane struct {
 	lag        prometheus.Gauge // this lane's orderflow_lane_lag_events
 	// lastHandled is when a delivery last arrived; an idle lane checks its tail.
 	lastHandled time.Time
-	// behind is the lane's backlog as of the last delivery; flushing forces writes.
-	behind   uint64
+	// backlog is set while the lane handles old events (see BacklogAge) or replays;
+	// flushing forces writes.
+	backlog  bool
 	flushing bool
 	// lastFloor is the consumer's ack floor at the previous tail check.
 	lastFloor uint64
@@ -187,7 +190,6 @@ func (l *Lane) Handle(ctx context.Context, dl Delivery) error {
 	if l.runCtx != nil {
 		ctx = l.runCtx
 	}
-	l.behind = dl.Pending
 	if l.needSync || dl.ConsumerSeq != l.consSeq+1 {
 		if err := l.resync(ctx); err != nil {
 			l.needSync = true
@@ -195,7 +197,7 @@ func (l *Lane) Handle(ctx context.Context, dl Delivery) error {
 		}
 	}
 	l.consSeq = dl.ConsumerSeq
-	l.behind = max(l.behind, dl.Pending)
+	l.backlog = start.Sub(dl.Record.Time) > l.cfg.BacklogAge
 	if err := l.process(ctx, dl.Record); err != nil {
 		l.needSync = true
 		return err
@@ -239,11 +241,11 @@ func (l *Lane) resync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	l.behind = math.MaxUint64 // a replay is a backlog: coalesce its writes
+	l.backlog = true // a replay is a backlog: coalesce its writes
 	err = wal.ReadRange(ctx, l.d.JS, topology.LaneSubject(l.partition), ckpt+1, delivered, func(r wal.Record) error {
 		return l.process(ctx, r)
 	})
-	l.behind = 0
+	l.backlog = false
 	if err != nil {
 		return fmt.Errorf("lane %d replay: %w", l.partition, err)
 	}
@@ -339,7 +341,7 @@ func (l *Lane) markDirty(e *entry, rec wal.Record) {
 // coalescing reports whether dirty orders wait for more events before a write.
 // Called with mu held.
 func (l *Lane) coalescing() bool {
-	return !l.flushing && l.behind > l.cfg.BacklogEvents
+	return !l.flushing && l.backlog
 }
 
 // load returns the order's entry, from memory or KV. A key that never existed means a
@@ -374,11 +376,13 @@ func (l *Lane) load(ctx context.Context, id string, seq uint64) (*entry, error) 
 	}
 	l.orders[id] = e
 	if !e.outbox.Empty() {
-		// Milestones recorded before a crash and never confirmed: owe them again.
-		// The lane checkpoint stayed below the event that recorded them, which is
-		// why this load happens at all.
-		e.gen++
+		// Milestones the snapshot still lists as pending: never published (a crash
+		// before the relay), or published but not yet cleared (clears ride on the
+		// order's next write). They are durable in the snapshot, so they go straight
+		// to the relay, and the milestone stream turns a second publish into a no-op.
+		// The entry stays dirty, holding the checkpoint, until the relay confirms.
 		l.markDirty(e, wal.Record{Seq: seq, Time: time.Now()})
+		l.relay(e, e.outbox.Pending)
 	}
 	return e, nil
 }
@@ -550,11 +554,11 @@ func (l *Lane) recoverTail(ctx context.Context) error {
 	}
 	clear(l.orders)
 	l.lastSeq = ckpt
-	l.behind = math.MaxUint64
+	l.backlog = true
 	err = wal.ReadRange(ctx, l.d.JS, topology.LaneSubject(l.partition), ckpt+1, floor, func(r wal.Record) error {
 		return l.process(ctx, r)
 	})
-	l.behind = 0
+	l.backlog = false
 	if err != nil {
 		return err
 	}
@@ -653,27 +657,14 @@ func (l *Lane) settle(w pendingWrite, rev uint64) {
 		l.d.Metrics.EndToEndSeconds.Observe(time.Since(e.dirtyAt).Seconds())
 	}
 	// The write made these milestones durable in the outbox: now they may go out.
-	for _, kind := range w.pending {
-		if !e.relaying[kind] {
-			if e.relaying == nil {
-				e.relaying = map[string]bool{}
-			}
-			e.relaying[kind] = true
-			failpoint(FailAfterSnapshotWrite)
-			l.relayQueue = append(l.relayQueue, milestone{e, kind})
-			select {
-			case l.relayKick <- struct{}{}:
-			default:
-			}
-		}
+	if len(w.pending) > 0 {
+		failpoint(FailAfterSnapshotWrite)
+		l.relay(e, w.pending)
 	}
 	switch {
-	case e.gen == w.gen && e.outbox.Empty():
-		e.dirtyFrom = 0
-		e.dirtyAt = time.Time{}
-		delete(l.dirty, e.id)
-		l.cond.Broadcast()
-	case e.gen != w.gen:
+	case e.gen == w.gen:
+		l.cleanIfDone(e)
+	default:
 		// Changes arrived while the write was in flight: they are the next write.
 		// While milestones are outstanding, dirtyFrom keeps holding the checkpoint
 		// below the event that recorded them.
@@ -683,8 +674,36 @@ func (l *Lane) settle(w pendingWrite, rev uint64) {
 		e.dirtySince = time.Now()
 		l.kickWriter()
 	}
-	// Otherwise only milestones are outstanding: the entry stays dirty until the
-	// relay confirms them and the write that clears them lands.
+}
+
+// relay hands durable pending milestones to the relay, each once. Called with mu held.
+func (l *Lane) relay(e *entry, kinds []string) {
+	for _, kind := range kinds {
+		if e.relaying[kind] {
+			continue
+		}
+		if e.relaying == nil {
+			e.relaying = map[string]bool{}
+		}
+		e.relaying[kind] = true
+		l.relayQueue = append(l.relayQueue, milestone{e, kind})
+		select {
+		case l.relayKick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// cleanIfDone marks the entry clean once its state is durable and every milestone
+// it owes is published. Called with mu held.
+func (l *Lane) cleanIfDone(e *entry) {
+	if e.dirtyFrom == 0 || e.inflight || e.gen != e.writtenGen || !e.outbox.Empty() {
+		return
+	}
+	e.dirtyFrom = 0
+	e.dirtyAt = time.Time{}
+	delete(l.dirty, e.id)
+	l.cond.Broadcast()
 }
 
 // runRelay publishes milestones whose outbox entry is durable, then marks them
@@ -719,13 +738,15 @@ func (l *Lane) runRelay(ctx context.Context) {
 				continue
 			}
 			failpoint(FailAfterMilestonePublish)
+			// The snapshot in KV still lists the milestone as pending; the order's
+			// next write clears it. No write just for that: a crash before then
+			// republishes it, which the milestone stream ignores.
 			l.mu.Lock()
 			m.e.outbox.Published(m.kind)
 			delete(m.e.relaying, m.kind)
-			m.e.gen++
+			l.cleanIfDone(m.e)
 			l.mu.Unlock()
 		}
-		l.kickWriter()
 		if len(failed) > 0 {
 			l.mu.Lock()
 			l.relayQueue = append(failed, l.relayQueue...)

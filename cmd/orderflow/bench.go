@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"runtime/pprof"
 
@@ -13,7 +14,7 @@ import (
 func newBench(g *globals) *cobra.Command {
 	var cfg bench.Config
 	var asJSON bool
-	var cpuProfile string
+	var cpuProfile, profilePhase string
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure the pipeline against raw JetStream consume+ack in one run, on a private embedded server",
@@ -26,10 +27,22 @@ func newBench(g *globals) *cobra.Command {
 					return err
 				}
 				defer f.Close()
-				if err := pprof.StartCPUProfile(f); err != nil {
-					return err
+				// The profile covers one phase, server included, so it shows where that
+				// phase's time goes and nothing else.
+				cfg.Phase = func(name string, start bool) {
+					switch {
+					case name != profilePhase:
+					case start:
+						err = pprof.StartCPUProfile(f)
+					default:
+						pprof.StopCPUProfile()
+					}
 				}
-				defer pprof.StopCPUProfile()
+				defer func() {
+					if err != nil {
+						fmt.Fprintln(cmd.ErrOrStderr(), "cpu profile:", err)
+					}
+				}()
 			}
 			res, err := bench.Run(cmd.Context(), cfg)
 			if err != nil {
@@ -52,6 +65,7 @@ func newBench(g *globals) *cobra.Command {
 	f.StringVar(&cfg.ClickHouseDSN, "clickhouse-dsn", "", "add the ClickHouse sink phase against this server (native protocol)")
 	f.IntVar(&cfg.SinkEvents, "sink-events", 100_000, "backlog of the ClickHouse sink phase")
 	f.BoolVar(&asJSON, "json", false, "machine-readable output")
-	f.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of the whole run (server included) to this file")
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of one phase (server included) to this file")
+	f.StringVar(&profilePhase, "profile-phase", "pipeline", "the phase --cpuprofile covers: raw, pipeline, live, reads or replay")
 	return cmd
 }

@@ -49,6 +49,9 @@ type Config struct {
 	SinkEvents int
 	// Progress, if set, receives one line per phase.
 	Progress io.Writer
+	// Phase, if set, is called at the start and end of each phase ("raw",
+	// "pipeline", "live", "reads", "replay"), e.g. to profile just one.
+	Phase func(name string, start bool)
 }
 
 func (c *Config) setDefaults() {
@@ -73,6 +76,9 @@ func (c *Config) setDefaults() {
 	if c.Progress == nil {
 		c.Progress = io.Discard
 	}
+	if c.Phase == nil {
+		c.Phase = func(string, bool) {}
+	}
 }
 
 // Result is what one run measured.
@@ -81,15 +87,19 @@ type Result struct {
 	RawConsumeAckRate float64 `json:"raw_consume_ack_per_s"`
 	PipelineRate      float64 `json:"pipeline_per_s"`
 	Ratio             float64 `json:"pipeline_to_raw_ratio"`
-	LiveRate          float64 `json:"live_rate_per_s"`
-	LiveFraction      float64 `json:"live_fraction"`
-	LiveEvents        int     `json:"live_events_measured"`
-	EndToEndP50Ms     float64 `json:"end_to_end_p50_ms"`
-	EndToEndP99Ms     float64 `json:"end_to_end_p99_ms"`
-	HotReadP50Ms      float64 `json:"hot_read_p50_ms"`
-	HotReadP99Ms      float64 `json:"hot_read_p99_ms"`
-	ColdReadP50Ms     float64 `json:"cold_read_p50_ms"`
-	ColdReadP99Ms     float64 `json:"cold_read_p99_ms"`
+	// Writes the pipeline made while draining the backlog, per WAL event: snapshot
+	// compare-and-sets (coalescing keeps this below 1) and milestone publishes.
+	SnapshotWritesPerEvent float64 `json:"snapshot_writes_per_event"`
+	MilestonesPerEvent     float64 `json:"milestones_per_event"`
+	LiveRate               float64 `json:"live_rate_per_s"`
+	LiveFraction           float64 `json:"live_fraction"`
+	LiveEvents             int     `json:"live_events_measured"`
+	EndToEndP50Ms          float64 `json:"end_to_end_p50_ms"`
+	EndToEndP99Ms          float64 `json:"end_to_end_p99_ms"`
+	HotReadP50Ms           float64 `json:"hot_read_p50_ms"`
+	HotReadP99Ms           float64 `json:"hot_read_p99_ms"`
+	ColdReadP50Ms          float64 `json:"cold_read_p50_ms"`
+	ColdReadP99Ms          float64 `json:"cold_read_p99_ms"`
 	// Replay: `orderflow replay --dry-run` over the whole WAL (fold every event,
 	// compare every snapshot), events/s and as a ratio to raw consume+ack.
 	ReplayRate  float64 `json:"replay_per_s"`
@@ -103,6 +113,7 @@ func (r Result) Print(w io.Writer) {
 	fmt.Fprintf(w, "backlog: %d events\n", r.Events)
 	fmt.Fprintf(w, "  raw JetStream durable consume+ack  %9.0f events/s\n", r.RawConsumeAckRate)
 	fmt.Fprintf(w, "  pipeline WAL -> KV snapshots       %9.0f events/s   ratio %.2f x raw\n", r.PipelineRate, r.Ratio)
+	fmt.Fprintf(w, "    per event: %.2f snapshot writes, %.2f milestone publishes\n", r.SnapshotWritesPerEvent, r.MilestonesPerEvent)
 	fmt.Fprintf(w, "live at %.0f events/s (%.2f of the pipeline's backlog rate), %d events that change a snapshot:\n", r.LiveRate, r.LiveFraction, r.LiveEvents)
 	fmt.Fprintf(w, "  publish -> snapshot visible        p50 %6.2f ms   p99 %6.2f ms\n", r.EndToEndP50Ms, r.EndToEndP99Ms)
 	fmt.Fprintf(w, "reads GET /v1/orders/{id}:\n")
@@ -152,6 +163,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err := simulate.PublishAll(ctx, js, backlog, 0); err != nil {
 		return res, err
 	}
+	// Keep only the order ids: the workload's messages would otherwise sit in this
+	// process's heap, which the pipeline shares, and slow every garbage collection
+	// the measurement pays for.
+	ids := orderIDs(backlog)
+	backlog = nil
 	info, err := stream(ctx, js)
 	if err != nil {
 		return res, err
@@ -160,7 +176,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 
 	// (a) raw durable consume + ack of the same backlog.
 	fmt.Fprintln(cfg.Progress, "measuring raw JetStream durable consume+ack...")
+	cfg.Phase("raw", true)
 	rawDur, err := rawConsumeAck(ctx, js, res.Events)
+	cfg.Phase("raw", false)
 	if err != nil {
 		return res, err
 	}
@@ -168,23 +186,34 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 
 	// (b) the pipeline draining the backlog into KV.
 	fmt.Fprintln(cfg.Progress, "measuring the pipeline draining the backlog...")
+	cfg.Phase("pipeline", true)
 	start := time.Now()
 	httpAddr, stop, err := startPipeline(ctx, srv.ClientURL(), topo, quiet)
 	if err != nil {
 		return res, err
 	}
 	defer stop()
-	if err := waitDrained(ctx, js); err != nil {
+	err = waitDrained(ctx, js)
+	res.PipelineRate = float64(res.Events) / time.Since(start).Seconds()
+	cfg.Phase("pipeline", false)
+	if err != nil {
 		return res, err
 	}
-	res.PipelineRate = float64(res.Events) / time.Since(start).Seconds()
+	writes, milestones, err := streamMsgs(ctx, js, "KV_"+topology.StatusBucket, topology.MilestonesStream)
+	if err != nil {
+		return res, err
+	}
+	res.SnapshotWritesPerEvent = float64(writes) / float64(res.Events)
+	res.MilestonesPerEvent = float64(milestones) / float64(res.Events)
 	res.Ratio = res.PipelineRate / res.RawConsumeAckRate
 
 	// End-to-end latency at half the pipeline's maximum rate.
 	res.LiveRate = res.PipelineRate * cfg.LiveFraction
 	fmt.Fprintf(cfg.Progress, "measuring end-to-end latency at %.0f events/s for %ds...\n", res.LiveRate, cfg.LiveSeconds)
 	res.LiveFraction = cfg.LiveFraction
+	cfg.Phase("live", true)
 	lat, err := liveLatency(ctx, js, cfg, res.LiveRate)
+	cfg.Phase("live", false)
 	if err != nil {
 		return res, err
 	}
@@ -193,8 +222,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 
 	// Reads.
 	fmt.Fprintln(cfg.Progress, "measuring reads...")
-	ids := orderIDs(backlog)
+	cfg.Phase("reads", true)
 	hot, cold, err := readLatency(ctx, httpAddr, ids, cfg.Reads)
+	cfg.Phase("reads", false)
 	if err != nil {
 		return res, err
 	}
@@ -205,7 +235,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	stop()
 
 	fmt.Fprintln(cfg.Progress, "measuring replay...")
+	cfg.Phase("replay", true)
 	rep, err := replay.Snapshots(ctx, js, replay.Options{FromSeq: 1, DryRun: true})
+	cfg.Phase("replay", false)
 	if err != nil {
 		return res, err
 	}
@@ -228,6 +260,23 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		res.Sink = &sink
 	}
 	return res, nil
+}
+
+// streamMsgs returns the last sequence of each stream: every message ever stored.
+func streamMsgs(ctx context.Context, js jetstream.JetStream, names ...string) (a, b uint64, err error) {
+	var last [2]uint64
+	for i, name := range names {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			return 0, 0, err
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			return 0, 0, err
+		}
+		last[i] = info.State.LastSeq
+	}
+	return last[0], last[1], nil
 }
 
 func stream(ctx context.Context, js jetstream.JetStream) (*jetstream.StreamInfo, error) {
