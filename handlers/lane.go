@@ -84,6 +84,9 @@ type entry struct {
 	// dirtyFrom is the first WAL sequence whose effect is not yet durable, 0 = clean.
 	dirtyFrom uint64
 	dirtyAt   time.Time // WAL time of that event, for end-to-end latency
+	// nextDirtyAt is the WAL time of the first event after the write in flight
+	// captured the state: dirtyAt once that write lands.
+	nextDirtyAt time.Time
 	// dirtySince is when the entry became dirty, by this process's clock.
 	dirtySince time.Time
 	inflight   bool
@@ -327,11 +330,14 @@ func (l *Lane) process(ctx context.Context, rec wal.Record) error {
 }
 
 func (l *Lane) markDirty(e *entry, rec wal.Record) {
-	if e.dirtyFrom == 0 {
+	switch {
+	case e.dirtyFrom == 0:
 		e.dirtyFrom = rec.Seq
 		e.dirtyAt = rec.Time
 		e.dirtySince = time.Now()
 		l.dirty[e.id] = e
+	case e.inflight && e.nextDirtyAt.IsZero():
+		e.nextDirtyAt = rec.Time
 	}
 	if !l.coalescing() {
 		l.kickWriter()
@@ -670,6 +676,9 @@ func (l *Lane) settle(w pendingWrite, rev uint64) {
 		// below the event that recorded them.
 		if e.outbox.Empty() {
 			e.dirtyFrom = w.upTo + 1
+		}
+		if !e.nextDirtyAt.IsZero() {
+			e.dirtyAt, e.nextDirtyAt = e.nextDirtyAt, time.Time{}
 		}
 		e.dirtySince = time.Now()
 		l.kickWriter()

@@ -40,14 +40,11 @@ type StatusPipeline struct {
 }
 
 // NewStatusPipeline builds the Watermill router with one durable, pinned consumer per
-// lane. nc must be a connection of its own: the subscriber drains it on close.
-// laneDeps[i % len(laneDeps)] serves lane i.
-func NewStatusPipeline(nc *nats.Conn, topo topology.Topology, cfg handlers.LaneConfig, laneDeps []handlers.Deps) (*StatusPipeline, error) {
+// lane. nc must be a connection of its own: the subscriber drains it on close, and
+// the lanes' writes (through deps) must still flow after that.
+func NewStatusPipeline(nc *nats.Conn, topo topology.Topology, cfg handlers.LaneConfig, deps handlers.Deps) (*StatusPipeline, error) {
 	topo.SetDefaults()
-	if len(laneDeps) == 0 {
-		return nil, errors.New("status pipeline: no lane dependencies")
-	}
-	wlog := newWMLogger(laneDeps[0].Logger)
+	wlog := newWMLogger(deps.Logger)
 	sub, err := wmjs.NewSubscriber(wmjs.SubscriberConfig{
 		Conn:                nc,
 		Logger:              wlog,
@@ -73,7 +70,7 @@ func NewStatusPipeline(nc *nats.Conn, topo topology.Topology, cfg handlers.LaneC
 	}
 	p := &StatusPipeline{router: router, nc: nc}
 	for i := 0; i < topo.Partitions; i++ {
-		lane := handlers.NewLane(i, cfg, laneDeps[i%len(laneDeps)])
+		lane := handlers.NewLane(i, cfg, deps)
 		p.lanes = append(p.lanes, lane)
 		router.AddConsumerHandler("status-"+topology.LaneConsumer(i), topology.LaneConsumer(i), sub, func(m *message.Message) error {
 			dl, err := deliveryOf(m)

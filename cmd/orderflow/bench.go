@@ -59,13 +59,13 @@ func newBench(g *globals) *cobra.Command {
 	f.IntVar(&cfg.Orders, "orders", 10_000, "orders in the backlog (about 9.5 events each)")
 	f.IntVar(&cfg.LiveSeconds, "live-seconds", 8, "length of the live end-to-end latency phase")
 	f.IntVar(&cfg.Partitions, "partitions", 8, "WAL partitions")
-	f.Float64Var(&cfg.LiveFraction, "live-fraction", 0.5, "live phase rate as a fraction of the measured backlog rate")
+	f.Float64Var(&cfg.LiveFraction, "live-fraction", 0.5, "live phase rate as a fraction of the measured maximum live rate")
 	f.IntVar(&cfg.Reads, "reads", 2000, "reads per latency sample")
 	f.Int64Var(&cfg.Seed, "seed", 1, "workload seed")
 	f.StringVar(&cfg.ClickHouseDSN, "clickhouse-dsn", "", "add the ClickHouse sink phase against this server (native protocol)")
 	f.IntVar(&cfg.SinkEvents, "sink-events", 100_000, "backlog of the ClickHouse sink phase")
 	f.BoolVar(&asJSON, "json", false, "machine-readable output")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of one phase (server included) to this file")
-	f.StringVar(&profilePhase, "profile-phase", "pipeline", "the phase --cpuprofile covers: raw, pipeline, live, reads or replay")
+	f.StringVar(&profilePhase, "profile-phase", "pipeline", "the phase --cpuprofile covers: raw, pipeline, saturate, live, reads or replay")
 	return cmd
 }

@@ -80,7 +80,7 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 		defer srv.Shutdown()
 		url = srv.ClientURL()
 	}
-	conns, err := Connect(url, "orderflow-serve", 2)
+	conns, err := Connect(url, "orderflow-serve", 3)
 	if err != nil {
 		return err
 	}
@@ -111,29 +111,18 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := handlers.NewMetrics(reg)
-	// Each lane gets a connection of its own: the server handles one client
-	// connection's requests one after another, so lanes sharing one would queue
-	// their snapshot reads and writes behind each other.
-	laneConns, err := Connect(url, "orderflow-lane", topo.Partitions)
+	// The lanes share a connection of their own: their snapshot writes and milestone
+	// publishes are pipelined, so sharing batches them into fewer socket writes (one
+	// connection per lane measured slower), and HTTP reads on the main connection
+	// never queue behind them.
+	laneConn := conns[2]
+	laneJS, err := jetstream.New(laneConn, jetstream.WithPublishAsyncTimeout(10*time.Second))
 	if err != nil {
 		return err
 	}
-	defer func() {
-		for _, c := range laneConns {
-			c.Close()
-		}
-	}()
-	var laneDeps []handlers.Deps
-	for _, c := range laneConns {
-		ljs, err := jetstream.New(c, jetstream.WithPublishAsyncTimeout(10*time.Second))
-		if err != nil {
-			return err
-		}
-		d, err := newDeps(ctx, ljs, topo, metrics, log)
-		if err != nil {
-			return err
-		}
-		laneDeps = append(laneDeps, d)
+	laneDeps, err := newDeps(ctx, laneJS, topo, metrics, log)
+	if err != nil {
+		return err
 	}
 	deps, err := newDeps(ctx, js, topo, metrics, log)
 	if err != nil {
