@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"testing"
+	"time"
 
 	"pgregory.net/rapid"
 
@@ -313,4 +314,43 @@ func TestGeneratorCoversEveryReason(t *testing.T) {
 		}
 	}
 	t.Logf("%d events, reasons %v", sizes, seen)
+}
+
+// TestPropertyFastEncodingMatchesJSON: the hand-written snapshot encoder gives the
+// bytes json.Marshal gives for the snapshot struct, at every step of random folds.
+func TestPropertyFastEncodingMatchesJSON(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		arrival := genArrival(t, genEvents(t, genOptions{agents: true, estimator: true}), "arrival")
+		s := New(testOrder)
+		for k, e := range arrival {
+			s.Apply(e, uint64(k+1))
+			checkFastEncoding(t, s)
+		}
+	})
+}
+
+// TestFastEncodingEscapesLikeJSON feeds the encoder strings that need escaping.
+func TestFastEncodingEscapesLikeJSON(t *testing.T) {
+	for _, v := range []string{`q"uote`, `back\slash`, "<b>&amp;", "tab\there", "é ü", "\u2028", "bad\xffutf8", "nl\n", "\x7f"} {
+		s := New("o-" + v)
+		e := &schemas.Event{EventID: "e-" + v, OrderID: "o-" + v, Source: schemas.SourcePlatform, SourceSeq: 1,
+			Status: schemas.StatusCreated, OccurredAt: time.Date(2026, 1, 5, 18, 0, 0, 123, time.UTC), CustomerID: v}
+		s.Apply(e, 1)
+		checkFastEncoding(t, s)
+	}
+}
+
+func checkFastEncoding(t interface {
+	Helper()
+	Fatal(...any)
+	Fatalf(string, ...any)
+}, s *State) {
+	t.Helper()
+	want, err := json.Marshal(s.snapshotValue())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.appendSnapshot(nil); !bytes.Equal(got, want) {
+		t.Fatalf("fast encoding differs:\n got  %s\n want %s", got, want)
+	}
 }

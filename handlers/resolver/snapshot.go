@@ -69,6 +69,19 @@ type snapSeen struct {
 // MarshalSnapshot encodes the state as the KV snapshot. The encoding is
 // deterministic: equal states give equal bytes.
 func (s *State) MarshalSnapshot() ([]byte, error) {
+	if s.timesEncodable() {
+		return s.appendSnapshot(make([]byte, 0, 1024)), nil
+	}
+	b, err := json.Marshal(s.snapshotValue())
+	if err != nil {
+		return nil, fmt.Errorf("encode snapshot %s: %w", s.orderID, err)
+	}
+	return b, nil
+}
+
+// snapshotValue is the snapshot as a struct: what decoding reads, and the reference
+// the hand-written encoder must match.
+func (s *State) snapshotValue() snapshot {
 	snap := snapshot{V: SnapshotVersion, View: s.View()}
 	for i := range s.src {
 		if ss := s.src[i].snap(); ss != nil {
@@ -93,11 +106,7 @@ func (s *State) MarshalSnapshot() ([]byte, error) {
 	for _, e := range s.recent.oldestFirst() {
 		snap.R.Recent = append(snap.R.Recent, snapSeen{sourceName[e.src], e.seq, e.id})
 	}
-	b, err := json.Marshal(snap)
-	if err != nil {
-		return nil, fmt.Errorf("encode snapshot %s: %w", s.orderID, err)
-	}
-	return b, nil
+	return snap
 }
 
 // snap encodes a source's summary, or nil when the source sent nothing.

@@ -71,15 +71,29 @@ func Encode(st *resolver.State, ob outbox.Outbox) ([]byte, error) {
 	if err != nil || (len(ob.Emitted) == 0 && len(ob.Pending) == 0) {
 		return b, err
 	}
-	obj, err := json.Marshal(ob)
-	if err != nil {
-		return nil, err
+	b = append(b[:len(b)-1], `,"outbox":{`...) // before the object's closing brace
+	for i, f := range []struct {
+		name  string
+		kinds []string
+	}{{"emitted", ob.Emitted}, {"pending", ob.Pending}} {
+		if len(f.kinds) == 0 {
+			continue
+		}
+		if i > 0 && len(ob.Emitted) > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '"')
+		b = append(b, f.name...)
+		b = append(b, `":[`...)
+		for k, kind := range f.kinds {
+			if k > 0 {
+				b = append(b, ',')
+			}
+			b = resolver.AppendJSONString(b, kind)
+		}
+		b = append(b, ']')
 	}
-	out := make([]byte, 0, len(b)+len(obj)+12)
-	out = append(out, b[:len(b)-1]...) // the object's closing brace
-	out = append(out, `,"outbox":`...)
-	out = append(out, obj...)
-	return append(out, '}'), nil
+	return append(b, "}}"...), nil
 }
 
 // Decode reads a KV value written by Encode.

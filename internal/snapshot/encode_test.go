@@ -1,0 +1,48 @@
+package snapshot
+
+import (
+	"bytes"
+	"encoding/json"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/orderflow/orderflow/handlers/outbox"
+	"github.com/orderflow/orderflow/handlers/resolver"
+	"github.com/orderflow/orderflow/schemas"
+)
+
+// TestEncodeWritesTheOutboxAsJSON: the outbox is appended by hand; the bytes must be
+// what json.Marshal gives, and Decode must read back what Encode wrote.
+func TestEncodeWritesTheOutboxAsJSON(t *testing.T) {
+	st := resolver.New("o-1")
+	st.Apply(&schemas.Event{EventID: "e-1", OrderID: "o-1", Source: schemas.SourceDriver, SourceSeq: 3,
+		Status: schemas.StatusPickedUp, OccurredAt: time.Date(2026, 1, 5, 18, 0, 0, 0, time.UTC)}, 7)
+	state, err := st.MarshalSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ob := range []outbox.Outbox{
+		{},
+		{Pending: []string{"picked_up"}},
+		{Emitted: []string{"picked_up"}},
+		{Emitted: []string{"picked_up", "delivered"}, Pending: []string{"delivered_revoked"}},
+	} {
+		got, err := Encode(st, ob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := state
+		if len(ob.Emitted)+len(ob.Pending) > 0 {
+			obj, _ := json.Marshal(ob)
+			want = append(append(append(bytes.Clone(state[:len(state)-1]), `,"outbox":`...), obj...), '}')
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("Encode(%+v):\n got  %s\n want %s", ob, got, want)
+		}
+		back, gotOb, err := Decode(got)
+		if err != nil || back.View().Status != schemas.StatusPickedUp || !reflect.DeepEqual(gotOb, ob) {
+			t.Fatalf("Decode(Encode(%+v)) = %+v, %+v, %v", ob, back.View(), gotOb, err)
+		}
+	}
+}
