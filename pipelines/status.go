@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
-	wmjs "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/jetstream"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -34,52 +33,26 @@ const (
 
 // StatusPipeline is the status pipeline: WAL lanes -> decode -> dedupe -> resolve -> KV.
 type StatusPipeline struct {
-	router *message.Router
+	router *LaneRouter
 	lanes  []*handlers.Lane
-	nc     *nats.Conn
 }
 
-// NewStatusPipeline builds the Watermill router with one durable, pinned consumer per
-// lane. nc must be a connection of its own: the subscriber drains it on close, and
-// the lanes' writes (through deps) must still flow after that.
+// NewStatusPipeline puts a handlers.Lane behind each lane's durable consumer. nc must
+// be a connection of its own (see NewLaneRouter), and the lanes' writes (through
+// deps) must go over another, which still flows after nc is drained.
 func NewStatusPipeline(nc *nats.Conn, topo topology.Topology, cfg handlers.LaneConfig, deps handlers.Deps) (*StatusPipeline, error) {
 	topo.SetDefaults()
-	wlog := newWMLogger(deps.Logger)
-	sub, err := wmjs.NewSubscriber(wmjs.SubscriberConfig{
-		Conn:                nc,
-		Logger:              wlog,
-		AckWaitTimeout:      topo.LaneAckWait,
-		ResourceInitializer: existingLaneConsumer,
-		ConsumeOptions: []jetstream.PullConsumeOpt{
-			jetstream.PullPriorityGroup(topology.LaneGroup),
-			jetstream.PullMaxMessages(1024),
-			// Pull often enough that a live instance never loses its pin.
-			jetstream.PullExpiry(max(time.Second, topo.LanePinnedTTL/3)),
-		},
-		// Acks need no round trip: the lane checkpoint, not the ack, is what makes an
-		// effect durable (see handlers.Lane).
-		AckAsync:    true,
-		Unmarshaler: laneUnmarshaler{},
+	p := &StatusPipeline{}
+	for i := 0; i < topo.Partitions; i++ {
+		p.lanes = append(p.lanes, handlers.NewLane(i, cfg, deps))
+	}
+	router, err := NewLaneRouter(nc, topo, deps.Logger, topology.LaneConsumer, func(ctx context.Context, lane int, dl handlers.Delivery) error {
+		return p.lanes[lane].Handle(ctx, dl)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("status pipeline subscriber: %w", err)
+		return nil, fmt.Errorf("status pipeline: %w", err)
 	}
-	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 10 * time.Second}, wlog)
-	if err != nil {
-		return nil, err
-	}
-	p := &StatusPipeline{router: router, nc: nc}
-	for i := 0; i < topo.Partitions; i++ {
-		lane := handlers.NewLane(i, cfg, deps)
-		p.lanes = append(p.lanes, lane)
-		router.AddConsumerHandler("status-"+topology.LaneConsumer(i), topology.LaneConsumer(i), sub, func(m *message.Message) error {
-			dl, err := deliveryOf(m)
-			if err != nil {
-				return err
-			}
-			return lane.Handle(m.Context(), dl)
-		})
-	}
+	p.router = router
 	return p, nil
 }
 
@@ -95,18 +68,7 @@ func (p *StatusPipeline) Run(ctx context.Context) error {
 			l.Run(laneCtx)
 		}()
 	}
-	routerCtx, stopRouter := context.WithCancel(context.Background())
-	defer stopRouter()
-	go func() {
-		select {
-		case <-ctx.Done():
-		case <-routerCtx.Done():
-			return
-		}
-		p.drainDeliveries()
-		stopRouter()
-	}()
-	err := p.router.Run(routerCtx)
+	err := p.router.Run(ctx)
 	// The router stopped taking events; make what it handled durable before leaving.
 	flushCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -118,22 +80,6 @@ func (p *StatusPipeline) Run(ctx context.Context) error {
 	stopLanes()
 	wg.Wait()
 	return err
-}
-
-// drainDeliveries stops JetStream deliveries and lets the ones already received
-// finish before the router stops. watermill-nats closes its output channel on
-// shutdown while a delivery callback may still send to it, which panics; draining
-// the connection first means no callback is running when that happens.
-func (p *StatusPipeline) drainDeliveries() {
-	closed := make(chan struct{})
-	p.nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
-	if err := p.nc.Drain(); err != nil {
-		return
-	}
-	select {
-	case <-closed:
-	case <-time.After(15 * time.Second):
-	}
 }
 
 // Running is closed once every lane handler subscribed.

@@ -66,6 +66,6 @@ func newBench(g *globals) *cobra.Command {
 	f.IntVar(&cfg.SinkEvents, "sink-events", 100_000, "backlog of the ClickHouse sink phase")
 	f.BoolVar(&asJSON, "json", false, "machine-readable output")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of one phase (server included) to this file")
-	f.StringVar(&profilePhase, "profile-phase", "pipeline", "the phase --cpuprofile covers: raw, pipeline, saturate, live, reads or replay")
+	f.StringVar(&profilePhase, "profile-phase", "pipeline", "the phase --cpuprofile covers: raw, floor, pipeline, saturate, live, reads or replay")
 	return cmd
 }

@@ -21,11 +21,13 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/orderflow/orderflow/handlers"
 	"github.com/orderflow/orderflow/handlers/resolver"
 	"github.com/orderflow/orderflow/internal/app"
 	"github.com/orderflow/orderflow/internal/embedded"
 	"github.com/orderflow/orderflow/internal/replay"
 	"github.com/orderflow/orderflow/internal/simulate"
+	"github.com/orderflow/orderflow/pipelines"
 	"github.com/orderflow/orderflow/pipelines/topology"
 	chsink "github.com/orderflow/orderflow/sinks/clickhouse"
 )
@@ -49,7 +51,7 @@ type Config struct {
 	SinkEvents int
 	// Progress, if set, receives one line per phase.
 	Progress io.Writer
-	// Phase, if set, is called at the start and end of each phase ("raw",
+	// Phase, if set, is called at the start and end of each phase ("raw", "floor",
 	// "pipeline", "saturate", "live", "reads", "replay"), e.g. to profile just one.
 	Phase func(name string, start bool)
 }
@@ -87,6 +89,11 @@ type Result struct {
 	RawConsumeAckRate float64 `json:"raw_consume_ack_per_s"`
 	PipelineRate      float64 `json:"pipeline_per_s"`
 	Ratio             float64 `json:"pipeline_to_raw_ratio"`
+	// FloorRate is the same Watermill lanes (subscriber, router, pinned consumers)
+	// with a handler that does nothing: the most the pipeline could reach with one
+	// handler call per event, as FloorRatio of raw.
+	FloorRate  float64 `json:"watermill_floor_per_s"`
+	FloorRatio float64 `json:"watermill_floor_to_raw_ratio"`
 	// Writes the pipeline made while draining the backlog, per WAL event: snapshot
 	// compare-and-sets (coalescing keeps this below 1) and milestone publishes.
 	SnapshotWritesPerEvent float64 `json:"snapshot_writes_per_event"`
@@ -117,6 +124,7 @@ type Result struct {
 func (r Result) Print(w io.Writer) {
 	fmt.Fprintf(w, "backlog: %d events\n", r.Events)
 	fmt.Fprintf(w, "  raw JetStream durable consume+ack  %9.0f events/s\n", r.RawConsumeAckRate)
+	fmt.Fprintf(w, "  Watermill lanes, handler does nothing %6.0f events/s   ratio %.2f x raw\n", r.FloorRate, r.FloorRatio)
 	fmt.Fprintf(w, "  pipeline WAL -> KV snapshots       %9.0f events/s   ratio %.2f x raw\n", r.PipelineRate, r.Ratio)
 	fmt.Fprintf(w, "    per event: %.2f snapshot writes, %.2f milestone publishes\n", r.SnapshotWritesPerEvent, r.MilestonesPerEvent)
 	fmt.Fprintf(w, "  maximum live rate (publish + pipeline) %7.0f events/s   (%.2f of the backlog rate)\n", r.MaxLiveRate, r.MaxLiveRate/r.PipelineRate)
@@ -189,6 +197,17 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return res, err
 	}
 	res.RawConsumeAckRate = float64(res.Events) / rawDur.Seconds()
+
+	// The floor: the pipeline's Watermill lanes with nothing to do.
+	fmt.Fprintln(cfg.Progress, "measuring the Watermill lanes with an empty handler...")
+	cfg.Phase("floor", true)
+	floorDur, err := watermillFloor(ctx, srv.ClientURL(), topo, res.Events, quiet)
+	cfg.Phase("floor", false)
+	if err != nil {
+		return res, err
+	}
+	res.FloorRate = float64(res.Events) / floorDur.Seconds()
+	res.FloorRatio = res.FloorRate / res.RawConsumeAckRate
 
 	// (b) the pipeline draining the backlog into KV.
 	fmt.Fprintln(cfg.Progress, "measuring the pipeline draining the backlog...")
@@ -332,6 +351,65 @@ func rawConsumeAck(ctx context.Context, js jetstream.JetStream, n int) (time.Dur
 		return 0, fmt.Errorf("raw consumer got %d of %d messages", got.Load(), n)
 	}
 	return time.Since(start), nil
+}
+
+// watermillFloor drains the backlog through the pipeline's own lane router, on
+// consumers configured as the lanes' are, with a handler that returns at once.
+func watermillFloor(ctx context.Context, url string, topo topology.Topology, n int, log *slog.Logger) (time.Duration, error) {
+	topo.SetDefaults()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		return 0, err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return 0, err
+	}
+	name := func(lane int) string { return fmt.Sprintf("bench-floor-%d", lane) }
+	for i := 0; i < topo.Partitions; i++ {
+		cc := topo.LaneConsumerConfig(i)
+		cc.Durable, cc.Description = name(i), "orderflow bench: Watermill floor"
+		if _, err := js.CreateOrUpdateConsumer(ctx, topology.EventsStream, cc); err != nil {
+			return 0, err
+		}
+		defer js.DeleteConsumer(context.Background(), topology.EventsStream, name(i))
+	}
+	// The router drains its connection on stop, so it gets one of its own.
+	rc, err := nats.Connect(url)
+	if err != nil {
+		return 0, err
+	}
+	defer rc.Close()
+	var got atomic.Int64
+	done := make(chan struct{})
+	r, err := pipelines.NewLaneRouter(rc, topo, log, name, func(context.Context, int, handlers.Delivery) error {
+		if got.Add(1) == int64(n) {
+			close(done)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	ran := make(chan error, 1)
+	start := time.Now()
+	go func() { ran <- r.Run(runCtx) }()
+	select {
+	case <-done:
+	case err := <-ran:
+		stop()
+		return 0, fmt.Errorf("floor router stopped: %v", err)
+	case <-time.After(5 * time.Minute):
+		stop()
+		<-ran
+		return 0, fmt.Errorf("floor router got %d of %d messages", got.Load(), n)
+	}
+	elapsed := time.Since(start)
+	stop()
+	<-ran
+	return elapsed, nil
 }
 
 func startPipeline(ctx context.Context, url string, topo topology.Topology, log *slog.Logger) (string, func(), error) {
