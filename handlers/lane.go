@@ -299,14 +299,7 @@ func (l *Lane) process(ctx context.Context, rec wal.Record) error {
 		l.lastSeq = rec.Seq
 		return nil
 	}
-	var e *entry
-	err := retry(ctx, l.cfg.RetryBackoff, func() (err error) {
-		e, err = l.load(ctx, ev.OrderID, rec.Seq)
-		return err
-	})
-	if err != nil {
-		return err
-	}
+	e := l.load(ev.OrderID)
 	if rec.Seq > e.state.WalSeq() {
 		d, ok := applySafely(e.state, ev, rec.Seq)
 		if !ok {
@@ -350,47 +343,22 @@ func (l *Lane) coalescing() bool {
 	return !l.flushing && l.backlog
 }
 
-// load returns the order's entry, from memory or KV. A key that never existed means a
-// new order (events before the lane checkpoint are all in KV, and later ones this lane
-// has replayed itself). A key that was deleted or expired (a terminal snapshot past
-// its TTL leaves a marker) means an order with history: fold its WAL from the start.
-// Called with mu held.
-func (l *Lane) load(ctx context.Context, id string, seq uint64) (*entry, error) {
+// load returns the order's entry from memory, or a new one. An order not in memory
+// is assumed new, without reading KV: most are, and the assumption is checked where
+// it matters, by the snapshot write's compare-and-set (expected revision 0). If the
+// key exists (the order was written before a restart, by another instance, or
+// evicted from memory), that write conflicts and the lane rebuilds the order from
+// its snapshot and the WAL (failed, rebuild), outbox included, before writing again.
+// Until then nothing of the assumed state leaves the lane: milestones go out only
+// after a write succeeds. Called with mu held.
+func (l *Lane) load(id string) *entry {
 	if e, ok := l.orders[id]; ok {
-		return e, nil
+		return e
 	}
 	l.evict()
-	st, ob, rev, err := l.d.Snapshots.Get(ctx, id)
-	if err != nil && rev == 0 {
-		return nil, err
-	}
-	if err != nil {
-		// The key holds something this build cannot read (corruption, a hand edit,
-		// a newer format): refold the order from the WAL and overwrite it.
-		l.d.Logger.Error("unreadable snapshot, refolding the order from the WAL", "order", id, "err", err)
-		l.d.Metrics.SnapshotWrites.WithLabelValues("unreadable").Inc()
-		st, ob = nil, outbox.Outbox{}
-	}
-	if st == nil {
-		st = resolver.New(id)
-	}
-	e := &entry{id: id, state: st, rev: rev, outbox: ob}
-	if rev > 0 {
-		if err := l.catchUp(ctx, e, seq-1); err != nil {
-			return nil, err
-		}
-	}
+	e := &entry{id: id, state: resolver.New(id)}
 	l.orders[id] = e
-	if !e.outbox.Empty() {
-		// Milestones the snapshot still lists as pending: never published (a crash
-		// before the relay), or published but not yet cleared (clears ride on the
-		// order's next write). They are durable in the snapshot, so they go straight
-		// to the relay, and the milestone stream turns a second publish into a no-op.
-		// The entry stays dirty, holding the checkpoint, until the relay confirms.
-		l.markDirty(e, wal.Record{Seq: seq, Time: time.Now()})
-		l.relay(e, e.outbox.Pending)
-	}
-	return e, nil
+	return e
 }
 
 // catchUp folds the order's WAL events after the state's wal_seq up to upto,
@@ -418,9 +386,15 @@ func (l *Lane) rebuild(ctx context.Context, e *entry, upto uint64) {
 			return err
 		}
 		if err != nil {
-			st, ob = nil, outbox.Outbox{} // unreadable: refold from the WAL
+			// The key holds something this build cannot read (corruption, a hand edit,
+			// a newer format): refold the order from the WAL and overwrite it.
+			l.d.Logger.Error("unreadable snapshot, refolding the order from the WAL", "order", e.id, "err", err)
+			l.d.Metrics.SnapshotWrites.WithLabelValues("unreadable").Inc()
+			st, ob = nil, outbox.Outbox{}
 		}
 		if st == nil {
+			// Never written, or deleted or expired (a terminal snapshot past its TTL,
+			// an archived order): fold the order's WAL from the start.
 			st = resolver.New(e.id)
 		}
 		e.state, e.outbox, e.rev = st, ob, rev

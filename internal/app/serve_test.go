@@ -321,3 +321,82 @@ func TestWatchStreamsEveryStatusChange(t *testing.T) {
 		t.Fatalf("watch sent %v, want %v (one event per change, the repeated picked_up not repeated)", got, want)
 	}
 }
+
+// TestRestartedPipelineRebuildsOrdersItDoesNotHold: a lane assumes an order it does
+// not hold in memory is new and lets the snapshot write's compare-and-set check it.
+// Half of a workload goes through one instance, the rest through a fresh one: every
+// order the second instance touches already has a snapshot, so each first write
+// conflicts and the lane rebuilds from KV and the WAL. The end states, the
+// milestones and the conflict count prove the path.
+func TestRestartedPipelineRebuildsOrdersItDoesNotHold(t *testing.T) {
+	env := testenv.NATS(t)
+	topo := topology.Topology{Partitions: 2}
+	ctx := context.Background()
+	msgs, _, err := simulate.Generate(simulate.Config{Seed: 31, Orders: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	half := len(msgs) / 2
+
+	first, stopFirst := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	started := make(chan app.Addrs, 1)
+	go func() {
+		done <- app.Serve(first, app.ServeConfig{NATSURL: env.URL, HTTPListen: "127.0.0.1:0", Topology: topo,
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Started: func(a app.Addrs) { started <- a }})
+	}()
+	select {
+	case <-started:
+	case err := <-done:
+		t.Fatalf("first instance: %v", err)
+	}
+	if err := simulate.PublishAll(ctx, env.JS, msgs[:half], 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := app.WaitDrained(ctx, env.JS, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	stopFirst()
+	if err := <-done; err != nil {
+		t.Fatalf("first instance: %v", err)
+	}
+
+	httpAddr := startServe(t, env, topo)
+	if err := simulate.PublishAll(ctx, env.JS, msgs[half:], 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := app.WaitDrained(ctx, env.JS, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	got, err := verify.Snapshots(ctx, env.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diffs := verify.Diff(verify.FoldMessages(msgs), got); len(diffs) > 0 {
+		w, _ := json.Marshal(diffs[0].Want)
+		g, _ := json.Marshal(diffs[0].Got)
+		t.Fatalf("%d snapshots differ from the resolver, first:\n want %s\n got  %s", len(diffs), w, g)
+	}
+	gotMs, err := verify.PublishedMilestones(ctx, env.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diffs := verify.DiffMilestones(verify.ExpectedMilestones(msgs), gotMs); len(diffs) > 0 {
+		t.Fatalf("%d orders with wrong milestones, first: %s", len(diffs), diffs[0])
+	}
+	resp, err := http.Get("http://" + httpAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	conflicts := 0.0
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, `orderflow_snapshot_writes_total{result="conflict"}`) {
+			fmt.Sscan(strings.Fields(line)[1], &conflicts)
+		}
+	}
+	if conflicts < 20 {
+		t.Fatalf("the second instance saw %v write conflicts; its orders were written before, so it should rebuild many", conflicts)
+	}
+}
