@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -267,5 +268,77 @@ func TestSIGTERMShutsDownCleanly(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("serve did not exit within 30s of SIGTERM")
+	}
+}
+
+// TestForgedPinHeaderNeitherStallsNorLeaks: a producer's message carrying its own
+// Nats-Pin-Id reaches the lane before the server's (the server appends its value),
+// so the client reads the forged one as its pin. With lanes that fail over only
+// after 30 s, the pipeline must still drain promptly, set every such message aside
+// as reserved_header, and give the resolver's answer for everything else.
+func TestForgedPinHeaderNeitherStallsNorLeaks(t *testing.T) {
+	addr := freeAddr(t)
+	startInstance(t, "--data-dir", t.TempDir(), "--nats-listen", addr, "--lane-failover", "30s")
+	nc, js := connectTo(t, "nats://"+addr)
+	defer nc.Close()
+	msgs, _, err := simulate.Generate(simulate.Config{Seed: 9, Orders: 200, InvalidRate: simulate.Off})
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := 0
+	for i, m := range msgs {
+		h := nats.Header{}
+		h.Set(nats.MsgIdHdr, m.MsgID)
+		if err := nc.PublishMsg(&nats.Msg{Subject: m.Subject, Data: m.Body, Header: h}); err != nil {
+			t.Fatal(err)
+		}
+		if i%50 == 0 {
+			f := nats.Header{}
+			f.Set("Nats-Pin-Id", fmt.Sprintf("forged-%d", i))
+			if err := nc.PublishMsg(&nats.Msg{Subject: m.Subject, Data: m.Body, Header: f}); err != nil {
+				t.Fatal(err)
+			}
+			forged++
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	start := time.Now()
+	if err := app.WaitDrained(ctx, js, 20*time.Second); err != nil {
+		t.Fatalf("a forged pin header stalled a lane: %v", err)
+	}
+	t.Logf("drained %.1fs after the last publish", time.Since(start).Seconds())
+	fromWAL, err := verify.FromWAL(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := verify.Snapshots(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diffs := verify.Diff(fromWAL, got); len(diffs) > 0 {
+		t.Fatalf("%d snapshots differ from the resolver over the WAL, first: %v", len(diffs), diffs[0])
+	}
+	dlq, err := js.Stream(ctx, topology.DLQStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := dlq.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int(info.State.Msgs) != forged {
+		t.Fatalf("DLQ holds %d messages, %d were forged", info.State.Msgs, forged)
+	}
+	for seq := uint64(1); seq <= info.State.LastSeq; seq++ {
+		m, err := dlq.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := m.Header.Get(handlers.HeaderDLQReason); r != handlers.ReasonReservedHeader {
+			t.Fatalf("DLQ message %d: reason %q, want %q", seq, r, handlers.ReasonReservedHeader)
+		}
 	}
 }
