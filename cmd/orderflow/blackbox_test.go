@@ -127,17 +127,7 @@ func TestBlackBoxAnyOrderWithDuplicates(t *testing.T) {
 	}
 
 	// What the pipeline stored equals the resolver over the events in WAL order...
-	fromWAL, err := verify.FromWAL(ctx, js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := verify.Snapshots(ctx, js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diffs := verify.Diff(fromWAL, got); len(diffs) > 0 {
-		t.Fatalf("KV differs from the resolver: %v", diffs[0])
-	}
+	got := snapshotsMatchWAL(t, js)
 	// ...and, convergence, over the same events in lifecycle order without retries.
 	// updated_at is left out: it records when the answer last changed, which depends
 	// on arrival order by definition.
@@ -310,17 +300,7 @@ func TestForgedPinHeaderNeitherStallsNorLeaks(t *testing.T) {
 		t.Fatalf("a forged pin header stalled a lane: %v", err)
 	}
 	t.Logf("drained %.1fs after the last publish", time.Since(start).Seconds())
-	fromWAL, err := verify.FromWAL(ctx, js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := verify.Snapshots(ctx, js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diffs := verify.Diff(fromWAL, got); len(diffs) > 0 {
-		t.Fatalf("%d snapshots differ from the resolver over the WAL, first: %v", len(diffs), diffs[0])
-	}
+	snapshotsMatchWAL(t, js)
 	dlq, err := js.Stream(ctx, topology.DLQStream)
 	if err != nil {
 		t.Fatal(err)
@@ -341,4 +321,23 @@ func TestForgedPinHeaderNeitherStallsNorLeaks(t *testing.T) {
 			t.Fatalf("DLQ message %d: reason %q, want %q", seq, r, handlers.ReasonReservedHeader)
 		}
 	}
+}
+
+// snapshotsMatchWAL fails the test unless every snapshot in KV equals the resolver
+// folded over the WAL, and returns the snapshots.
+func snapshotsMatchWAL(t *testing.T, js jetstream.JetStream) map[string]*resolver.State {
+	t.Helper()
+	ctx := context.Background()
+	fromWAL, err := verify.FromWAL(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := verify.Snapshots(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diffs := verify.Diff(fromWAL, got); len(diffs) > 0 {
+		t.Fatalf("%d snapshots differ from the resolver over the WAL, first: %v", len(diffs), diffs[0])
+	}
+	return got
 }
