@@ -46,3 +46,29 @@ func TestEncodeWritesTheOutboxAsJSON(t *testing.T) {
 		}
 	}
 }
+
+// TestHoldsComparesStatesNotOutboxes: Holds is the byte-level form of "the stored
+// snapshot decodes to this state", whatever outbox rides along.
+func TestHoldsComparesStatesNotOutboxes(t *testing.T) {
+	at := time.Date(2026, 1, 5, 18, 0, 0, 0, time.UTC)
+	st := resolver.New("o-1")
+	st.Apply(&schemas.Event{EventID: "e-1", OrderID: "o-1", Source: schemas.SourceDriver, SourceSeq: 3, Status: schemas.StatusPickedUp, OccurredAt: at}, 7)
+	later := resolver.New("o-1")
+	later.Apply(&schemas.Event{EventID: "e-1", OrderID: "o-1", Source: schemas.SourceDriver, SourceSeq: 3, Status: schemas.StatusPickedUp, OccurredAt: at}, 7)
+	later.Apply(&schemas.Event{EventID: "e-2", OrderID: "o-1", Source: schemas.SourceDriver, SourceSeq: 4, Status: schemas.StatusDelivered, OccurredAt: at.Add(time.Minute)}, 9)
+	for _, ob := range []outbox.Outbox{{}, {Pending: []string{"picked_up"}}, {Emitted: []string{"picked_up"}}} {
+		data, err := Encode(st, ob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !Holds(data, st) {
+			t.Errorf("Holds(Encode(st, %+v), st) = false", ob)
+		}
+		if Holds(data, later) {
+			t.Errorf("Holds(Encode(st, %+v), later) = true", ob)
+		}
+		if Holds(data[:len(data)-1], st) || Holds([]byte(`{"v":1}`), st) {
+			t.Errorf("Holds accepted a truncated or foreign value")
+		}
+	}
+}

@@ -5,6 +5,7 @@
 package snapshot
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -47,21 +48,53 @@ func Key(orderID string) string {
 // Get returns the order's snapshot and the key's revision. A missing, deleted or
 // expired key returns a nil state with the revision a create must expect.
 func (s *Store) Get(ctx context.Context, orderID string) (*resolver.State, outbox.Outbox, uint64, error) {
+	data, rev, err := s.GetRaw(ctx, orderID)
+	if err != nil || data == nil {
+		return nil, outbox.Outbox{}, rev, err
+	}
+	st, ob, err := Decode(data)
+	if err != nil {
+		return nil, outbox.Outbox{}, rev, fmt.Errorf("decode snapshot %s at revision %d: %w", orderID, rev, err)
+	}
+	return st, ob, rev, nil
+}
+
+// GetRaw returns the key's value undecoded and its revision, as Get does: nil data
+// with revision 0 for a key never written, with the marker's revision for a deleted
+// or expired one.
+func (s *Store) GetRaw(ctx context.Context, orderID string) ([]byte, uint64, error) {
 	m, err := s.kvStream.GetLastMsgForSubject(ctx, Key(orderID))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil, outbox.Outbox{}, 0, nil
+		return nil, 0, nil
 	}
 	if err != nil {
-		return nil, outbox.Outbox{}, 0, fmt.Errorf("get snapshot %s: %w", orderID, err)
+		return nil, 0, fmt.Errorf("get snapshot %s: %w", orderID, err)
 	}
 	if len(m.Data) == 0 || m.Header.Get("KV-Operation") != "" || m.Header.Get("Nats-Marker-Reason") != "" {
-		return nil, outbox.Outbox{}, m.Sequence, nil
+		return nil, m.Sequence, nil
 	}
-	st, ob, err := Decode(m.Data)
-	if err != nil {
-		return nil, outbox.Outbox{}, m.Sequence, fmt.Errorf("decode snapshot %s at revision %d: %w", orderID, m.Sequence, err)
+	return m.Data, m.Sequence, nil
+}
+
+// Holds reports whether data, a stored value, holds exactly st (whatever its outbox):
+// Encode is deterministic, so this is a byte comparison, no decoding. Callers that
+// compare many stored snapshots with recomputed states take this fast path first.
+func Holds(data []byte, st *resolver.State) bool {
+	want, err := st.MarshalSnapshot()
+	if err != nil || len(data) < len(want) {
+		return false
 	}
-	return st, ob, m.Sequence, nil
+	body := want[:len(want)-1] // without the closing brace, where the outbox goes
+	if !bytes.Equal(data[:len(body)], body) {
+		return false
+	}
+	rest := data[len(body):]
+	if string(rest) == "}" {
+		return true
+	}
+	const key = `,"outbox":`
+	ob, ok := bytes.CutPrefix(rest, []byte(key))
+	return ok && len(ob) > 2 && ob[0] == '{' && ob[len(ob)-1] == '}' && json.Valid(ob[:len(ob)-1])
 }
 
 // Encode is the KV value: the resolver's snapshot with the outbox beside it, so one
