@@ -8,7 +8,6 @@ package replay
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"sort"
 	"sync"
@@ -21,6 +20,7 @@ import (
 	"github.com/orderflow/orderflow/handlers/resolver"
 	"github.com/orderflow/orderflow/internal/snapshot"
 	"github.com/orderflow/orderflow/internal/verify"
+	"github.com/orderflow/orderflow/internal/wal"
 	"github.com/orderflow/orderflow/pipelines/topology"
 	"github.com/orderflow/orderflow/schemas"
 )
@@ -55,28 +55,7 @@ func StartSeq(ctx context.Context, js jetstream.JetStream, o Options) (uint64, e
 	if o.FromTime.IsZero() {
 		return max(o.FromSeq, 1), nil
 	}
-	c, err := js.OrderedConsumer(ctx, topology.EventsStream, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &o.FromTime,
-	})
-	if err != nil {
-		return 0, fmt.Errorf("find the first event after %s: %w", o.FromTime, err)
-	}
-	info, err := c.Info(ctx)
-	if err != nil {
-		return 0, err
-	}
-	if info.NumPending == 0 {
-		return info.Delivered.Stream + 1, nil // nothing since: an empty range
-	}
-	m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second))
-	if err != nil {
-		return 0, fmt.Errorf("find the first event after %s: %w", o.FromTime, err)
-	}
-	md, err := m.Metadata()
-	if err != nil {
-		return 0, err
-	}
-	return md.Sequence.Stream, nil
+	return wal.SeqAtTime(ctx, js, o.FromTime)
 }
 
 // Snapshots rebuilds order snapshots from the WAL.

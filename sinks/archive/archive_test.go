@@ -178,6 +178,34 @@ func TestMinAgeHoldsOrdersBack(t *testing.T) {
 	}
 }
 
+// TestRecentEventHoldsItsOrderBack: the archiver folds only the WAL stored before
+// now - MinAge; an order whose newest event came later stays, all its events in the
+// WAL, while the orders around it that finished long enough ago are archived.
+func TestRecentEventHoldsItsOrderBack(t *testing.T) {
+	w := newWorld(t, 35, 40)
+	ctx := context.Background()
+	time.Sleep(1500 * time.Millisecond) // the workload is now older than MinAge
+	id := w.terminal[0]
+	body := fmt.Sprintf(`{"schema_version":1,"event_id":"recent-%s","order_id":"%s","source":"estimator","source_seq":77,"occurred_at":"2026-01-05T18:00:00Z","eta":"2026-01-05T18:10:00Z"}`, id, id)
+	if _, err := w.env.JS.Publish(ctx, "orders.events.estimator."+id, []byte(body)); err != nil {
+		t.Fatal(err)
+	}
+	if err := app.WaitDrained(ctx, w.env.JS, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	a := newArchiver(t, w, archive.Config{Location: t.TempDir(), MinAge: time.Second})
+	rep, err := a.RunOnce(ctx)
+	if err != nil || rep.Orders != len(w.terminal)-1 {
+		t.Fatalf("run: %+v %v, want the %d orders without a recent event", rep, err, len(w.terminal)-1)
+	}
+	if seqs, err := w.log.FirstSeq(ctx, id); err != nil || seqs != w.walSeqs[id][0] {
+		t.Fatalf("the order with a recent event lost WAL events: first seq %d %v, want %d", seqs, err, w.walSeqs[id][0])
+	}
+	if _, found, err := a.Lookup(ctx, id); err != nil || found {
+		t.Fatalf("the order with a recent event is in the archive: %v %v", found, err)
+	}
+}
+
 // TestUnackedConsumerHoldsBack: an event is purged only once every durable consumer
 // of the WAL (here a stand-in for the ClickHouse sink) has acknowledged it.
 func TestUnackedConsumerHoldsBack(t *testing.T) {

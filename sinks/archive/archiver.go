@@ -437,16 +437,24 @@ func (a *Archiver) candidates(ctx context.Context) ([]batchOrder, int, error) {
 	if err != nil {
 		return nil, 0, err
 	}
+	// An order old enough to archive has every event before the cutoff, so only that
+	// part of the WAL is folded. Once archiving keeps up, it holds little more than
+	// the orders still open after MinAge: the cost no longer grows with the live WAL.
 	cutoff := time.Now().Add(-a.cfg.MinAge)
+	end, err := wal.SeqAtTime(ctx, a.js, cutoff)
+	if err != nil {
+		return nil, 0, err
+	}
+	upto := min(end-1, state.LastSeq)
 	var out []batchOrder
 	held := 0
 	n := a.log.Partitions()
 	start := a.nextPartition
-	for i := 0; i < n && len(out) < a.cfg.BatchOrders; i++ {
+	for i := 0; i < n && len(out) < a.cfg.BatchOrders && upto >= state.FirstSeq; i++ {
 		p := (start + i) % n
 		a.nextPartition = (p + 1) % n
 		folds := map[string]*folder{}
-		err := wal.ReadRange(ctx, a.js, topology.LaneSubject(p), state.FirstSeq, state.LastSeq, func(r wal.Record) error {
+		err := wal.ReadRange(ctx, a.js, topology.LaneSubject(p), state.FirstSeq, upto, func(r wal.Record) error {
 			_, id, err := schemas.ParseSubject(topology.ProducerSubject(r.Subject))
 			if err != nil {
 				return nil // not an order's subject: never terminal, never archived
@@ -470,6 +478,13 @@ func (a *Archiver) candidates(ctx context.Context) ([]batchOrder, int, error) {
 		}
 		sort.Strings(ids)
 		for _, id := range ids {
+			last, err := a.log.LastSeq(ctx, id)
+			if err != nil {
+				return nil, 0, err
+			}
+			if last > upto {
+				continue // events after the folded part: too recent
+			}
 			c, ok, err := a.candidate(ctx, folds[id])
 			if err != nil {
 				return nil, 0, err

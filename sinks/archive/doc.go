@@ -62,10 +62,12 @@
 //
 // # Costs
 //
-// Finding candidates folds the WAL partition by partition with the resolver (one
-// ordered-consumer pass, memory for one partition's orders), stopping after the
-// partition that fills a batch; a WAL of millions of live orders makes each run
-// read them all. Building a batch reads each order with direct gets. Lookup reads the
+// Finding candidates folds, partition by partition with the resolver (one
+// ordered-consumer pass, memory for one partition's orders), only the part of the
+// WAL stored before now - MinAge, stopping after the partition that fills a batch,
+// and checks each candidate's newest event with one direct get. Once archiving
+// keeps up, that part holds little beyond orders still open after MinAge, so a run
+// costs what is old, not what is live. Building a batch reads each order with direct gets. Lookup reads the
 // whole events file of each part (a batch of BatchOrders orders) and keeps its rows.
 //
 // # S3
