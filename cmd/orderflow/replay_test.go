@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"os/exec"
 	"strings"
 	"testing"
@@ -82,5 +83,51 @@ func TestReplayRepairsCorruptedSnapshots(t *testing.T) {
 	out, err = orderflow(t, "replay", url, "--target", "kv", "--from-seq", "1", "--force")
 	if err != nil || !strings.Contains(out, "0 differ; rewrote 0") {
 		t.Fatalf("a second replay changed something: %v\n%s", err, out)
+	}
+}
+
+// TestReplayFromTimeTakesTheOrdersSinceThen: --from-time starts at the first WAL
+// event stored at or after the time, so a dry run covers exactly the orders with
+// an event since then.
+func TestReplayFromTimeTakesTheOrdersSinceThen(t *testing.T) {
+	env := testenv.NATS(t)
+	startInstance(t, append([]string{"--nats-url", env.URL}, failoverArgs...)...)
+	msgs, _, err := simulate.Generate(simulate.Config{Seed: 41, Orders: 60, InvalidRate: simulate.Off})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := simulate.PublishAll(ctx, env.JS, msgs, 0); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	since := time.Now()
+	time.Sleep(50 * time.Millisecond)
+	later := map[string]bool{}
+	for _, m := range msgs[:40] {
+		later[m.Event.OrderID] = true
+	}
+	for id := range later {
+		body := `{"schema_version":1,"event_id":"late-` + id + `","order_id":"` + id + `","source":"estimator","source_seq":90,"occurred_at":"2026-01-05T18:00:00Z","eta":"2026-01-05T18:10:00Z"}`
+		if _, err := env.JS.Publish(ctx, "orders.events.estimator."+id, []byte(body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := app.WaitDrained(ctx, env.JS, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	out, err := orderflow(t, "replay", "--nats-url="+env.URL, "--target", "kv", "--from-time", since.UTC().Format(time.RFC3339Nano), "--dry-run", "--json")
+	if err != nil {
+		t.Fatalf("replay --from-time: %v\n%s", err, out)
+	}
+	var rep struct {
+		Orders int `json:"orders"`
+		Differ int `json:"differ"`
+	}
+	if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &rep); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if rep.Orders != len(later) || rep.Differ != 0 {
+		t.Fatalf("replay --from-time covered %d orders (%d differ), want the %d with an event since then", rep.Orders, rep.Differ, len(later))
 	}
 }
