@@ -436,10 +436,25 @@ func (l *Lane) Run(ctx context.Context) {
 	l.runCtx = ctx
 	l.mu.Unlock()
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
 	go func() {
 		defer wg.Done()
 		l.runRelay(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		// Its own goroutine: a checkpoint is a synchronous KV write, and the writer
+		// below must never wait for one.
+		tick := time.NewTicker(l.cfg.CheckpointEvery)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				l.writeCheckpoint(ctx)
+			}
+		}
 	}()
 	go func() {
 		defer wg.Done()
@@ -449,8 +464,6 @@ func (l *Lane) Run(ctx context.Context) {
 		defer wg.Done()
 		l.watchTail(ctx)
 	}()
-	tick := time.NewTicker(l.cfg.CheckpointEvery)
-	defer tick.Stop()
 	coalesce := time.NewTicker(l.cfg.CoalesceWindow / 4)
 	defer coalesce.Stop()
 	for {
@@ -465,9 +478,6 @@ func (l *Lane) Run(ctx context.Context) {
 			l.writeDirty(ctx)
 		case <-coalesce.C:
 			l.writeDirty(ctx)
-		case <-tick.C:
-			l.writeDirty(ctx)
-			l.writeCheckpoint(ctx)
 		}
 	}
 }
