@@ -43,7 +43,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		SnapshotWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "orderflow_snapshot_writes_total",
-			Help: "Snapshot compare-and-set writes, by result (ok, conflict, error).",
+			Help: "Snapshot compare-and-set writes, by result (ok, conflict, error, unreadable). Conflicts are expected after a start or a failover: the first write of each order a lane did not hold is how it learns the order exists.",
 		}, []string{"result"}),
 	}
 	reg.MustRegister(m.Events, m.DLQ, m.LaneLag, m.HandlerSeconds, m.EndToEndSeconds, m.SnapshotWrites)
