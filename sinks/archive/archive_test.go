@@ -184,7 +184,7 @@ func TestMinAgeHoldsOrdersBack(t *testing.T) {
 func TestRecentEventHoldsItsOrderBack(t *testing.T) {
 	w := newWorld(t, 35, 40)
 	ctx := context.Background()
-	time.Sleep(1500 * time.Millisecond) // the workload is now older than MinAge
+	time.Sleep(3 * time.Second) // the workload is now older than MinAge, with room to spare
 	id := w.terminal[0]
 	body := fmt.Sprintf(`{"schema_version":1,"event_id":"recent-%s","order_id":"%s","source":"estimator","source_seq":77,"occurred_at":"2026-01-05T18:00:00Z","eta":"2026-01-05T18:10:00Z"}`, id, id)
 	if _, err := w.env.JS.Publish(ctx, "orders.events.estimator."+id, []byte(body)); err != nil {
@@ -193,7 +193,9 @@ func TestRecentEventHoldsItsOrderBack(t *testing.T) {
 	if err := app.WaitDrained(ctx, w.env.JS, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	a := newArchiver(t, w, archive.Config{Location: t.TempDir(), MinAge: time.Second})
+	// The recent event must stay younger than MinAge until the run starts: 2 s is far
+	// more than draining one event takes.
+	a := newArchiver(t, w, archive.Config{Location: t.TempDir(), MinAge: 2 * time.Second})
 	rep, err := a.RunOnce(ctx)
 	if err != nil || rep.Orders != len(w.terminal)-1 {
 		t.Fatalf("run: %+v %v, want the %d orders without a recent event", rep, err, len(w.terminal)-1)
