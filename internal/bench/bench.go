@@ -16,6 +16,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -94,6 +95,11 @@ type Result struct {
 	// handler call per event, as FloorRatio of raw.
 	FloorRate  float64 `json:"watermill_floor_per_s"`
 	FloorRatio float64 `json:"watermill_floor_to_raw_ratio"`
+	// CPU time of this process (server, clients, pipeline: everything) per backlog
+	// event in each phase, in µs: steadier than rates on a shared machine.
+	RawCPUPerEvent      float64 `json:"raw_cpu_us_per_event"`
+	FloorCPUPerEvent    float64 `json:"floor_cpu_us_per_event"`
+	PipelineCPUPerEvent float64 `json:"pipeline_cpu_us_per_event"`
 	// Writes the pipeline made while draining the backlog, per WAL event: snapshot
 	// compare-and-sets (coalescing keeps this below 1) and milestone publishes.
 	SnapshotWritesPerEvent float64 `json:"snapshot_writes_per_event"`
@@ -130,6 +136,7 @@ func (r Result) Print(w io.Writer) {
 	fmt.Fprintf(w, "  Watermill lanes, handler does nothing %6.0f events/s   ratio %.2f x raw\n", r.FloorRate, r.FloorRatio)
 	fmt.Fprintf(w, "  pipeline WAL -> KV snapshots       %9.0f events/s   ratio %.2f x raw\n", r.PipelineRate, r.Ratio)
 	fmt.Fprintf(w, "    per event: %.2f snapshot writes, %.2f milestone publishes\n", r.SnapshotWritesPerEvent, r.MilestonesPerEvent)
+	fmt.Fprintf(w, "    CPU per event (whole process): raw %.1f µs, Watermill floor %.1f µs, pipeline %.1f µs\n", r.RawCPUPerEvent, r.FloorCPUPerEvent, r.PipelineCPUPerEvent)
 	fmt.Fprintf(w, "  maximum live rate (publish + pipeline) %7.0f events/s   (%.2f of the backlog rate)\n", r.MaxLiveRate, r.MaxLiveRate/r.PipelineRate)
 	fmt.Fprintf(w, "live at %.0f events/s (%.2f of the maximum live rate), %d events that change a snapshot:\n", r.LiveRate, r.LiveFraction, r.LiveEvents)
 	fmt.Fprintf(w, "  publish -> snapshot visible        p50 %6.2f ms   p99 %6.2f ms\n", r.EndToEndP50Ms, r.EndToEndP99Ms)
@@ -196,7 +203,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	// (a) raw durable consume + ack of the same backlog.
 	fmt.Fprintln(cfg.Progress, "measuring raw JetStream durable consume+ack...")
 	cfg.Phase("raw", true)
+	cpu := processCPU()
 	rawDur, err := rawConsumeAck(ctx, js, res.Events)
+	res.RawCPUPerEvent = cpuPerEvent(cpu, res.Events)
 	cfg.Phase("raw", false)
 	if err != nil {
 		return res, err
@@ -206,7 +215,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	// The floor: the pipeline's Watermill lanes with nothing to do.
 	fmt.Fprintln(cfg.Progress, "measuring the Watermill lanes with an empty handler...")
 	cfg.Phase("floor", true)
+	cpu = processCPU()
 	floorDur, err := watermillFloor(ctx, srv.ClientURL(), topo, res.Events, quiet)
+	res.FloorCPUPerEvent = cpuPerEvent(cpu, res.Events)
 	cfg.Phase("floor", false)
 	if err != nil {
 		return res, err
@@ -217,6 +228,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	// (b) the pipeline draining the backlog into KV.
 	fmt.Fprintln(cfg.Progress, "measuring the pipeline draining the backlog...")
 	cfg.Phase("pipeline", true)
+	cpu = processCPU()
 	start := time.Now()
 	httpAddr, stop, err := startPipeline(ctx, srv.ClientURL(), topo, quiet)
 	if err != nil {
@@ -225,6 +237,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	defer stop()
 	err = waitDrained(ctx, js)
 	res.PipelineRate = float64(res.Events) / time.Since(start).Seconds()
+	res.PipelineCPUPerEvent = cpuPerEvent(cpu, res.Events)
 	cfg.Phase("pipeline", false)
 	if err != nil {
 		return res, err
@@ -309,6 +322,20 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		res.Sink = &sink
 	}
 	return res, nil
+}
+
+// processCPU is the user and system CPU time this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// cpuPerEvent is the CPU used since start, in µs per event.
+func cpuPerEvent(start time.Duration, events int) float64 {
+	return float64(processCPU()-start) / float64(time.Microsecond) / float64(events)
 }
 
 // streamMsgs returns the last sequence of each stream: every message ever stored.
