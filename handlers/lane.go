@@ -694,7 +694,7 @@ func (l *Lane) cleanIfDone(e *entry) {
 		return
 	}
 	e.dirtyFrom = 0
-	e.dirtyAt = time.Time{}
+	e.dirtyAt, e.nextDirtyAt = time.Time{}, time.Time{}
 	delete(l.dirty, e.id)
 	l.cond.Broadcast()
 }
@@ -759,6 +759,7 @@ func (l *Lane) failed(ctx context.Context, w pendingWrite, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	w.e.inflight = false
+	w.e.nextDirtyAt = time.Time{} // the next write covers everything since dirtyAt
 	if errors.Is(err, snapshot.ErrConflict) {
 		// Someone else wrote the key (another instance that held this lane, or an
 		// operator's replay): rebuild from what is durable plus the WAL, then write again.

@@ -92,9 +92,13 @@ func Holds(data []byte, st *resolver.State) bool {
 	if string(rest) == "}" {
 		return true
 	}
-	const key = `,"outbox":`
-	ob, ok := bytes.CutPrefix(rest, []byte(key))
-	return ok && len(ob) > 2 && ob[0] == '{' && ob[len(ob)-1] == '}' && json.Valid(ob[:len(ob)-1])
+	// The outbox must decode as Decode would read it; it is small, so this stays cheap.
+	ob, ok := bytes.CutPrefix(rest, []byte(`,"outbox":`))
+	if !ok || len(ob) < 3 || ob[len(ob)-1] != '}' {
+		return false
+	}
+	var o outbox.Outbox
+	return json.Unmarshal(ob[:len(ob)-1], &o) == nil
 }
 
 // Encode is the KV value: the resolver's snapshot with the outbox beside it, so one

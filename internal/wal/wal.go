@@ -211,7 +211,7 @@ func ReadRange(ctx context.Context, js jetstream.JetStream, filter string, from,
 }
 
 // SeqAtTime returns the sequence of the first WAL message stored at or after t, or
-// the last sequence plus one when there is none.
+// the sequence the next one will get when there is none.
 func SeqAtTime(ctx context.Context, js jetstream.JetStream, t time.Time) (uint64, error) {
 	c, err := js.OrderedConsumer(ctx, topology.EventsStream, jetstream.OrderedConsumerConfig{
 		DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &t,
@@ -224,15 +224,9 @@ func SeqAtTime(ctx context.Context, js jetstream.JetStream, t time.Time) (uint64
 		return 0, err
 	}
 	if info.NumPending == 0 {
-		s, err := js.Stream(ctx, topology.EventsStream)
-		if err != nil {
-			return 0, err
-		}
-		si, err := s.Info(ctx)
-		if err != nil {
-			return 0, err
-		}
-		return si.State.LastSeq + 1, nil
+		// The consumer's own start, not a second look at the stream: an event stored
+		// in between must not be skipped.
+		return info.Delivered.Stream + 1, nil
 	}
 	m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second))
 	if err != nil {
