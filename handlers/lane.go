@@ -37,7 +37,8 @@ type LaneConfig struct {
 	// writes each order once per window instead of once per event; a caught-up lane
 	// writes at once, so live latency does not pay for it. Age, not a count of
 	// pending messages, tells the two apart: a live burst briefly queues hundreds of
-	// messages that are still milliseconds old.
+	// messages that are still milliseconds old. Age is this host's clock against the
+	// WAL's stored time, so hosts must keep NTP time (skew well under BacklogAge).
 	CoalesceWindow time.Duration
 	BacklogAge     time.Duration
 }
