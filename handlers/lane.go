@@ -269,15 +269,20 @@ func (l *Lane) setAside(ctx context.Context, rec wal.Record, rej Rejection) erro
 	return nil
 }
 
+// consumerInfo asks JetStream for the lane consumer's positions.
+func (l *Lane) consumerInfo(ctx context.Context) (*jetstream.ConsumerInfo, error) {
+	c, err := l.d.JS.Consumer(ctx, topology.EventsStream, topology.LaneConsumer(l.partition))
+	if err != nil {
+		return nil, err
+	}
+	return c.Info(ctx)
+}
+
 // deliveredUpTo is the highest WAL sequence the lane's consumer has delivered.
 func (l *Lane) deliveredUpTo(ctx context.Context) (uint64, error) {
 	var n uint64
 	err := retry(ctx, l.cfg.RetryBackoff, func() error {
-		c, err := l.d.JS.Consumer(ctx, topology.EventsStream, topology.LaneConsumer(l.partition))
-		if err != nil {
-			return err
-		}
-		info, err := c.Info(ctx)
+		info, err := l.consumerInfo(ctx)
 		if err != nil {
 			return err
 		}
@@ -516,11 +521,7 @@ func (l *Lane) recoverTail(ctx context.Context) error {
 	if !idle {
 		return nil
 	}
-	c, err := l.d.JS.Consumer(ctx, topology.EventsStream, topology.LaneConsumer(l.partition))
-	if err != nil {
-		return err
-	}
-	info, err := c.Info(ctx)
+	info, err := l.consumerInfo(ctx)
 	if err != nil {
 		return err
 	}

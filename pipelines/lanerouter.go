@@ -100,6 +100,3 @@ func (r *LaneRouter) drainDeliveries() {
 
 // Running is closed once every lane handler subscribed.
 func (r *LaneRouter) Running() chan struct{} { return r.router.Running() }
-
-// Close stops the router.
-func (r *LaneRouter) Close() error { return r.router.Close() }

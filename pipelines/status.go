@@ -85,9 +85,6 @@ func (p *StatusPipeline) Run(ctx context.Context) error {
 // Running is closed once every lane handler subscribed.
 func (p *StatusPipeline) Running() chan struct{} { return p.router.Running() }
 
-// Close stops the router.
-func (p *StatusPipeline) Close() error { return p.router.Close() }
-
 // existingLaneConsumer binds to a lane's durable consumer, which topology.Provision
 // created. It never deletes it: the durable consumer is the lane's position.
 func existingLaneConsumer(ctx context.Context, js jetstream.JetStream, topic string) (jetstream.Consumer, func(context.Context, watermill.LoggerAdapter), error) {

@@ -92,9 +92,7 @@ func TestBlackBoxAnyOrderWithDuplicates(t *testing.T) {
 		}
 	}
 	for _, m := range published {
-		h := nats.Header{}
-		h.Set(nats.MsgIdHdr, m.MsgID)
-		if err := nc.PublishMsg(&nats.Msg{Subject: m.Subject, Data: m.Body, Header: h}); err != nil {
+		if err := nc.PublishMsg(m.NatsMsg()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -277,9 +275,7 @@ func TestForgedPinHeaderNeitherStallsNorLeaks(t *testing.T) {
 	}
 	forged := 0
 	for i, m := range msgs {
-		h := nats.Header{}
-		h.Set(nats.MsgIdHdr, m.MsgID)
-		if err := nc.PublishMsg(&nats.Msg{Subject: m.Subject, Data: m.Body, Header: h}); err != nil {
+		if err := nc.PublishMsg(m.NatsMsg()); err != nil {
 			t.Fatal(err)
 		}
 		if i%50 == 0 {

@@ -170,6 +170,10 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 		if sink, err = chsink.NewSink(cfg.ClickHouse, js, chConn, reg, log); err != nil {
 			return fmt.Errorf("clickhouse sink: %w", err)
 		}
+		if archiver != nil {
+			// Archived orders' events left the WAL: the sink refolds from the archive too.
+			sink.WithHistory(archiver)
+		}
 	}
 	srv := api.New(api.Config{
 		Reader: orders.NewReader(walLog, snaps, 0), JS: js, Log: walLog, Registry: reg, Ready: ready, Logger: log,

@@ -28,6 +28,7 @@ import (
 	"github.com/orderflow/orderflow/internal/embedded"
 	"github.com/orderflow/orderflow/internal/replay"
 	"github.com/orderflow/orderflow/internal/simulate"
+	"github.com/orderflow/orderflow/internal/verify"
 	"github.com/orderflow/orderflow/pipelines"
 	"github.com/orderflow/orderflow/pipelines/topology"
 	chsink "github.com/orderflow/orderflow/sinks/clickhouse"
@@ -574,11 +575,8 @@ func liveLatency(ctx context.Context, js jetstream.JetStream, cfg Config, rate f
 		if d := simulate.PaceDelay(i, rate, time.Since(start)); d > 0 {
 			time.Sleep(d)
 		}
-		nm := nats.NewMsg(m.Subject)
-		nm.Data = m.Body
-		nm.Header.Set(nats.MsgIdHdr, m.MsgID)
 		at := time.Now()
-		f, err := js.PublishMsgAsync(nm)
+		f, err := js.PublishMsgAsync(m.NatsMsg())
 		if err != nil {
 			return nil, err
 		}
@@ -616,21 +614,7 @@ func liveLatency(ctx context.Context, js jetstream.JetStream, cfg Config, rate f
 // folding the workload with the resolver in publish order.
 func persistFlags(msgs []simulate.Message) []bool {
 	out := make([]bool, len(msgs))
-	states := map[string]*resolver.State{}
-	seen := map[string]bool{}
-	for i, m := range msgs {
-		if seen[m.MsgID] || m.Invalid != "" {
-			continue
-		}
-		seen[m.MsgID] = true
-		st, ok := states[m.Event.OrderID]
-		if !ok {
-			st = resolver.New(m.Event.OrderID)
-			states[m.Event.OrderID] = st
-		}
-		ev := m.Event
-		out[i] = st.Apply(&ev, uint64(i+1)).Persist
-	}
+	verify.EachApplied(msgs, func(i int, _ *resolver.State, d resolver.Decision) { out[i] = d.Persist })
 	return out
 }
 

@@ -89,9 +89,6 @@ func NewGenerator(cfg Config) (*Generator, error) {
 	}, nil
 }
 
-// Config returns the effective configuration, defaults applied.
-func (g *Generator) Config() Config { return g.cfg }
-
 // Next returns the next message in publish order, and false when the workload is done.
 // Live traffic interleaves orders: each message comes from a random one of the
 // Interleave orders in flight, and a finished order makes room for the next.

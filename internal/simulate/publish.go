@@ -28,10 +28,7 @@ func Publish(ctx context.Context, js jetstream.JetStream, next func() (Message, 
 		if d := PaceDelay(sent, rate, time.Since(start)); d > 0 {
 			time.Sleep(d)
 		}
-		msg := nats.NewMsg(m.Subject)
-		msg.Data = m.Body
-		msg.Header.Set(nats.MsgIdHdr, m.MsgID)
-		if err := publishAsync(ctx, js, msg); err != nil {
+		if err := publishAsync(ctx, js, m.NatsMsg()); err != nil {
 			return sent, err
 		}
 		sent++
@@ -52,6 +49,15 @@ func Publish(ctx context.Context, js jetstream.JetStream, next func() (Message, 
 		fmt.Fprintf(progress, "published %d messages in %s (%.0f/s)\n", sent, el.Round(time.Millisecond), float64(sent)/el.Seconds())
 	}
 	return sent, nil
+}
+
+// NatsMsg is m as a producer publishes it: the body, with Nats-Msg-Id set so the WAL
+// drops a retry.
+func (m Message) NatsMsg() *nats.Msg {
+	msg := nats.NewMsg(m.Subject)
+	msg.Data = m.Body
+	msg.Header.Set(nats.MsgIdHdr, m.MsgID)
+	return msg
 }
 
 // PublishAll publishes msgs in order; see Publish.

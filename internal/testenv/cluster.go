@@ -94,9 +94,6 @@ func NATSCluster(t testing.TB, n int) *ClusterEnv {
 	return c
 }
 
-// Node returns node i's server, nil while it is stopped.
-func (c *ClusterEnv) Node(i int) *server.Server { return c.nodes[i] }
-
 // NodeIndex returns the index of the node named name (as in stream cluster info,
 // e.g. StreamInfo.Cluster.Leader), or -1.
 func (c *ClusterEnv) NodeIndex(name string) int {

@@ -58,8 +58,3 @@ func (e *S3Env) Bucket(t testing.TB) string {
 func (e *S3Env) Location(bucket, prefix string) string {
 	return "s3://" + bucket + "/" + strings.Trim(prefix, "/") + "?endpoint=" + e.Endpoint + "&insecure=true&path-style=true"
 }
-
-// Env is the environment a child process needs to reach the server.
-func (e *S3Env) Env() []string {
-	return []string{"AWS_ACCESS_KEY_ID=" + e.AccessKey, "AWS_SECRET_ACCESS_KEY=" + e.SecretKey}
-}

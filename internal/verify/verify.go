@@ -44,18 +44,26 @@ func describe(v *resolver.View) string {
 }
 
 // FoldMessages is the oracle for a simulated workload: the resolver over the
-// messages in publish order, with producer retries dropped by message id (as
-// JetStream's duplicate window does) and invalid messages skipped.
+// messages in publish order (see EachApplied).
 func FoldMessages(msgs []simulate.Message) map[string]*resolver.State {
+	return EachApplied(msgs, nil)
+}
+
+// EachApplied folds msgs with the resolver in publish order, as the WAL receives
+// them: producer retries dropped by message id (JetStream's duplicate window) and
+// invalid messages skipped, each valid one at the WAL position it will get as long
+// as nothing else publishes. fn, if set, sees every applied message with its
+// order's state after it and the decision. It returns the final states.
+func EachApplied(msgs []simulate.Message, fn func(i int, st *resolver.State, d resolver.Decision)) map[string]*resolver.State {
 	out := map[string]*resolver.State{}
 	seen := map[string]bool{}
 	var seq uint64
-	for _, m := range msgs {
+	for i, m := range msgs {
 		if seen[m.MsgID] {
 			continue
 		}
 		seen[m.MsgID] = true
-		seq++ // the WAL position it will get, as long as nothing else publishes
+		seq++
 		if m.Invalid != "" {
 			continue
 		}
@@ -65,7 +73,10 @@ func FoldMessages(msgs []simulate.Message) map[string]*resolver.State {
 			st = resolver.New(ev.OrderID)
 			out[ev.OrderID] = st
 		}
-		st.Apply(&ev, seq)
+		d := st.Apply(&ev, seq)
+		if fn != nil {
+			fn(i, st, d)
+		}
 	}
 	return out
 }
@@ -187,29 +198,16 @@ type Milestones map[string]map[string]bool
 // after every event that changed an order's answer, in publish order.
 func ExpectedMilestones(msgs []simulate.Message) Milestones {
 	out := Milestones{}
-	states := map[string]*resolver.State{}
 	boxes := map[string]*outbox.Outbox{}
-	seen := map[string]bool{}
-	var seq uint64
-	for _, m := range msgs {
-		if seen[m.MsgID] {
-			continue
+	EachApplied(msgs, func(i int, st *resolver.State, d resolver.Decision) {
+		id := msgs[i].Event.OrderID
+		if boxes[id] == nil {
+			boxes[id] = &outbox.Outbox{}
 		}
-		seen[m.MsgID] = true
-		seq++
-		if m.Invalid != "" {
-			continue
+		if d.Changed {
+			boxes[id].Update(st.Milestones())
 		}
-		ev := m.Event
-		st, ok := states[ev.OrderID]
-		if !ok {
-			st, boxes[ev.OrderID] = resolver.New(ev.OrderID), &outbox.Outbox{}
-			states[ev.OrderID] = st
-		}
-		if st.Apply(&ev, seq).Changed {
-			boxes[ev.OrderID].Update(st.Milestones())
-		}
-	}
+	})
 	for id, b := range boxes {
 		for _, k := range append(b.Emitted, b.Pending...) {
 			if out[id] == nil {

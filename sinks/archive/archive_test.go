@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -127,6 +128,28 @@ func TestArchivePurgeRead(t *testing.T) {
 	wantEvents := 0
 	for _, id := range w.terminal {
 		wantEvents += len(w.walSeqs[id])
+	}
+	// As an order log (the ClickHouse sink's history), the archive gives each order's
+	// events as the WAL held them before the purge, whole or in a range.
+	for _, id := range w.terminal {
+		var got []uint64
+		err := a.ReadOrder(ctx, id, 0, 0, func(r wal.Record) error {
+			got = append(got, r.Seq)
+			return nil
+		})
+		if err != nil || !slices.Equal(got, w.walSeqs[id]) {
+			t.Fatalf("ReadOrder(%s) = %v %v, the WAL held %v", id, got, err, w.walSeqs[id])
+		}
+		if seqs := w.walSeqs[id]; len(seqs) >= 3 {
+			got = nil
+			err := a.ReadOrder(ctx, id, seqs[0], seqs[2], func(r wal.Record) error {
+				got = append(got, r.Seq)
+				return nil
+			})
+			if err != nil || !slices.Equal(got, seqs[1:3]) {
+				t.Fatalf("ReadOrder(%s, %d, %d) = %v %v, want %v", id, seqs[0], seqs[2], got, err, seqs[1:3])
+			}
+		}
 	}
 	if rep.Events != wantEvents {
 		t.Fatalf("archived %d events, the WAL held %d for those orders", rep.Events, wantEvents)
@@ -366,6 +389,16 @@ func TestLateEvent(t *testing.T) {
 		t.Fatalf("lookup after the first archive: found=%v %v, %+v", found, err, o)
 	}
 	checkArchived(t, w, a, expect{late: map[string]uint64{id: lateSeq}})
+	// As an order log, the archive gives the archived events, then the late one
+	// still in the WAL.
+	var seqs []uint64
+	err = a.ReadOrder(ctx, id, 0, 0, func(r wal.Record) error {
+		seqs = append(seqs, r.Seq)
+		return nil
+	})
+	if want := append(slices.Clone(w.walSeqs[id]), lateSeq); err != nil || !slices.Equal(seqs, want) {
+		t.Fatalf("ReadOrder(%s) with a late event in the WAL = %v %v, want %v", id, seqs, err, want)
+	}
 
 	// Once the pipeline has it and it is old enough, the late event is archived too.
 	if err := app.WaitDrained(ctx, w.env.JS, time.Minute); err != nil {

@@ -5,6 +5,7 @@ import (
 
 	"github.com/orderflow/orderflow/handlers/resolver"
 	"github.com/orderflow/orderflow/internal/orders"
+	"github.com/orderflow/orderflow/internal/wal"
 	"github.com/orderflow/orderflow/schemas"
 )
 
@@ -69,4 +70,43 @@ func (a *Archiver) Lookup(ctx context.Context, orderID string) (*Order, bool, er
 		}, File: files[r.BatchID]}
 	}
 	return o, true, nil
+}
+
+// ReadOrder reads one order's events as the WAL held them before any purge, with
+// after < seq <= upto (upto 0: to the end): its archived events, then those still
+// in the WAL. It makes the archive the history of readers that refold orders (the
+// ClickHouse sink's clickhouse.OrderLog), so a late event of an archived order is
+// judged on its whole history. Cost: one KV read, and the files of archived orders.
+func (a *Archiver) ReadOrder(ctx context.Context, orderID string, after, upto uint64, fn func(wal.Record) error) error {
+	e, _, err := a.idx.entry(ctx, orderID)
+	if err != nil {
+		return err
+	}
+	last := after
+	if e != nil && len(e.Parts) > 0 && e.upto() > after {
+		rows, err := a.partRows(ctx, orderID, e.Parts)
+		if err != nil {
+			return err
+		}
+		for i := range rows {
+			if rows[i].WalSeq <= after {
+				continue
+			}
+			if upto != 0 && rows[i].WalSeq > upto {
+				return nil
+			}
+			rec, err := rows[i].record()
+			if err != nil {
+				return err
+			}
+			if err := fn(rec); err != nil {
+				return err
+			}
+			last = rec.Seq
+		}
+	}
+	if upto != 0 && last >= upto {
+		return nil
+	}
+	return a.log.ReadOrder(ctx, orderID, last, upto, fn)
 }

@@ -41,7 +41,8 @@
 // The archive purges completed orders from the WAL, but never past the sink's ack
 // floor, so the sink sees every event. A late event of an order purged earlier is
 // folded without the purged history unless the sink was given a reader that
-// yields archived events too (Sink.WithHistory).
+// yields archived events too (Sink.WithHistory; serve gives it the archiver's
+// ReadOrder whenever both run).
 //
 // Ordering is guarded on both sides: a redelivered event (stream sequence at or
 // below the last one folded) is skipped; a hole in the consumer's delivery

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -66,27 +65,9 @@ func sharedDB(t testing.TB) (driver.Conn, string) {
 
 func publishAll(t testing.TB, js jetstream.JetStream, msgs []simulate.Message) {
 	t.Helper()
-	wait := func() {
-		select {
-		case <-js.PublishAsyncComplete():
-		case <-time.After(60 * time.Second):
-			t.Fatal("publishes not acknowledged within 60s")
-		}
+	if err := simulate.PublishAll(context.Background(), js, msgs, 0); err != nil {
+		t.Fatal(err)
 	}
-	for i, m := range msgs {
-		nm := nats.NewMsg(m.Subject)
-		nm.Data = m.Body
-		nm.Header.Set(nats.MsgIdHdr, m.MsgID)
-		if _, err := js.PublishMsgAsync(nm); err != nil {
-			t.Fatalf("publish: %v", err)
-		}
-		// Stay well under the client's limit of outstanding async publishes, which
-		// a busy two-core machine otherwise reaches.
-		if i%1000 == 999 {
-			wait()
-		}
-	}
-	wait()
 }
 
 func workload(t testing.TB, seed int64, orders int, invalid float64) []simulate.Message {

@@ -77,16 +77,6 @@ type lagSamples struct {
 
 const lagSampleCap = 1 << 17
 
-func (l *lagSamples) observe(d time.Duration) {
-	l.mu.Lock()
-	if l.buf == nil {
-		l.buf = make([]float64, lagSampleCap)
-	}
-	l.buf[l.n%lagSampleCap] = d.Seconds()
-	l.n++
-	l.mu.Unlock()
-}
-
 // observeSince records now minus each stored time.
 func (l *lagSamples) observeSince(now time.Time, stored []time.Time) {
 	l.mu.Lock()

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderflow/orderflow/internal/simulate"
@@ -16,32 +15,9 @@ import (
 var long = flag.Bool("long", false, "run the long variants (a 30s ClickHouse outage)")
 
 // publishPaced publishes msgs at rate per second and reports when all are stored.
-func publishPaced(t testing.TB, js jetstream.JetStream, msgs []simulate.Message, rate float64) <-chan error {
+func publishPaced(js jetstream.JetStream, msgs []simulate.Message, rate float64) <-chan error {
 	done := make(chan error, 1)
-	go func() {
-		start := time.Now()
-		for i, m := range msgs {
-			if d := simulate.PaceDelay(i, rate, time.Since(start)); d > 0 {
-				time.Sleep(d)
-			}
-			nm := nats.NewMsg(m.Subject)
-			nm.Data = m.Body
-			nm.Header.Set(nats.MsgIdHdr, m.MsgID)
-			if _, err := js.PublishMsgAsync(nm); err != nil {
-				done <- err
-				return
-			}
-			if i%1000 == 999 {
-				<-js.PublishAsyncComplete()
-			}
-		}
-		select {
-		case <-js.PublishAsyncComplete():
-			done <- nil
-		case <-time.After(60 * time.Second):
-			done <- context.DeadlineExceeded
-		}
-	}()
+	go func() { done <- simulate.PublishAll(context.Background(), js, msgs, rate) }()
 	return done
 }
 
@@ -68,7 +44,7 @@ func TestSinkOutage(t *testing.T) {
 		RetryMaxBackoff: 500 * time.Millisecond, InsertTimeout: 5 * time.Second,
 		AckWait: 2 * time.Second, PinnedTTL: 2 * time.Second}, env.JS, conn)
 	msgs := workload(t, 31, 2500, 0.005)
-	published := publishPaced(t, env.JS, msgs, float64(len(msgs))/(outage+4*time.Second).Seconds())
+	published := publishPaced(env.JS, msgs, float64(len(msgs))/(outage+4*time.Second).Seconds())
 
 	time.Sleep(2 * time.Second)
 	before := s.Stats()
