@@ -33,12 +33,13 @@ type LaneConfig struct {
 	RetryBackoff time.Duration
 	// CoalesceWindow is how long a dirty order waits for more of its events before
 	// its snapshot is written, while the lane is behind by more than BacklogAge (the
-	// event being handled was stored that long ago). Catching up on a backlog then
-	// writes each order once per window instead of once per event; a caught-up lane
-	// writes at once, so live latency does not pay for it. Age, not a count of
-	// pending messages, tells the two apart: a live burst briefly queues hundreds of
-	// messages that are still milliseconds old. Age is this host's clock against the
-	// WAL's stored time, so hosts must keep NTP time (skew well under BacklogAge).
+	// event being handled was stored that long ago) and deliveries keep coming.
+	// Catching up on a backlog then writes each order once per window instead of once
+	// per event; a caught-up lane writes at once, so live latency does not pay for it.
+	// Age, not a count of pending messages, tells the two apart: a live burst briefly
+	// queues hundreds of messages that are still milliseconds old. Age is this host's
+	// clock against the WAL's stored time, so hosts must keep NTP time (skew well
+	// under BacklogAge).
 	CoalesceWindow time.Duration
 	BacklogAge     time.Duration
 }
@@ -128,6 +129,7 @@ type Lane struct {
 	// relayQueue holds milestones whose outbox entry is durable, for runRelay.
 	relayQueue []milestone
 	relayKick  chan struct{}
+	ckptKick   chan struct{} // a checkpoint now, not at the next tick
 	lastCkpt   uint64
 	lag        prometheus.Gauge // this lane's orderflow_lane_lag_events
 	// lastHandled is when a delivery last arrived; an idle lane checks its tail.
@@ -170,6 +172,7 @@ func NewLane(partition int, cfg LaneConfig, d Deps) *Lane {
 		kick:      make(chan struct{}, 1),
 		acks:      make(chan pendingWrite, cfg.MaxDirty),
 		relayKick: make(chan struct{}, 1),
+		ckptKick:  make(chan struct{}, 1),
 	}
 	l.cond = sync.NewCond(&l.mu)
 	l.lag = d.Metrics.LaneLag.WithLabelValues(laneLabel(partition))
@@ -343,11 +346,20 @@ func (l *Lane) markDirty(e *entry, rec wal.Record) {
 	}
 }
 
-// coalescing reports whether dirty orders wait for more events before a write.
-// Called with mu held.
+// coalescing reports whether dirty orders wait for more events before a write:
+// while the lane works through a backlog and deliveries keep coming. A lane that has
+// gone quiet, at the end of a backlog, writes what it holds at once. Called with mu held.
 func (l *Lane) coalescing() bool {
-	return !l.flushing && l.backlog
+	return !l.flushing && l.backlog && !l.quiet(time.Now())
 }
+
+// quiet reports whether no delivery arrived for a coalescing tick. Called with mu held.
+func (l *Lane) quiet(now time.Time) bool {
+	return now.Sub(l.lastHandled) >= l.coalesceTick()
+}
+
+// coalesceTick is how often the writer looks for orders whose window has passed.
+func (l *Lane) coalesceTick() time.Duration { return l.cfg.CoalesceWindow / 4 }
 
 // load returns the order's entry from memory, or a new one. An order not in memory
 // is assumed new, without reading KV: most are, and the assumption is checked where
@@ -459,6 +471,8 @@ func (l *Lane) Run(ctx context.Context) {
 				return
 			case <-tick.C:
 				l.writeCheckpoint(ctx)
+			case <-l.ckptKick:
+				l.writeCheckpoint(ctx)
 			}
 		}
 	}()
@@ -470,7 +484,7 @@ func (l *Lane) Run(ctx context.Context) {
 		defer wg.Done()
 		l.watchTail(ctx)
 	}()
-	coalesce := time.NewTicker(l.cfg.CoalesceWindow / 4)
+	coalesce := time.NewTicker(l.coalesceTick())
 	defer coalesce.Stop()
 	for {
 		select {
@@ -582,6 +596,14 @@ func (l *Lane) writeDirty(ctx context.Context) {
 	l.mu.Lock()
 	coalescing := l.coalescing()
 	now := time.Now()
+	// A quiet lane that has made everything durable records it now rather than at
+	// the next checkpoint tick, so a restart or a drain wait sees it at once.
+	if len(l.dirty) == 0 && !l.needSync && l.lastSeq > l.lastCkpt && l.quiet(now) {
+		select {
+		case l.ckptKick <- struct{}{}:
+		default:
+		}
+	}
 	for _, e := range l.dirty {
 		if e.inflight || (e.gen == e.writtenGen && e.rev > 0) || (coalescing && now.Sub(e.dirtySince) < l.cfg.CoalesceWindow) {
 			continue // nothing new to write, or waiting for more of its events

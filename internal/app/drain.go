@@ -2,7 +2,9 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -10,9 +12,11 @@ import (
 	"github.com/orderflow/orderflow/pipelines/topology"
 )
 
-// WaitDrained waits until the status pipeline has made every WAL event durable: no
-// lane consumer has pending or unacknowledged events and every lane checkpoint has
-// reached its partition's newest event.
+// WaitDrained waits until the status pipeline has made durable every WAL event
+// stored before the call: each lane's checkpoint has reached the newest event its
+// partition held then. It watches the checkpoints rather than polling, so it
+// returns as soon as the last one is written and costs the server nothing while it
+// waits.
 func WaitDrained(ctx context.Context, js jetstream.JetStream, timeout time.Duration) error {
 	s, err := js.Stream(ctx, topology.EventsStream)
 	if err != nil {
@@ -22,53 +26,55 @@ func WaitDrained(ctx context.Context, js jetstream.JetStream, timeout time.Durat
 	if err != nil {
 		return err
 	}
+	target := make(map[string]uint64, parts)
+	for p := 0; p < parts; p++ {
+		m, err := s.GetLastMsgForSubject(ctx, topology.LaneSubject(p))
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+			continue // an empty partition has nothing to wait for
+		case err != nil:
+			return err
+		}
+		target[topology.LaneConsumer(p)] = m.Sequence
+	}
 	ckpts, err := js.KeyValue(ctx, topology.LanesBucket)
 	if err != nil {
 		return err
 	}
-	deadline := time.Now().Add(timeout)
-	for {
-		behind, err := lanesBehind(ctx, s, ckpts, parts)
-		if err != nil {
-			return err
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	w, err := ckpts.WatchAll(ctx)
+	if err != nil {
+		return err
+	}
+	defer w.Stop()
+	reached := map[string]uint64{}
+	behind := func() (n uint64) {
+		for lane, t := range target {
+			if pos := reached[lane]; pos < t {
+				n += t - pos
+			}
 		}
-		if behind == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("status pipeline still %d events behind after %s: is orderflow serve running?", behind, timeout)
-		}
+		return n
+	}
+	for behind() > 0 {
 		select {
+		case e, ok := <-w.Updates():
+			if !ok {
+				return fmt.Errorf("checkpoint watch ended: %w", ctx.Err())
+			}
+			if e == nil || e.Operation() != jetstream.KeyValuePut {
+				continue // the end of the initial values, or a deleted key
+			}
+			if pos, err := strconv.ParseUint(string(e.Value()), 10, 64); err == nil {
+				reached[e.Key()] = pos
+			}
 		case <-ctx.Done():
+			if ctx.Err() == context.DeadlineExceeded {
+				return fmt.Errorf("status pipeline still %d events behind after %s: is orderflow serve running?", behind(), timeout)
+			}
 			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
 		}
 	}
-}
-
-// lanesBehind is a progress measure: events not yet handled plus WAL positions
-// handled but not yet covered by a checkpoint.
-func lanesBehind(ctx context.Context, s jetstream.Stream, ckpts jetstream.KeyValue, parts int) (uint64, error) {
-	var behind uint64
-	for p := 0; p < parts; p++ {
-		c, err := s.Consumer(ctx, topology.LaneConsumer(p))
-		if err != nil {
-			return 0, err
-		}
-		info, err := c.Info(ctx)
-		if err != nil {
-			return 0, err
-		}
-		behind += info.NumPending + uint64(info.NumAckPending)
-		var pos uint64
-		if e, err := ckpts.Get(ctx, topology.LaneConsumer(p)); err == nil {
-			fmt.Sscanf(string(e.Value()), "%d", &pos)
-		}
-		// With nothing pending, the ack floor is the partition's newest event; the
-		// checkpoint says its effect is durable too.
-		if floor := info.AckFloor.Stream; pos < floor {
-			behind += floor - pos
-		}
-	}
-	return behind, nil
+	return nil
 }

@@ -109,7 +109,13 @@ type Result struct {
 	// a fresh workload published as fast as the server takes it, divided by the
 	// time until the pipeline has made all of it durable. Publishing shares the two
 	// cores, so it is below PipelineRate, which drains a backlog already stored.
-	MaxLiveRate   float64 `json:"max_live_rate_per_s"`
+	MaxLiveRate float64 `json:"max_live_rate_per_s"`
+	// What each event cost while publishing and the pipeline ran together, at the
+	// maximum live rate (the pipeline falls behind and coalesces) and in the live
+	// phase (it keeps up, so nearly every event is its own snapshot write): CPU of
+	// the whole process, publisher included, and snapshot writes per event.
+	SaturateCost  Cost    `json:"saturate_cost"`
+	LiveCost      Cost    `json:"live_cost"`
 	LiveRate      float64 `json:"live_rate_per_s"`
 	LiveFraction  float64 `json:"live_fraction"`
 	LiveEvents    int     `json:"live_events_measured"`
@@ -130,6 +136,34 @@ type Result struct {
 	Sink *chsink.BenchResult `json:"clickhouse_sink,omitempty"`
 }
 
+// Cost is what the events of one phase cost.
+type Cost struct {
+	CPUPerEvent    float64 `json:"cpu_us_per_event"`
+	WritesPerEvent float64 `json:"snapshot_writes_per_event"`
+}
+
+// meter measures a phase's Cost from its start.
+type meter struct {
+	js             jetstream.JetStream
+	cpu            time.Duration
+	events, writes uint64
+}
+
+func startMeter(ctx context.Context, js jetstream.JetStream) (meter, error) {
+	events, writes, err := streamMsgs(ctx, js, topology.EventsStream, "KV_"+topology.StatusBucket)
+	return meter{js: js, cpu: processCPU(), events: events, writes: writes}, err
+}
+
+func (m meter) cost(ctx context.Context) (Cost, error) {
+	cpu := processCPU() - m.cpu
+	events, writes, err := streamMsgs(ctx, m.js, topology.EventsStream, "KV_"+topology.StatusBucket)
+	if err != nil || events == m.events {
+		return Cost{}, err
+	}
+	n := float64(events - m.events)
+	return Cost{CPUPerEvent: float64(cpu) / float64(time.Microsecond) / n, WritesPerEvent: float64(writes-m.writes) / n}, nil
+}
+
 // Print writes the result as a table.
 func (r Result) Print(w io.Writer) {
 	fmt.Fprintf(w, "backlog: %d events\n", r.Events)
@@ -139,7 +173,9 @@ func (r Result) Print(w io.Writer) {
 	fmt.Fprintf(w, "    per event: %.2f snapshot writes, %.2f milestone publishes\n", r.SnapshotWritesPerEvent, r.MilestonesPerEvent)
 	fmt.Fprintf(w, "    CPU per event (whole process): raw %.1f µs, Watermill floor %.1f µs, pipeline %.1f µs\n", r.RawCPUPerEvent, r.FloorCPUPerEvent, r.PipelineCPUPerEvent)
 	fmt.Fprintf(w, "  maximum live rate (publish + pipeline) %7.0f events/s   (%.2f of the backlog rate)\n", r.MaxLiveRate, r.MaxLiveRate/r.PipelineRate)
+	fmt.Fprintf(w, "    per event: CPU %.1f µs, %.2f snapshot writes (the pipeline falls behind and coalesces)\n", r.SaturateCost.CPUPerEvent, r.SaturateCost.WritesPerEvent)
 	fmt.Fprintf(w, "live at %.0f events/s (%.2f of the maximum live rate), %d events that change a snapshot:\n", r.LiveRate, r.LiveFraction, r.LiveEvents)
+	fmt.Fprintf(w, "    per event: CPU %.1f µs, %.2f snapshot writes (the pipeline keeps up: one write per change)\n", r.LiveCost.CPUPerEvent, r.LiveCost.WritesPerEvent)
 	fmt.Fprintf(w, "  publish -> snapshot visible        p50 %6.2f ms   p99 %6.2f ms\n", r.EndToEndP50Ms, r.EndToEndP99Ms)
 	fmt.Fprintf(w, "reads GET /v1/orders/{id}:\n")
 	fmt.Fprintf(w, "  hot (cached)                       p50 %6.3f ms   p99 %6.3f ms\n", r.HotReadP50Ms, r.HotReadP99Ms)
@@ -254,7 +290,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	// (c) The maximum live rate, then end-to-end latency at a fraction of it.
 	fmt.Fprintln(cfg.Progress, "measuring the maximum live rate (publishing while the pipeline runs)...")
 	cfg.Phase("saturate", true)
-	res.MaxLiveRate, err = maxLiveRate(ctx, js, cfg)
+	res.MaxLiveRate, res.SaturateCost, err = maxLiveRate(ctx, js, cfg)
 	cfg.Phase("saturate", false)
 	if err != nil {
 		return res, err
@@ -263,7 +299,8 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	fmt.Fprintf(cfg.Progress, "measuring end-to-end latency at %.0f events/s for %ds...\n", res.LiveRate, cfg.LiveSeconds)
 	res.LiveFraction = cfg.LiveFraction
 	cfg.Phase("live", true)
-	lat, err := liveLatency(ctx, js, cfg, res.LiveRate)
+	lat, liveCost, err := liveLatency(ctx, js, cfg, res.LiveRate)
+	res.LiveCost = liveCost
 	cfg.Phase("live", false)
 	if err != nil {
 		return res, err
@@ -478,7 +515,8 @@ func startPipeline(ctx context.Context, url string, topo topology.Topology, log 
 	}
 }
 
-// waitDrained polls often: the poll interval bounds the throughput measurement's error.
+// waitDrained returns when the last lane checkpoint is written: the end of every
+// throughput measurement.
 func waitDrained(ctx context.Context, js jetstream.JetStream) error {
 	return app.WaitDrained(ctx, js, 5*time.Minute)
 }
@@ -486,28 +524,36 @@ func waitDrained(ctx context.Context, js jetstream.JetStream) error {
 // maxLiveRate publishes a fresh workload of half the backlog's size as fast as the
 // server acknowledges it, with the pipeline running, and returns stored events per
 // second from the first publish until the pipeline has made them all durable.
-func maxLiveRate(ctx context.Context, js jetstream.JetStream, cfg Config) (float64, error) {
+func maxLiveRate(ctx context.Context, js jetstream.JetStream, cfg Config) (float64, Cost, error) {
 	msgs, _, err := simulate.Generate(simulate.Config{Seed: cfg.Seed + 500, Orders: cfg.Orders / 2})
 	if err != nil {
-		return 0, err
+		return 0, Cost{}, err
 	}
 	before, err := stream(ctx, js)
 	if err != nil {
-		return 0, err
+		return 0, Cost{}, err
+	}
+	m, err := startMeter(ctx, js)
+	if err != nil {
+		return 0, Cost{}, err
 	}
 	start := time.Now()
 	if err := simulate.PublishAll(ctx, js, msgs, 0); err != nil {
-		return 0, err
+		return 0, Cost{}, err
 	}
 	if err := waitDrained(ctx, js); err != nil {
-		return 0, err
+		return 0, Cost{}, err
 	}
 	elapsed := time.Since(start)
+	cost, err := m.cost(ctx)
+	if err != nil {
+		return 0, Cost{}, err
+	}
 	after, err := stream(ctx, js)
 	if err != nil {
-		return 0, err
+		return 0, Cost{}, err
 	}
-	return float64(after.State.LastSeq-before.State.LastSeq) / elapsed.Seconds(), nil
+	return float64(after.State.LastSeq-before.State.LastSeq) / elapsed.Seconds(), cost, nil
 }
 
 // sampleEvery picks the orders whose latency is measured: one in sampleEvery.
@@ -516,15 +562,15 @@ const sampleEvery = 20
 // liveLatency publishes a fresh workload at rate and measures, for every event that
 // changes a snapshot (known from the pure resolver), the time from its publish to the
 // first KV update of its order that includes it.
-func liveLatency(ctx context.Context, js jetstream.JetStream, cfg Config, rate float64) ([]time.Duration, error) {
+func liveLatency(ctx context.Context, js jetstream.JetStream, cfg Config, rate float64) ([]time.Duration, Cost, error) {
 	orders := int(rate*float64(cfg.LiveSeconds)/9.5) + 1
 	msgs, _, err := simulate.Generate(simulate.Config{Seed: cfg.Seed + 1000, Orders: orders, Interleave: 2000})
 	if err != nil {
-		return nil, err
+		return nil, Cost{}, err
 	}
 	kv, err := js.KeyValue(ctx, topology.StatusBucket)
 	if err != nil {
-		return nil, err
+		return nil, Cost{}, err
 	}
 	type seen struct {
 		walSeq uint64
@@ -544,7 +590,7 @@ func liveLatency(ctx context.Context, js jetstream.JetStream, cfg Config, rate f
 	}
 	w, err := kv.WatchFiltered(ctx, keys, jetstream.UpdatesOnly())
 	if err != nil {
-		return nil, err
+		return nil, Cost{}, err
 	}
 	defer w.Stop()
 	go func() {
@@ -570,6 +616,10 @@ func liveLatency(ctx context.Context, js jetstream.JetStream, cfg Config, rate f
 	}
 	var pubs []sent
 	persist := persistFlags(msgs)
+	m, err := startMeter(ctx, js)
+	if err != nil {
+		return nil, Cost{}, err
+	}
 	start := time.Now()
 	for i, m := range msgs {
 		if d := simulate.PaceDelay(i, rate, time.Since(start)); d > 0 {
@@ -578,7 +628,7 @@ func liveLatency(ctx context.Context, js jetstream.JetStream, cfg Config, rate f
 		at := time.Now()
 		f, err := js.PublishMsgAsync(m.NatsMsg())
 		if err != nil {
-			return nil, err
+			return nil, Cost{}, err
 		}
 		if persist[i] && sampled[m.Event.OrderID] {
 			pubs = append(pubs, sent{m.Event.OrderID, at, f})
@@ -586,7 +636,11 @@ func liveLatency(ctx context.Context, js jetstream.JetStream, cfg Config, rate f
 	}
 	<-js.PublishAsyncComplete()
 	if err := waitDrained(ctx, js); err != nil {
-		return nil, err
+		return nil, Cost{}, err
+	}
+	cost, err := m.cost(ctx)
+	if err != nil {
+		return nil, Cost{}, err
 	}
 	time.Sleep(200 * time.Millisecond) // let the watcher deliver the last updates
 	mu.Lock()
@@ -607,7 +661,7 @@ func liveLatency(ctx context.Context, js jetstream.JetStream, cfg Config, rate f
 			}
 		}
 	}
-	return lat, nil
+	return lat, cost, nil
 }
 
 // persistFlags marks the messages whose event changes what a snapshot stores, by
