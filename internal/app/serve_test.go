@@ -33,17 +33,20 @@ func startServe(t *testing.T, env *testenv.NATSEnv, topo topology.Topology) stri
 
 func startServeURL(t *testing.T, url string, topo topology.Topology) string {
 	t.Helper()
+	return startServeConfig(t, app.ServeConfig{NATSURL: url, Topology: topo})
+}
+
+// startServeConfig runs one instance with cfg, on a free HTTP port, logging nowhere.
+func startServeConfig(t *testing.T, cfg app.ServeConfig) string {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	addrs := make(chan app.Addrs, 1)
 	done := make(chan error, 1)
+	cfg.HTTPListen = "127.0.0.1:0"
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.Started = func(a app.Addrs) { addrs <- a }
 	go func() {
-		done <- app.Serve(ctx, app.ServeConfig{
-			NATSURL:    url,
-			HTTPListen: "127.0.0.1:0",
-			Topology:   topo,
-			Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
-			Started:    func(a app.Addrs) { addrs <- a },
-		})
+		done <- app.Serve(ctx, cfg)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -167,6 +170,39 @@ func TestPipelineMatchesResolver(t *testing.T) {
 		if !invalidBodies[string(m.Data)] {
 			t.Fatalf("DLQ message %d is not byte-for-byte an invalid message we sent", seq)
 		}
+	}
+}
+
+// TestQuietLaneCheckpointsAtOnce: a lane that has made everything durable and gets
+// no more deliveries records its position at once, not at its next checkpoint tick
+// (an hour here), so WaitDrained, which watches the checkpoints, returns.
+func TestQuietLaneCheckpointsAtOnce(t *testing.T) {
+	env := testenv.NATS(t)
+	startServeConfig(t, app.ServeConfig{
+		NATSURL:  env.URL,
+		Topology: topology.Topology{Partitions: 2},
+		Lane:     handlers.LaneConfig{CheckpointEvery: time.Hour},
+	})
+	msgs, _, err := simulate.Generate(simulate.Config{Seed: 11, Orders: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	// Twice: the second burst finds lanes that already checkpointed once.
+	for _, part := range [][]simulate.Message{msgs[:len(msgs)/2], msgs[len(msgs)/2:]} {
+		if err := simulate.PublishAll(ctx, env.JS, part, 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := app.WaitDrained(ctx, env.JS, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := verify.Snapshots(ctx, env.JS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diffs := verify.Diff(verify.FoldMessages(msgs), got); len(diffs) > 0 {
+		t.Fatalf("%d snapshots differ from the resolver once drained, first: %v", len(diffs), diffs[0])
 	}
 }
 
