@@ -107,8 +107,8 @@ func (r statusReport) print(w io.Writer) {
 	}
 }
 
-// waitAndReport waits until every lane consumer has nothing pending and the lane
-// checkpoints cover the WAL, then summarises the snapshots.
+// waitAndReport waits until the lane checkpoints cover everything the WAL held when
+// called, then summarises the snapshots.
 func waitAndReport(ctx context.Context, js jetstream.JetStream, w io.Writer) (statusReport, error) {
 	if err := app.WaitDrained(ctx, js, 5*time.Minute); err != nil {
 		return statusReport{}, err
