@@ -130,6 +130,7 @@ type Lane struct {
 	relayQueue []milestone
 	relayKick  chan struct{}
 	ckptKick   chan struct{} // a checkpoint now, not at the next tick
+	kickedAt   uint64        // the lastSeq ckptKick was last sent for
 	lastCkpt   uint64
 	lag        prometheus.Gauge // this lane's orderflow_lane_lag_events
 	// lastHandled is when a delivery last arrived; an idle lane checks its tail.
@@ -353,7 +354,9 @@ func (l *Lane) coalescing() bool {
 	return !l.flushing && l.backlog && !l.quiet(time.Now())
 }
 
-// quiet reports whether no delivery arrived for a coalescing tick. Called with mu held.
+// quiet reports whether no delivery started for a coalescing tick; a lane held
+// back by MaxDirty counts as quiet too, and writing at once is what frees it.
+// Called with mu held.
 func (l *Lane) quiet(now time.Time) bool {
 	return now.Sub(l.lastHandled) >= l.coalesceTick()
 }
@@ -597,8 +600,10 @@ func (l *Lane) writeDirty(ctx context.Context) {
 	coalescing := l.coalescing()
 	now := time.Now()
 	// A quiet lane that has made everything durable records it now rather than at
-	// the next checkpoint tick, so a restart or a drain wait sees it at once.
-	if len(l.dirty) == 0 && !l.needSync && l.lastSeq > l.lastCkpt && l.quiet(now) {
+	// the next checkpoint tick, so a restart or a drain wait sees it at once. Once
+	// per position: if that write fails, the tick retries it.
+	if len(l.dirty) == 0 && !l.needSync && l.lastSeq > l.lastCkpt && l.lastSeq != l.kickedAt && l.quiet(now) {
+		l.kickedAt = l.lastSeq
 		select {
 		case l.ckptKick <- struct{}{}:
 		default:

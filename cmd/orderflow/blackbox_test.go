@@ -49,6 +49,51 @@ func connectTo(t *testing.T, url string) (*nats.Conn, jetstream.JetStream) {
 	return nc, js
 }
 
+// publishCore publishes msgs with core NATS, as `nats pub` does, and waits until the
+// WAL has stored them: a flush says only that the server received them, and
+// WaitDrained waits for what the WAL held when it was called. Messages sharing a
+// Nats-Msg-Id count once: the stream's duplicate window keeps one.
+func publishCore(t *testing.T, nc *nats.Conn, js jetstream.JetStream, msgs []*nats.Msg) {
+	t.Helper()
+	ctx := context.Background()
+	s, err := js.Stream(ctx, topology.EventsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := info.State.LastSeq
+	ids := map[string]bool{}
+	for _, m := range msgs {
+		if err := nc.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+		if id := m.Header.Get(nats.MsgIdHdr); id == "" || !ids[id] {
+			ids[id] = id != ""
+			want++
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		info, err := s.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.LastSeq >= want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the WAL stored %d of the %d messages expected", info.State.LastSeq, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // embeddedInstance runs `orderflow serve` with its embedded JetStream server, the
 // default a user gets, and connects a client to it.
 func embeddedInstance(t *testing.T, dataDir, natsAddr string) (*instance, *nats.Conn, jetstream.JetStream) {
@@ -91,10 +136,9 @@ func TestBlackBoxAnyOrderWithDuplicates(t *testing.T) {
 			}
 		}
 	}
+	var sent []*nats.Msg
 	for _, m := range published {
-		if err := nc.PublishMsg(m.NatsMsg()); err != nil {
-			t.Fatal(err)
-		}
+		sent = append(sent, m.NatsMsg())
 	}
 	// Bad input: every kind the DLQ must take, the lane must survive.
 	bad := []*nats.Msg{
@@ -111,14 +155,7 @@ func TestBlackBoxAnyOrderWithDuplicates(t *testing.T) {
 		// A time RFC 3339 can write but UTC cannot.
 		{Subject: "orders.events.driver.bad-8", Data: []byte(`{"schema_version":1,"event_id":"w","order_id":"bad-8","source":"driver","source_seq":1,"occurred_at":"9999-12-31T23:59:59-01:00","status":"picked_up"}`)},
 	}
-	for _, m := range bad {
-		if err := nc.PublishMsg(m); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	publishCore(t, nc, js, append(sent, bad...))
 	ctx := context.Background()
 	if err := app.WaitDrained(ctx, js, time.Minute); err != nil {
 		t.Fatal(err)
@@ -274,22 +311,17 @@ func TestForgedPinHeaderNeitherStallsNorLeaks(t *testing.T) {
 		t.Fatal(err)
 	}
 	forged := 0
+	var sent []*nats.Msg
 	for i, m := range msgs {
-		if err := nc.PublishMsg(m.NatsMsg()); err != nil {
-			t.Fatal(err)
-		}
+		sent = append(sent, m.NatsMsg())
 		if i%50 == 0 {
 			f := nats.Header{}
 			f.Set("Nats-Pin-Id", fmt.Sprintf("forged-%d", i))
-			if err := nc.PublishMsg(&nats.Msg{Subject: m.Subject, Data: m.Body, Header: f}); err != nil {
-				t.Fatal(err)
-			}
+			sent = append(sent, &nats.Msg{Subject: m.Subject, Data: m.Body, Header: f})
 			forged++
 		}
 	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	publishCore(t, nc, js, sent)
 	ctx := context.Background()
 	start := time.Now()
 	if err := app.WaitDrained(ctx, js, 20*time.Second); err != nil {

@@ -14,9 +14,10 @@ import (
 
 // WaitDrained waits until the status pipeline has made durable every WAL event
 // stored before the call: each lane's checkpoint has reached the newest event its
-// partition held then. It watches the checkpoints rather than polling, so it
-// returns as soon as the last one is written and costs the server nothing while it
-// waits.
+// partition held then. Events published without waiting for JetStream's ack may
+// not be stored yet; wait for the ack (or for the stream to hold them) first. It
+// watches the checkpoints rather than polling, so it returns as soon as the last
+// one is written and costs the server nothing while it waits.
 func WaitDrained(ctx context.Context, js jetstream.JetStream, timeout time.Duration) error {
 	s, err := js.Stream(ctx, topology.EventsStream)
 	if err != nil {
@@ -49,29 +50,32 @@ func WaitDrained(ctx context.Context, js jetstream.JetStream, timeout time.Durat
 	}
 	defer w.Stop()
 	reached := map[string]uint64{}
-	behind := func() (n uint64) {
+	// lanesBehind counts the lanes whose checkpoint is short of its target.
+	lanesBehind := func() (n int) {
 		for lane, t := range target {
-			if pos := reached[lane]; pos < t {
-				n += t - pos
+			if reached[lane] < t {
+				n++
 			}
 		}
 		return n
 	}
-	for behind() > 0 {
+	for lanesBehind() > 0 {
 		select {
 		case e, ok := <-w.Updates():
 			if !ok {
-				return fmt.Errorf("checkpoint watch ended: %w", ctx.Err())
+				return errors.New("the watch of the lane checkpoints ended")
 			}
 			if e == nil || e.Operation() != jetstream.KeyValuePut {
 				continue // the end of the initial values, or a deleted key
 			}
+			// A checkpoint only moves forward; a lower value is a stale write (an
+			// instance that lost the lane), not lost progress.
 			if pos, err := strconv.ParseUint(string(e.Value()), 10, 64); err == nil {
-				reached[e.Key()] = pos
+				reached[e.Key()] = max(reached[e.Key()], pos)
 			}
 		case <-ctx.Done():
 			if ctx.Err() == context.DeadlineExceeded {
-				return fmt.Errorf("status pipeline still %d events behind after %s: is orderflow serve running?", behind(), timeout)
+				return fmt.Errorf("%d of %d lanes have not checkpointed the WAL's newest events within %s: is orderflow serve running?", lanesBehind(), len(target), timeout)
 			}
 			return ctx.Err()
 		}

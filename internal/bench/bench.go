@@ -109,11 +109,13 @@ type Result struct {
 	// a fresh workload published as fast as the server takes it, divided by the
 	// time until the pipeline has made all of it durable. Publishing shares the two
 	// cores, so it is below PipelineRate, which drains a backlog already stored.
+	// IdleCores is the process's CPU over wall time for a second with the pipeline
+	// running and nothing published: the fixed work the live costs include.
+	IdleCores   float64 `json:"idle_cores"`
 	MaxLiveRate float64 `json:"max_live_rate_per_s"`
 	// What each event cost while publishing and the pipeline ran together, at the
 	// maximum live rate (the pipeline falls behind and coalesces) and in the live
-	// phase (it keeps up, so nearly every event is its own snapshot write): CPU of
-	// the whole process, publisher included, and snapshot writes per event.
+	// phase (it keeps up, so nearly every event is its own snapshot write).
 	SaturateCost  Cost    `json:"saturate_cost"`
 	LiveCost      Cost    `json:"live_cost"`
 	LiveRate      float64 `json:"live_rate_per_s"`
@@ -136,32 +138,46 @@ type Result struct {
 	Sink *chsink.BenchResult `json:"clickhouse_sink,omitempty"`
 }
 
-// Cost is what the events of one phase cost.
+// Cost is what the events of one phase cost, from its first publish until the
+// pipeline has made them all durable. CPU is the whole process's: the embedded
+// server, the publisher, the pipeline, the garbage collector and whatever runs
+// when idle, so at low rates it includes a share of fixed work.
 type Cost struct {
 	CPUPerEvent    float64 `json:"cpu_us_per_event"`
 	WritesPerEvent float64 `json:"snapshot_writes_per_event"`
+	// Cores is the CPU over the phase's wall time: 2 is a saturated machine here.
+	Cores float64 `json:"cores_busy"`
+}
+
+func (c Cost) String() string {
+	return fmt.Sprintf("per event: CPU %.1f µs, %.2f snapshot writes; %.2f cores busy", c.CPUPerEvent, c.WritesPerEvent, c.Cores)
 }
 
 // meter measures a phase's Cost from its start.
 type meter struct {
 	js             jetstream.JetStream
 	cpu            time.Duration
+	start          time.Time
 	events, writes uint64
 }
 
 func startMeter(ctx context.Context, js jetstream.JetStream) (meter, error) {
 	events, writes, err := streamMsgs(ctx, js, topology.EventsStream, "KV_"+topology.StatusBucket)
-	return meter{js: js, cpu: processCPU(), events: events, writes: writes}, err
+	return meter{js: js, cpu: processCPU(), start: time.Now(), events: events, writes: writes}, err
 }
 
 func (m meter) cost(ctx context.Context) (Cost, error) {
-	cpu := processCPU() - m.cpu
+	cpu, wall := processCPU()-m.cpu, time.Since(m.start)
 	events, writes, err := streamMsgs(ctx, m.js, topology.EventsStream, "KV_"+topology.StatusBucket)
 	if err != nil || events == m.events {
 		return Cost{}, err
 	}
 	n := float64(events - m.events)
-	return Cost{CPUPerEvent: float64(cpu) / float64(time.Microsecond) / n, WritesPerEvent: float64(writes-m.writes) / n}, nil
+	return Cost{
+		CPUPerEvent:    float64(cpu) / float64(time.Microsecond) / n,
+		WritesPerEvent: float64(writes-m.writes) / n,
+		Cores:          cpu.Seconds() / wall.Seconds(),
+	}, nil
 }
 
 // Print writes the result as a table.
@@ -172,10 +188,11 @@ func (r Result) Print(w io.Writer) {
 	fmt.Fprintf(w, "  pipeline WAL -> KV snapshots       %9.0f events/s   ratio %.2f x raw\n", r.PipelineRate, r.Ratio)
 	fmt.Fprintf(w, "    per event: %.2f snapshot writes, %.2f milestone publishes\n", r.SnapshotWritesPerEvent, r.MilestonesPerEvent)
 	fmt.Fprintf(w, "    CPU per event (whole process): raw %.1f µs, Watermill floor %.1f µs, pipeline %.1f µs\n", r.RawCPUPerEvent, r.FloorCPUPerEvent, r.PipelineCPUPerEvent)
+	fmt.Fprintf(w, "  idle, the pipeline running and nothing published: %.2f cores busy\n", r.IdleCores)
 	fmt.Fprintf(w, "  maximum live rate (publish + pipeline) %7.0f events/s   (%.2f of the backlog rate)\n", r.MaxLiveRate, r.MaxLiveRate/r.PipelineRate)
-	fmt.Fprintf(w, "    per event: CPU %.1f µs, %.2f snapshot writes (the pipeline falls behind and coalesces)\n", r.SaturateCost.CPUPerEvent, r.SaturateCost.WritesPerEvent)
+	fmt.Fprintf(w, "    %s (the pipeline falls behind and coalesces)\n", r.SaturateCost)
 	fmt.Fprintf(w, "live at %.0f events/s (%.2f of the maximum live rate), %d events that change a snapshot:\n", r.LiveRate, r.LiveFraction, r.LiveEvents)
-	fmt.Fprintf(w, "    per event: CPU %.1f µs, %.2f snapshot writes (the pipeline keeps up: one write per change)\n", r.LiveCost.CPUPerEvent, r.LiveCost.WritesPerEvent)
+	fmt.Fprintf(w, "    %s (the pipeline keeps up: one write per change)\n", r.LiveCost)
 	fmt.Fprintf(w, "  publish -> snapshot visible        p50 %6.2f ms   p99 %6.2f ms\n", r.EndToEndP50Ms, r.EndToEndP99Ms)
 	fmt.Fprintf(w, "reads GET /v1/orders/{id}:\n")
 	fmt.Fprintf(w, "  hot (cached)                       p50 %6.3f ms   p99 %6.3f ms\n", r.HotReadP50Ms, r.HotReadP99Ms)
@@ -286,6 +303,10 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	res.SnapshotWritesPerEvent = float64(writes) / float64(res.Events)
 	res.MilestonesPerEvent = float64(milestones) / float64(res.Events)
 	res.Ratio = res.PipelineRate / res.RawConsumeAckRate
+
+	idleCPU, idleStart := processCPU(), time.Now()
+	time.Sleep(time.Second)
+	res.IdleCores = (processCPU() - idleCPU).Seconds() / time.Since(idleStart).Seconds()
 
 	// (c) The maximum live rate, then end-to-end latency at a fraction of it.
 	fmt.Fprintln(cfg.Progress, "measuring the maximum live rate (publishing while the pipeline runs)...")
