@@ -55,16 +55,7 @@ func connectTo(t *testing.T, url string) (*nats.Conn, jetstream.JetStream) {
 // Nats-Msg-Id count once: the stream's duplicate window keeps one.
 func publishCore(t *testing.T, nc *nats.Conn, js jetstream.JetStream, msgs []*nats.Msg) {
 	t.Helper()
-	ctx := context.Background()
-	s, err := js.Stream(ctx, topology.EventsStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := info.State.LastSeq
+	want := walState(t, js).LastSeq
 	ids := map[string]bool{}
 	for _, m := range msgs {
 		if err := nc.PublishMsg(m); err != nil {
@@ -80,18 +71,30 @@ func publishCore(t *testing.T, nc *nats.Conn, js jetstream.JetStream, msgs []*na
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		info, err := s.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if info.State.LastSeq >= want {
+		stored := walState(t, js).LastSeq
+		if stored >= want {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the WAL stored %d of the %d messages expected", info.State.LastSeq, want)
+			t.Fatalf("the WAL stored %d of the %d messages expected", stored, want)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// walState is the WAL stream's state now.
+func walState(t *testing.T, js jetstream.JetStream) jetstream.StreamState {
+	t.Helper()
+	ctx := context.Background()
+	s, err := js.Stream(ctx, topology.EventsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State
 }
 
 // embeddedInstance runs `orderflow serve` with its embedded JetStream server, the
@@ -241,15 +244,7 @@ func TestEmbeddedKill9KeepsAcknowledgedEvents(t *testing.T) {
 	if err := simulate.PublishAll(ctx, js, msgs, 0); err != nil {
 		t.Fatal(err)
 	}
-	s, err := js.Stream(ctx, topology.EventsStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	acked := info.State.Msgs
+	acked := walState(t, js).Msgs
 	inst.kill()
 
 	_, _, js2 := embeddedInstance(t, dir, addr)
