@@ -238,23 +238,16 @@ func (l *Lane) resync(ctx context.Context) error {
 	if err := l.flushLocked(ctx); err != nil {
 		return err
 	}
-	clear(l.orders)
 	ckpt, err := l.readCheckpoint(ctx)
 	if err != nil {
 		return err
 	}
-	l.lastSeq = ckpt
 	l.lastCkpt = ckpt
 	delivered, err := l.deliveredUpTo(ctx)
 	if err != nil {
 		return err
 	}
-	l.backlog = true // a replay is a backlog: coalesce its writes
-	err = wal.ReadRange(ctx, l.d.JS, topology.LaneSubject(l.partition), ckpt+1, delivered, func(r wal.Record) error {
-		return l.process(ctx, r)
-	})
-	l.backlog = false
-	if err != nil {
+	if err := l.replay(ctx, ckpt, delivered); err != nil {
 		return fmt.Errorf("lane %d replay: %w", l.partition, err)
 	}
 	if l.lastSeq > ckpt {
@@ -262,6 +255,18 @@ func (l *Lane) resync(ctx context.Context) error {
 	}
 	l.needSync = false
 	return nil
+}
+
+// replay forgets the lane's memory and folds its partition's WAL from ckpt+1 up to
+// upto, as a backlog: writes coalesce. The caller has flushed. Called with mu held.
+func (l *Lane) replay(ctx context.Context, ckpt, upto uint64) error {
+	clear(l.orders)
+	l.lastSeq = ckpt
+	l.backlog = true
+	defer func() { l.backlog = false }()
+	return wal.ReadRange(ctx, l.d.JS, topology.LaneSubject(l.partition), ckpt+1, upto, func(r wal.Record) error {
+		return l.process(ctx, r)
+	})
 }
 
 // setAside stores rec in the DLQ, retrying until it is durable there.
@@ -561,14 +566,7 @@ func (l *Lane) recoverTail(ctx context.Context) error {
 	if err := l.flushLocked(ctx); err != nil {
 		return err
 	}
-	clear(l.orders)
-	l.lastSeq = ckpt
-	l.backlog = true
-	err = wal.ReadRange(ctx, l.d.JS, topology.LaneSubject(l.partition), ckpt+1, floor, func(r wal.Record) error {
-		return l.process(ctx, r)
-	})
-	l.backlog = false
-	if err != nil {
+	if err := l.replay(ctx, ckpt, floor); err != nil {
 		return err
 	}
 	if err := l.flushLocked(ctx); err != nil {

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/orderflow/orderflow/internal/app"
 	"github.com/orderflow/orderflow/internal/simulate"
 	"github.com/orderflow/orderflow/internal/testenv"
+	"github.com/orderflow/orderflow/internal/testrun"
 	"github.com/orderflow/orderflow/internal/verify"
 	"github.com/orderflow/orderflow/pipelines/topology"
 )
@@ -42,16 +42,7 @@ func serveArchives(t *testing.T, location string) {
 	ctx := context.Background()
 	nc, jsc := connectTo(t, "nats://"+addr)
 	defer nc.Close()
-	msgs, _, err := simulate.Generate(simulate.Config{Seed: 61, Orders: 40, CancelRate: simulate.Off})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := simulate.PublishAll(ctx, jsc, msgs, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := app.WaitDrained(ctx, jsc, time.Minute); err != nil {
-		t.Fatal(err)
-	}
+	msgs, _ := testrun.PublishDrained(t, jsc, simulate.Config{Seed: 61, Orders: 40, CancelRate: simulate.Off})
 	want := verify.Views(verify.FoldMessages(msgs))
 	id := msgs[0].Event.OrderID
 	// Wait until the order's WAL subjects are purged.

@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/orderflow/orderflow/internal/app"
 	"github.com/orderflow/orderflow/internal/simulate"
 	"github.com/orderflow/orderflow/internal/testenv"
+	"github.com/orderflow/orderflow/internal/testrun"
 	"github.com/orderflow/orderflow/internal/verify"
 	chsink "github.com/orderflow/orderflow/sinks/clickhouse"
 )
@@ -25,17 +25,8 @@ func TestClickHouseEndToEnd(t *testing.T) {
 	db := ch.CreateDatabase(t)
 	dsn := ch.DSN(db)
 	inst := startInstance(t, append([]string{"--nats-url", env.URL, "--clickhouse-dsn", dsn, "--clickhouse-batch-wait", "100ms"}, failoverArgs...)...)
-	msgs, _, err := simulate.Generate(simulate.Config{Seed: 41, Orders: 400, Restaurants: 5})
-	if err != nil {
-		t.Fatal(err)
-	}
+	msgs, _ := testrun.PublishDrained(t, env.JS, simulate.Config{Seed: 41, Orders: 400, Restaurants: 5})
 	ctx := context.Background()
-	if err := simulate.PublishAll(ctx, env.JS, msgs, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := app.WaitDrained(ctx, env.JS, time.Minute); err != nil {
-		t.Fatal(err)
-	}
 	waitSink := func() {
 		t.Helper()
 		deadline := time.Now().Add(60 * time.Second)

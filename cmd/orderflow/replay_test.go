@@ -11,6 +11,7 @@ import (
 	"github.com/orderflow/orderflow/internal/app"
 	"github.com/orderflow/orderflow/internal/simulate"
 	"github.com/orderflow/orderflow/internal/testenv"
+	"github.com/orderflow/orderflow/internal/testrun"
 	"github.com/orderflow/orderflow/pipelines/topology"
 )
 
@@ -27,17 +28,8 @@ func orderflow(t *testing.T, args ...string) (string, error) {
 func TestReplayRepairsCorruptedSnapshots(t *testing.T) {
 	env := testenv.NATS(t)
 	startInstance(t, append([]string{"--nats-url", env.URL}, failoverArgs...)...)
-	msgs, _, err := simulate.Generate(simulate.Config{Seed: 31, Orders: 300})
-	if err != nil {
-		t.Fatal(err)
-	}
+	msgs, _ := testrun.PublishDrained(t, env.JS, simulate.Config{Seed: 31, Orders: 300})
 	ctx := context.Background()
-	if err := simulate.PublishAll(ctx, env.JS, msgs, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := app.WaitDrained(ctx, env.JS, time.Minute); err != nil {
-		t.Fatal(err)
-	}
 	url := "--nats-url=" + env.URL
 	if out, err := orderflow(t, "verify", url); err != nil {
 		t.Fatalf("verify before corruption: %v\n%s", err, out)

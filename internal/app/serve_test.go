@@ -20,6 +20,7 @@ import (
 	"github.com/orderflow/orderflow/internal/app"
 	"github.com/orderflow/orderflow/internal/simulate"
 	"github.com/orderflow/orderflow/internal/testenv"
+	"github.com/orderflow/orderflow/internal/testrun"
 	"github.com/orderflow/orderflow/internal/verify"
 	"github.com/orderflow/orderflow/pipelines/topology"
 	"github.com/orderflow/orderflow/schemas"
@@ -73,20 +74,11 @@ func TestPipelineMatchesResolver(t *testing.T) {
 	env := testenv.NATS(t)
 	httpAddr := startServe(t, env, topology.Topology{Partitions: 4})
 
-	msgs, sum, err := simulate.Generate(simulate.Config{Seed: 7, Orders: 600, InvalidRate: 0.01})
-	if err != nil {
-		t.Fatal(err)
-	}
+	msgs, sum := testrun.PublishDrained(t, env.JS, simulate.Config{Seed: 7, Orders: 600, InvalidRate: 0.01})
 	if sum.Invalid == 0 || sum.Duplicates == 0 || sum.AgentCorrections == 0 {
 		t.Fatalf("workload lacks contention: %s", sum)
 	}
 	ctx := context.Background()
-	if err := simulate.PublishAll(ctx, env.JS, msgs, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := app.WaitDrained(ctx, env.JS, time.Minute); err != nil {
-		t.Fatal(err)
-	}
 
 	want := verify.FoldMessages(msgs)
 	got, err := verify.Snapshots(ctx, env.JS)
@@ -213,16 +205,7 @@ func TestTerminalSnapshotsExpireAndReadsFallBackToTheWAL(t *testing.T) {
 	env := testenv.NATS(t)
 	httpAddr := startServe(t, env, topology.Topology{Partitions: 2, TerminalTTL: time.Second})
 	ctx := context.Background()
-	msgs, _, err := simulate.Generate(simulate.Config{Seed: 21, Orders: 5, CancelRate: simulate.Off, AgentRate: simulate.Off, EstimatorRate: simulate.Off})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := simulate.PublishAll(ctx, env.JS, msgs, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := app.WaitDrained(ctx, env.JS, time.Minute); err != nil {
-		t.Fatal(err)
-	}
+	msgs, _ := testrun.PublishDrained(t, env.JS, simulate.Config{Seed: 21, Orders: 5, CancelRate: simulate.Off, AgentRate: simulate.Off, EstimatorRate: simulate.Off})
 	id := msgs[0].Event.OrderID
 	want := verify.FoldMessages(msgs)[id].View()
 	if want.Status != "delivered" {
@@ -284,17 +267,8 @@ func TestTerminalSnapshotsExpireAndReadsFallBackToTheWAL(t *testing.T) {
 func TestClusterR3(t *testing.T) {
 	c := testenv.NATSCluster(t, 3)
 	startServeURL(t, strings.Join(c.URLs, ","), topology.Topology{Partitions: 4, Replicas: 3})
-	msgs, _, err := simulate.Generate(simulate.Config{Seed: 51, Orders: 300})
-	if err != nil {
-		t.Fatal(err)
-	}
+	msgs, _ := testrun.PublishDrained(t, c.JS, simulate.Config{Seed: 51, Orders: 300})
 	ctx := context.Background()
-	if err := simulate.PublishAll(ctx, c.JS, msgs, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := app.WaitDrained(ctx, c.JS, 2*time.Minute); err != nil {
-		t.Fatal(err)
-	}
 	got, err := verify.Snapshots(ctx, c.JS)
 	if err != nil {
 		t.Fatal(err)

@@ -25,6 +25,7 @@ import (
 	"github.com/orderflow/orderflow/internal/simulate"
 	"github.com/orderflow/orderflow/internal/snapshot"
 	"github.com/orderflow/orderflow/internal/testenv"
+	"github.com/orderflow/orderflow/internal/testrun"
 	"github.com/orderflow/orderflow/internal/verify"
 	"github.com/orderflow/orderflow/internal/wal"
 	"github.com/orderflow/orderflow/pipelines/topology"
@@ -52,17 +53,9 @@ func newWorld(t *testing.T, seed int64, n int) *world {
 	env := testenv.NATS(t)
 	startServe(t, env, topology.Topology{Partitions: 4})
 	ctx := context.Background()
-	msgs, _, err := simulate.Generate(simulate.Config{Seed: seed, Orders: n, InvalidRate: 0.02})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := simulate.PublishAll(ctx, env.JS, msgs, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := app.WaitDrained(ctx, env.JS, time.Minute); err != nil {
-		t.Fatal(err)
-	}
+	msgs, _ := testrun.PublishDrained(t, env.JS, simulate.Config{Seed: seed, Orders: n, InvalidRate: 0.02})
 	w := &world{env: env, want: verify.FoldMessages(msgs), walSeqs: map[string][]uint64{}, timeline: map[string]orders.Timeline{}}
+	var err error
 	if w.log, err = wal.Open(ctx, env.JS); err != nil {
 		t.Fatal(err)
 	}
