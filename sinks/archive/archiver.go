@@ -47,12 +47,10 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Archiver, er
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	a := &Archiver{cfg: cfg, js: js, store: cfg.Store}
+	a := &Archiver{cfg: cfg, js: js}
 	var err error
-	if a.store == nil {
-		if a.store, err = OpenStore(ctx, cfg.Location); err != nil {
-			return nil, err
-		}
+	if a.store, err = OpenStore(ctx, cfg.Location); err != nil {
+		return nil, err
 	}
 	if a.stream, err = js.Stream(ctx, topology.EventsStream); err != nil {
 		return nil, fmt.Errorf("open WAL stream %s: %w", topology.EventsStream, err)
@@ -305,13 +303,15 @@ func (a *Archiver) build(ctx context.Context, b *batch, orders []batchOrder) ([]
 	var events []EventRow
 	var rows []OrderRow
 	for _, o := range orders {
-		e, _, err := a.idx.entry(ctx, o.ID)
-		if err != nil {
-			return nil, nil, err
-		}
-		f, err := a.history(ctx, o.ID, e.before(o.After), true)
-		if err != nil {
-			return nil, nil, err
+		f := newFolder(o.ID, true)
+		if o.After > 0 { // archived before: fold its earlier parts first
+			e, _, err := a.idx.entry(ctx, o.ID)
+			if err != nil {
+				return nil, nil, err
+			}
+			if f, err = a.history(ctx, o.ID, e.before(o.After), true); err != nil {
+				return nil, nil, err
+			}
 		}
 		from := len(f.rows)
 		if err := a.foldWAL(ctx, f, o.After, o.Upto); err != nil {
@@ -478,18 +478,20 @@ func (a *Archiver) candidates(ctx context.Context) ([]batchOrder, int, error) {
 		}
 		sort.Strings(ids)
 		for _, id := range ids {
-			last, err := a.log.LastSeq(ctx, id)
-			if err != nil {
-				return nil, 0, err
-			}
-			if last > upto {
-				continue // events after the folded part: too recent
-			}
 			c, ok, err := a.candidate(ctx, folds[id])
 			if err != nil {
 				return nil, 0, err
 			}
 			if !ok {
+				continue
+			}
+			// Only for an order that would be archived: has it events after the
+			// folded part (too recent)?
+			last, err := a.log.LastSeq(ctx, id)
+			if err != nil {
+				return nil, 0, err
+			}
+			if last > upto {
 				continue
 			}
 			if c.Upto > safe[p] {

@@ -23,10 +23,8 @@ const (
 
 // Config tunes the archiver. Zero values take the defaults of SetDefaults.
 type Config struct {
-	// Store receives the Parquet files. Default: OpenStore(Location).
-	Store Store
-	// Location names the store when Store is nil: a local directory, or
-	// s3://bucket/prefix for S3-compatible storage (see ParseS3URL).
+	// Location names the store the Parquet files go to: a local directory, or
+	// s3://bucket/prefix for S3-compatible storage (see ParseS3URL, OpenStore).
 	Location string
 	// MinAge is how long an order must have been finished before it is archived,
 	// measured from the WAL time of its newest event (producers' clocks are never
@@ -81,8 +79,8 @@ func (c *Config) SetDefaults() {
 // Validate reports a configuration that cannot work.
 func (c Config) Validate() error {
 	var errs []error
-	if c.Store == nil && c.Location == "" {
-		errs = append(errs, errors.New("archive needs a Store or a Location"))
+	if c.Location == "" {
+		errs = append(errs, errors.New("archive needs a Location"))
 	}
 	if c.MinAge < 0 {
 		errs = append(errs, fmt.Errorf("min age must be >= 0, got %s", c.MinAge))

@@ -58,7 +58,7 @@
 // archive plus WAL, the leftover events are archived as a further part of the same
 // index entry, with decisions and the final view folded over the full history.
 // A reader that wants the full-history answer while late events are still in the
-// WAL folds them on top of Order.State (see Lookup).
+// WAL reads it through ReadOrder: archived events, then the WAL's.
 //
 // # Costs
 //

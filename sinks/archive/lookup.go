@@ -23,14 +23,7 @@ type Order struct {
 	// WalSeq is the newest archived event. WAL events after it reached the WAL after
 	// the order was archived and are not in the archive (yet).
 	WalSeq uint64 `json:"archived_wal_seq"`
-
-	state *resolver.State
 }
-
-// State is the resolver state of the archived history. A reader that wants the
-// full-history answer while late events are in the WAL applies them to it (WAL
-// events after WalSeq); the state is the caller's, Lookup builds a new one each time.
-func (o *Order) State() *resolver.State { return o.state }
 
 // Event is one archived event with its decision: a timeline entry, as the live
 // timeline API shows it, plus the file it is in.
@@ -60,7 +53,7 @@ func (a *Archiver) Lookup(ctx context.Context, orderID string) (*Order, bool, er
 	for _, p := range e.Parts {
 		files[p.Batch] = p.EventsFile
 	}
-	o := &Order{OrderID: orderID, Archived: true, Current: f.st.View(), Parts: e.Parts, WalSeq: e.upto(), state: f.st}
+	o := &Order{OrderID: orderID, Archived: true, Current: f.st.View(), Parts: e.Parts, WalSeq: e.upto()}
 	o.Events = make([]Event, len(f.rows))
 	for i, r := range f.rows {
 		o.Events[i] = Event{TimelineEvent: orders.TimelineEvent{

@@ -41,8 +41,6 @@ type S3Options struct {
 	Region string
 	// PathStyle addresses the bucket in the path, not the host name (MinIO, Ceph).
 	PathStyle bool
-	// Credentials override the environment; for tests.
-	Credentials *credentials.Credentials
 }
 
 // ParseS3URL reads s3://bucket[/prefix][?endpoint=host:port&insecure=true&region=R&path-style=true].
@@ -83,12 +81,9 @@ func NewS3Store(ctx context.Context, o S3Options) (*S3Store, error) {
 	if o.Endpoint == "" {
 		o.Endpoint = "s3.amazonaws.com"
 	}
-	creds := o.Credentials
-	if creds == nil {
-		creds = credentials.NewChainCredentials([]credentials.Provider{
-			&credentials.EnvAWS{}, &credentials.EnvMinio{}, &credentials.IAM{},
-		})
-	}
+	creds := credentials.NewChainCredentials([]credentials.Provider{
+		&credentials.EnvAWS{}, &credentials.EnvMinio{}, &credentials.IAM{},
+	})
 	lookup := minio.BucketLookupAuto
 	if o.PathStyle {
 		lookup = minio.BucketLookupPath

@@ -48,9 +48,6 @@ func NewDirStore(dir string) (*DirStore, error) {
 	return &DirStore{root: abs}, nil
 }
 
-// Root is the directory the store writes to.
-func (d *DirStore) Root() string { return d.root }
-
 // validName accepts what every Store can hold: a clean relative slash path, not
 // shaped like DirStore's temporary files.
 func validName(name string) error {

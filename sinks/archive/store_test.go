@@ -65,6 +65,11 @@ func storeContract(t *testing.T, s archive.Store) {
 	if got, err := s.Get(ctx, "events/day=2026-01-06/big.parquet"); err != nil || !bytes.Equal(got, big) {
 		t.Fatalf("big file: %d bytes back, %v", len(got), err)
 	}
+	// Create-only holds above the threshold too (a multipart upload would not
+	// carry the condition).
+	if err := s.Put(ctx, "events/day=2026-01-06/big.parquet", big); !errors.Is(err, archive.ErrExists) {
+		t.Fatalf("second put of the big file: %v, want ErrExists", err)
+	}
 }
 
 func TestDirStoreContract(t *testing.T) {
