@@ -135,8 +135,8 @@ type Lane struct {
 	lag        prometheus.Gauge // this lane's orderflow_lane_lag_events
 	// lastHandled is when a delivery last arrived; an idle lane checks its tail.
 	lastHandled time.Time
-	// backlog is set while the lane handles old events (see BacklogAge) or replays;
-	// flushing forces writes.
+	// backlog is set while the lane handles old events (see BacklogAge); flushing
+	// forces writes.
 	backlog  bool
 	flushing bool
 	// lastFloor is the consumer's ack floor at the previous tail check.
@@ -258,12 +258,11 @@ func (l *Lane) resync(ctx context.Context) error {
 }
 
 // replay forgets the lane's memory and folds its partition's WAL from ckpt+1 up to
-// upto, as a backlog: writes coalesce. The caller has flushed. Called with mu held.
+// upto. It holds mu throughout, so the writer sends what the replay left dirty once
+// it is done, each order once. The caller has flushed. Called with mu held.
 func (l *Lane) replay(ctx context.Context, ckpt, upto uint64) error {
 	clear(l.orders)
 	l.lastSeq = ckpt
-	l.backlog = true
-	defer func() { l.backlog = false }()
 	return wal.ReadRange(ctx, l.d.JS, topology.LaneSubject(l.partition), ckpt+1, upto, func(r wal.Record) error {
 		return l.process(ctx, r)
 	})
@@ -354,14 +353,13 @@ func (l *Lane) markDirty(e *entry, rec wal.Record) {
 
 // coalescing reports whether dirty orders wait for more events before a write:
 // while the lane works through a backlog and deliveries keep coming. A lane that has
-// gone quiet, at the end of a backlog, writes what it holds at once. Called with mu held.
+// gone quiet, at the end of a backlog, or that is held back at MaxDirty, writes what
+// it holds at once. Called with mu held.
 func (l *Lane) coalescing() bool {
-	return !l.flushing && l.backlog && !l.quiet(time.Now())
+	return !l.flushing && l.backlog && len(l.dirty) < l.cfg.MaxDirty && !l.quiet(time.Now())
 }
 
-// quiet reports whether no delivery started for a coalescing tick; a lane held
-// back by MaxDirty counts as quiet too, and writing at once is what frees it.
-// Called with mu held.
+// quiet reports whether no delivery started for a coalescing tick. Called with mu held.
 func (l *Lane) quiet(now time.Time) bool {
 	return now.Sub(l.lastHandled) >= l.coalesceTick()
 }
@@ -572,7 +570,7 @@ func (l *Lane) recoverTail(ctx context.Context) error {
 	if err := l.flushLocked(ctx); err != nil {
 		return err
 	}
-	if _, err := l.d.Checkpoints.Put(ctx, l.checkpointKey(), []byte(fmt.Sprint(floor))); err != nil {
+	if _, err := l.d.Checkpoints.Put(ctx, l.checkpointKey(), topology.FormatCheckpoint(floor)); err != nil {
 		return err
 	}
 	l.lastCkpt = max(l.lastCkpt, floor)
@@ -608,7 +606,7 @@ func (l *Lane) writeDirty(ctx context.Context) {
 		}
 	}
 	for _, e := range l.dirty {
-		if e.inflight || (e.gen == e.writtenGen && e.rev > 0) || (coalescing && now.Sub(e.dirtySince) < l.cfg.CoalesceWindow) {
+		if e.inflight || e.gen == e.writtenGen || (coalescing && now.Sub(e.dirtySince) < l.cfg.CoalesceWindow) {
 			continue // nothing new to write, or waiting for more of its events
 		}
 		data, err := snapshot.Encode(e.state, e.outbox)
@@ -824,7 +822,7 @@ func (l *Lane) readCheckpoint(ctx context.Context) (uint64, error) {
 		if err != nil {
 			return err
 		}
-		_, err = fmt.Sscanf(string(kve.Value()), "%d", &pos)
+		pos, err = topology.ParseCheckpoint(kve.Value())
 		return err
 	})
 	return pos, err
@@ -842,7 +840,7 @@ func (l *Lane) writeCheckpoint(ctx context.Context) {
 		return
 	}
 	l.mu.Unlock()
-	if _, err := l.d.Checkpoints.Put(ctx, l.checkpointKey(), []byte(fmt.Sprint(pos))); err != nil {
+	if _, err := l.d.Checkpoints.Put(ctx, l.checkpointKey(), topology.FormatCheckpoint(pos)); err != nil {
 		l.d.Logger.Warn("lane checkpoint not written", "lane", l.partition, "err", err)
 		return
 	}

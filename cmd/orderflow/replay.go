@@ -43,6 +43,12 @@ where it differs. Safe while the pipeline runs (compare-and-set writes).`,
 			if target != "kv" && target != "clickhouse" && target != "archive" && target != "all" {
 				return usageError{fmt.Errorf("--target %q: kv, clickhouse, archive or all", target)}
 			}
+			if target == "archive" && archiveLocation == "" {
+				return usageError{errors.New("--target archive needs --archive")}
+			}
+			if o.OrderID != "" && target != "kv" {
+				return usageError{fmt.Errorf("--order applies to kv only: ClickHouse rows are keyed and archived orders are never rebuilt, replay a range instead")}
+			}
 			if from != "" {
 				t, err := time.Parse(time.RFC3339, from)
 				if err != nil {
@@ -58,7 +64,7 @@ where it differs. Safe while the pipeline runs (compare-and-set writes).`,
 			ctx := cmd.Context()
 			out, errOut := cmd.OutOrStdout(), cmd.ErrOrStderr()
 			if !o.DryRun && !force {
-				if !confirm(cmd.InOrStdin(), errOut, "Rewrite the snapshots of every order with events in the range?") {
+				if !confirm(cmd.InOrStdin(), errOut, fmt.Sprintf("Replay --target %s over the range (rewrites what differs)?", target)) {
 					return fmt.Errorf("not confirmed: pass --force, or --dry-run to look first")
 				}
 			}
@@ -66,9 +72,6 @@ where it differs. Safe while the pipeline runs (compare-and-set writes).`,
 				// The archive holds history the WAL no longer has, so it is never rebuilt
 				// from the WAL: replaying it means finishing any interrupted batch and
 				// archiving what qualifies now.
-				if archiveLocation == "" {
-					return usageError{errors.New("--target archive needs --archive")}
-				}
 				if o.DryRun {
 					fmt.Fprintf(out, "archive: would archive orders terminal for longer than %s into %s\n", archiveAfter, archiveLocation)
 				} else {
@@ -91,9 +94,6 @@ where it differs. Safe while the pipeline runs (compare-and-set writes).`,
 				from, err := replay.StartSeq(ctx, js, o)
 				if err != nil {
 					return err
-				}
-				if o.OrderID != "" {
-					return usageError{fmt.Errorf("--order applies to kv only: ClickHouse rows are keyed, replay a range instead")}
 				}
 				if o.DryRun {
 					fmt.Fprintf(out, "clickhouse: would reset the sink consumer to WAL sequence %d\n", from)
@@ -130,7 +130,7 @@ where it differs. Safe while the pipeline runs (compare-and-set writes).`,
 	f := cmd.Flags()
 	f.StringVar(&target, "target", "kv", "projection: kv, clickhouse, archive or all (archived orders are rebuilt by none: their WAL is gone)")
 	f.StringVar(&archiveLocation, "archive", "", "archive location (directory or s3://bucket/prefix), for --target archive (or all)")
-	f.DurationVar(&archiveAfter, "archive-after", 7*24*time.Hour, "with --target archive: archive orders terminal for longer than this")
+	f.DurationVar(&archiveAfter, "archive-after", archive.DefaultMinAge, "with --target archive: archive orders terminal for longer than this")
 	f.Uint64Var(&o.FromSeq, "from-seq", 1, "first WAL sequence")
 	f.StringVar(&from, "from-time", "", "first WAL event at or after this RFC 3339 time (instead of --from-seq)")
 	f.StringVar(&o.OrderID, "order", "", "only this order")

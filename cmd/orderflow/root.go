@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"os"
 	"strings"
@@ -11,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/orderflow/orderflow/internal/app"
 	"github.com/orderflow/orderflow/internal/config"
 )
 
@@ -73,10 +73,11 @@ func (g *globals) clientURL() string {
 // connectJS is how every client command reaches NATS: one connection that rides
 // out reconnects, and its JetStream context.
 func connectJS(g *globals, name string, opts ...jetstream.JetStreamOpt) (*nats.Conn, jetstream.JetStream, error) {
-	nc, err := nats.Connect(g.clientURL(), nats.Name(name), nats.MaxReconnects(-1))
+	conns, err := app.Connect(g.clientURL(), name, 1)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect to NATS at %s: %w", g.clientURL(), err)
+		return nil, nil, err
 	}
+	nc := conns[0]
 	js, err := jetstream.New(nc, opts...)
 	if err != nil {
 		nc.Close()

@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/orderflow/orderflow/internal/app"
+	"github.com/orderflow/orderflow/sinks/archive"
 )
 
 func newServe(g *globals) *cobra.Command {
@@ -42,7 +43,7 @@ func newServe(g *globals) *cobra.Command {
 	f.DurationVar(&cfg.Topology.LanePinnedTTL, "lane-failover", 0, "how long a silent instance keeps its lanes before another takes over (default 10s)")
 	f.DurationVar(&cfg.Topology.LaneAckWait, "lane-ack-wait", 0, "how long before JetStream redelivers an event a lane has not acknowledged (default 30s)")
 	f.StringVar(&cfg.Archive.Location, "archive", "", "where archived orders go as Parquet files: a directory or s3://bucket/prefix?endpoint=host:port (default <data-dir>/archive with the embedded server; off with --nats-url unless set)")
-	f.DurationVar(&cfg.Archive.MinAge, "archive-after", 7*24*time.Hour, "archive orders terminal for longer than this, then purge them from the WAL")
+	f.DurationVar(&cfg.Archive.MinAge, "archive-after", archive.DefaultMinAge, "archive orders terminal for longer than this, then purge them from the WAL")
 	f.DurationVar(&cfg.Archive.Interval, "archive-interval", time.Minute, "how often to look for orders to archive")
 	f.BoolVar(&noArchive, "no-archive", false, "never archive or purge the WAL")
 	f.StringVar(&cfg.ClickHouse.DSN, "clickhouse-dsn", "", "turn the ClickHouse sink on, e.g. clickhouse://127.0.0.1:9000/orderflow (native protocol)")

@@ -126,7 +126,8 @@ func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) {
 	}
 	v, err := s.reader.Get(r.Context(), id)
 	if errors.Is(err, orders.ErrNotFound) {
-		if o, ok := s.archived(w, r, id); ok {
+		var o *archive.Order
+		if o, err = s.archived(r.Context(), id); o != nil {
 			writeJSON(w, http.StatusOK, archivedView{View: o.Current, Archived: true, ArchivedWalSeq: o.WalSeq})
 			return
 		}
@@ -145,18 +146,21 @@ type archivedView struct {
 	ArchivedWalSeq uint64 `json:"archived_wal_seq"`
 }
 
-// archived looks an order up in the archive; ok is false when there is no archive,
-// the order is not in it, or the lookup failed (then it has answered the request).
-func (s *Server) archived(w http.ResponseWriter, r *http.Request, id string) (*archive.Order, bool) {
+// archived looks up, in the archive, an order the live read path did not find. It
+// returns the order, or orders.ErrNotFound when there is no archive or the order is
+// not in it, or the lookup's error: an archive outage is not a 404.
+func (s *Server) archived(ctx context.Context, id string) (*archive.Order, error) {
 	if s.archive == nil {
-		return nil, false
+		return nil, orders.ErrNotFound
 	}
-	o, found, err := s.archive.Lookup(r.Context(), id)
-	if err != nil {
-		s.logger.Error("archive lookup failed", "order", id, "err", err)
-		return nil, false
+	o, found, err := s.archive.Lookup(ctx, id)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("archive lookup of %s: %w", id, err)
+	case !found:
+		return nil, orders.ErrNotFound
 	}
-	return o, found
+	return o, nil
 }
 
 func (s *Server) getTimeline(w http.ResponseWriter, r *http.Request) {
@@ -166,7 +170,8 @@ func (s *Server) getTimeline(w http.ResponseWriter, r *http.Request) {
 	}
 	tl, err := s.reader.Timeline(r.Context(), id)
 	if errors.Is(err, orders.ErrNotFound) {
-		if o, ok := s.archived(w, r, id); ok {
+		var o *archive.Order
+		if o, err = s.archived(r.Context(), id); o != nil {
 			writeJSON(w, http.StatusOK, o)
 			return
 		}

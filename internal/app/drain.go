@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -70,7 +69,7 @@ func WaitDrained(ctx context.Context, js jetstream.JetStream, timeout time.Durat
 			}
 			// A checkpoint only moves forward; a lower value is a stale write (an
 			// instance that lost the lane), not lost progress.
-			if pos, err := strconv.ParseUint(string(e.Value()), 10, 64); err == nil {
+			if pos, err := topology.ParseCheckpoint(e.Value()); err == nil {
 				reached[e.Key()] = max(reached[e.Key()], pos)
 			}
 		case <-ctx.Done():

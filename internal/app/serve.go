@@ -124,11 +124,15 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	if err != nil {
 		return err
 	}
-	deps, err := newDeps(ctx, js, topo, metrics, log)
+	// The read path has the main connection to itself.
+	walLog, err := wal.Open(ctx, js)
 	if err != nil {
 		return err
 	}
-	walLog, snaps := deps.Log, deps.Snapshots
+	snaps, err := snapshot.Open(ctx, js, topo.TerminalTTL)
+	if err != nil {
+		return err
+	}
 	// The pipeline's subscriber drains its connection on close, so it gets its own.
 	status, err := pipelines.NewStatusPipeline(conns[1], topo, cfg.Lane, laneDeps)
 	if err != nil {

@@ -143,6 +143,7 @@ type Result struct {
 // server, the publisher, the pipeline, the garbage collector and whatever runs
 // when idle, so at low rates it includes a share of fixed work.
 type Cost struct {
+	Events         uint64  `json:"events"`
 	CPUPerEvent    float64 `json:"cpu_us_per_event"`
 	WritesPerEvent float64 `json:"snapshot_writes_per_event"`
 	// Cores is the CPU over the phase's wall time: 2 is a saturated machine here.
@@ -174,6 +175,7 @@ func (m meter) cost(ctx context.Context) (Cost, error) {
 	}
 	n := float64(events - m.events)
 	return Cost{
+		Events:         events - m.events,
 		CPUPerEvent:    float64(cpu) / float64(time.Microsecond) / n,
 		WritesPerEvent: float64(writes-m.writes) / n,
 		Cores:          cpu.Seconds() / wall.Seconds(),
@@ -550,10 +552,6 @@ func maxLiveRate(ctx context.Context, js jetstream.JetStream, cfg Config) (float
 	if err != nil {
 		return 0, Cost{}, err
 	}
-	before, err := stream(ctx, js)
-	if err != nil {
-		return 0, Cost{}, err
-	}
 	m, err := startMeter(ctx, js)
 	if err != nil {
 		return 0, Cost{}, err
@@ -570,11 +568,7 @@ func maxLiveRate(ctx context.Context, js jetstream.JetStream, cfg Config) (float
 	if err != nil {
 		return 0, Cost{}, err
 	}
-	after, err := stream(ctx, js)
-	if err != nil {
-		return 0, Cost{}, err
-	}
-	return float64(after.State.LastSeq-before.State.LastSeq) / elapsed.Seconds(), cost, nil
+	return float64(cost.Events) / elapsed.Seconds(), cost, nil
 }
 
 // sampleEvery picks the orders whose latency is measured: one in sampleEvery.

@@ -6,6 +6,7 @@ package topology
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -230,6 +231,19 @@ func (t Topology) StatusBucketConfig() jetstream.KeyValueConfig {
 		Replicas:       t.Replicas,
 		LimitMarkerTTL: t.ExpiredMarkerTTL,
 	}
+}
+
+// FormatCheckpoint is a lane checkpoint as KV order_lanes holds it: the WAL
+// sequence in decimal.
+func FormatCheckpoint(seq uint64) []byte { return strconv.AppendUint(nil, seq, 10) }
+
+// ParseCheckpoint reads a value FormatCheckpoint wrote.
+func ParseCheckpoint(v []byte) (uint64, error) {
+	seq, err := strconv.ParseUint(string(v), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("lane checkpoint %q: %w", v, err)
+	}
+	return seq, nil
 }
 
 // LanesBucketConfig is KV order_lanes, the lane checkpoints.

@@ -568,8 +568,8 @@ func (a *Archiver) durableUpTo(ctx context.Context, last uint64) ([]uint64, erro
 		if err != nil {
 			return nil, fmt.Errorf("lane checkpoint %s: %w", name, err)
 		}
-		if _, err := fmt.Sscanf(string(kve.Value()), "%d", &safe[p]); err != nil {
-			return nil, fmt.Errorf("lane checkpoint %s: %q: %w", name, kve.Value(), err)
+		if safe[p], err = topology.ParseCheckpoint(kve.Value()); err != nil {
+			return nil, fmt.Errorf("lane %s: %w", name, err)
 		}
 	}
 	lister := a.stream.ListConsumers(ctx)

@@ -21,6 +21,10 @@ const (
 	FailAfterPurge = "archive-after-purge"
 )
 
+// DefaultMinAge is how long the commands wait, by default, before archiving a
+// finished order.
+const DefaultMinAge = 7 * 24 * time.Hour
+
 // Config tunes the archiver. Zero values take the defaults of SetDefaults.
 type Config struct {
 	// Location names the store the Parquet files go to: a local directory, or
