@@ -99,7 +99,7 @@ func TestMilestonesExactlyOnceUnderFaults(t *testing.T) {
 	if diffs := verify.DiffMilestones(want, got); len(diffs) > 0 {
 		t.Fatalf("%d orders with wrong milestones, first: %s", len(diffs), diffs[0])
 	}
-	waitConsumed(t, env.JS, consumers.Billing.Name)
+	waitConsumed(t, env.JS, topology.MilestonesStream, consumers.Billing.Name)
 	ledger, err := consumers.Billing.Ledger(ctx, env.JS)
 	if err != nil {
 		t.Fatal(err)
@@ -141,11 +141,12 @@ func countKinds(m verify.Milestones) int {
 }
 
 // waitConsumed waits until a durable consumer of ORDER_MILESTONES has nothing pending.
-func waitConsumed(t *testing.T, js jetstream.JetStream, name string) {
+// waitConsumed waits until stream's durable consumer name has nothing pending.
+func waitConsumed(t *testing.T, js jetstream.JetStream, stream, name string) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		c, err := js.Consumer(context.Background(), topology.MilestonesStream, name)
+		c, err := js.Consumer(context.Background(), stream, name)
 		if err == nil {
 			if info, err := c.Info(context.Background()); err == nil && info.NumPending == 0 && info.NumAckPending == 0 {
 				return

@@ -15,6 +15,8 @@ import (
 
 	"github.com/orderflow/orderflow/internal/replay"
 	"github.com/orderflow/orderflow/internal/verify"
+	"github.com/orderflow/orderflow/pipelines/topology"
+	"github.com/orderflow/orderflow/schemas"
 	"github.com/orderflow/orderflow/sinks/archive"
 	chsink "github.com/orderflow/orderflow/sinks/clickhouse"
 )
@@ -153,7 +155,13 @@ func newVerify(g *globals) *cobra.Command {
 				return err
 			}
 			defer nc.Close()
-			rep, err := verify.Check(cmd.Context(), js)
+			// One pass over the WAL serves both checks.
+			events := map[string]uint64{}
+			want, err := verify.FoldWAL(cmd.Context(), js, topology.WALPrefix+".>", func(ev *schemas.Event, _ uint64) { events[ev.OrderID]++ })
+			if err != nil {
+				return err
+			}
+			rep, err := verify.Check(cmd.Context(), js, want)
 			if err != nil {
 				return err
 			}
@@ -164,7 +172,7 @@ func newVerify(g *globals) *cobra.Command {
 					return err
 				}
 				defer conn.Close()
-				if rows, err = verify.CheckClickHouse(cmd.Context(), js, conn); err != nil {
+				if rows, err = verify.CheckClickHouse(cmd.Context(), conn, want, events); err != nil {
 					return err
 				}
 			}

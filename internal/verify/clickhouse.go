@@ -6,10 +6,8 @@ import (
 	"sort"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/orderflow/orderflow/pipelines/topology"
-	"github.com/orderflow/orderflow/schemas"
+	"github.com/orderflow/orderflow/handlers/resolver"
 )
 
 // RowDifference is one order whose ClickHouse rows disagree with the WAL.
@@ -20,16 +18,14 @@ type RowDifference struct {
 
 func (d RowDifference) String() string { return fmt.Sprintf("order %s: %s", d.OrderID, d.What) }
 
-// CheckClickHouse compares ClickHouse with the WAL: every order's newest `orders`
-// row must carry the recomputed status, source, prediction flag and ids, and
-// `order_events` must hold exactly the order's WAL events. Orders the sink has not
-// reached yet are reported too: run it when the sink has caught up.
-func CheckClickHouse(ctx context.Context, js jetstream.JetStream, conn driver.Conn) ([]RowDifference, error) {
-	events := map[string]uint64{}
-	want, err := FoldWAL(ctx, js, topology.WALPrefix+".>", func(ev *schemas.Event, _ uint64) { events[ev.OrderID]++ })
-	if err != nil {
-		return nil, err
-	}
+// CheckClickHouse compares ClickHouse with the WAL, folded once by the caller
+// (FoldWAL): want is every order's recomputed state and events its count of valid
+// WAL events. Every order's newest `orders` row must carry the recomputed status,
+// source, prediction flag and ids, and `order_events` must hold exactly the order's
+// valid WAL events (rows of events the DLQ took carry no event id and are not
+// counted). Orders the sink has not reached yet are reported too: run it when the
+// sink has caught up.
+func CheckClickHouse(ctx context.Context, conn driver.Conn, want map[string]*resolver.State, events map[string]uint64) ([]RowDifference, error) {
 	type row struct {
 		status, source, customer, restaurant, dasher string
 		predicted                                    uint8
@@ -51,7 +47,7 @@ func CheckClickHouse(ctx context.Context, js jetstream.JetStream, conn driver.Co
 	}
 	rows.Close()
 	counts := map[string]uint64{}
-	rows, err = conn.Query(ctx, `SELECT order_id, uniqExact(wal_seq) FROM order_events GROUP BY order_id`)
+	rows, err = conn.Query(ctx, `SELECT order_id, uniqExactIf(wal_seq, event_id != '') FROM order_events GROUP BY order_id`)
 	if err != nil {
 		return nil, fmt.Errorf("read order_events: %w", err)
 	}
