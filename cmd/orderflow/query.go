@@ -28,7 +28,7 @@ func openClickHouse(ctx context.Context, dsn string) (driver.Conn, error) {
 	return conn, nil
 }
 
-func newMigrate(g *globals) *cobra.Command {
+func newMigrate() *cobra.Command {
 	var dsn string
 	cmd := &cobra.Command{
 		Use:   "migrate",
@@ -57,7 +57,7 @@ func newMigrate(g *globals) *cobra.Command {
 	return cmd
 }
 
-func newQuery(g *globals) *cobra.Command {
+func newQuery() *cobra.Command {
 	root := &cobra.Command{Use: "query", Short: "Analyst queries over ClickHouse"}
 	root.AddCommand(newQueryOrders(), newQueryStats())
 	return root
@@ -66,7 +66,6 @@ func newQuery(g *globals) *cobra.Command {
 func newQueryOrders() *cobra.Command {
 	var (
 		dsn, customer, restaurant, dasher string
-		v                                 = url.Values{}
 		status, since, until, cursor      string
 		limit                             int
 		asJSON                            bool
@@ -86,12 +85,14 @@ func newQueryOrders() *cobra.Command {
 					entity, id = e.name, e.id
 				}
 			}
+			// The flags take the HTTP API's path through the one query parser.
+			v := url.Values{}
 			for k, val := range map[string]string{"status": status, "since": since, "until": until, "cursor": cursor} {
 				if val != "" {
 					v.Set(k, val)
 				}
 			}
-			if limit > 0 {
+			if cmd.Flags().Changed("limit") {
 				v.Set("limit", fmt.Sprint(limit))
 			}
 			q, err := chsink.ParseOrdersQuery(entity, id, v, time.Now())

@@ -58,9 +58,12 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, cfg Config) err
 		return fmt.Errorf("%w: %s has ack policy %s and filter %q, wanted %s and %q: delete it to rebuild ClickHouse from the WAL",
 			ErrIncompatibleConsumer, want.Durable, have.AckPolicy, have.FilterSubject, want.AckPolicy, want.FilterSubject)
 	}
-	want.DeliverPolicy, want.OptStartSeq, want.OptStartTime = have.DeliverPolicy, have.OptStartSeq, have.OptStartTime
-	want.InactiveThreshold = have.InactiveThreshold
-	if _, err := s.UpdateConsumer(ctx, want); err != nil {
+	// Start from what is there and set only what the sink owns: the start position
+	// (a replay may have reset it) and anything an operator or a tool set stay.
+	upd := have
+	upd.Description, upd.AckWait, upd.MaxDeliver, upd.MaxAckPending = want.Description, want.AckWait, want.MaxDeliver, want.MaxAckPending
+	upd.PriorityPolicy, upd.PriorityGroups, upd.PinnedTTL = want.PriorityPolicy, want.PriorityGroups, want.PinnedTTL
+	if _, err := s.UpdateConsumer(ctx, upd); err != nil {
 		return fmt.Errorf("update sink consumer %s: %w", want.Durable, err)
 	}
 	return nil

@@ -163,12 +163,10 @@ func TestFoldMatchesTimeline(t *testing.T) {
 				}
 			}
 			for i, id := range b.orders.orderID {
-				v := states[id].View()
 				if b.orders.version[i] < lastRow[id] {
 					t.Fatalf("order %s: version went back", id)
 				}
 				lastRow[id] = b.orders.version[i]
-				_ = v
 			}
 			for k := range numKinds {
 				r := &b.index[k]

@@ -553,10 +553,23 @@ func (s *Sink) fill(ctx, writeCtx context.Context, out chan<- *batch, upto uint6
 	return nil
 }
 
+// batchRoom is how many events a new batch makes room for: BatchSize, unless the
+// delivery that opens it says fewer are coming (pending on the server, plus what
+// a pull may already hold). A trickle then does not allocate full-size columns for
+// a batch of a few events; a batch that outgrows its room still grows.
+func (s *Sink) batchRoom(m jetstream.Msg) int {
+	if m != nil {
+		if meta, err := m.Metadata(); err == nil && meta.NumPending < uint64(s.cfg.BatchSize) {
+			return min(s.cfg.BatchSize, int(meta.NumPending)+s.cfg.PullMaxMessages+1)
+		}
+	}
+	return s.cfg.BatchSize
+}
+
 // add folds one record into the open batch and hands the batch over when full.
 func (s *Sink) add(ctx, writeCtx context.Context, out chan<- *batch, rec wal.Record, ev *schemas.Event, rej *handlers.Rejection, m jetstream.Msg) error {
 	if s.open == nil {
-		s.open = newBatch(s.cfg.BatchSize)
+		s.open = newBatch(s.batchRoom(m))
 	}
 	b := s.open
 	opening := b.empty()
