@@ -134,23 +134,30 @@ type Timeline struct {
 	Events  []TimelineEvent `json:"events"`
 }
 
+// Fold applies one WAL record to st and returns its timeline entry, with the
+// decision the rules give it now. A record Classify rejects leaves st as it was and
+// is entered as set aside (the DLQ holds it).
+func Fold(st *resolver.State, rec wal.Record) TimelineEvent {
+	te := TimelineEvent{WalSeq: rec.Seq, StoredAt: rec.Time}
+	ev, rej := handlers.Classify(rec.Subject, rec.Data, rec.Header)
+	if rej != nil {
+		te.Decision, te.Reason, te.Detail = string(resolver.Rejected), rej.Reason, rej.Detail
+		return te
+	}
+	d := st.Apply(ev, rec.Seq)
+	occurred := ev.OccurredAt
+	te.EventID, te.Source, te.SourceSeq, te.Status, te.ETA, te.OccurredAt = ev.EventID, ev.Source, ev.SourceSeq, ev.Status, ev.ETA, &occurred
+	te.Decision, te.Reason = string(d.Outcome), string(d.Reason)
+	return te
+}
+
 // Timeline refolds the order's whole WAL: decisions are recomputed, not stored, so
 // they always match the rules that produced the current status.
 func (r *Reader) Timeline(ctx context.Context, id string) (Timeline, error) {
 	tl := Timeline{OrderID: id, Events: []TimelineEvent{}}
 	st := resolver.New(id)
 	err := r.log.ReadOrder(ctx, id, 0, 0, func(rec wal.Record) error {
-		te := TimelineEvent{WalSeq: rec.Seq, StoredAt: rec.Time}
-		ev, rej := handlers.Classify(rec.Subject, rec.Data, rec.Header)
-		if rej != nil {
-			te.Decision, te.Reason, te.Detail = string(resolver.Rejected), rej.Reason, rej.Detail
-		} else {
-			d := st.Apply(ev, rec.Seq)
-			occurred := ev.OccurredAt
-			te.EventID, te.Source, te.SourceSeq, te.Status, te.ETA, te.OccurredAt = ev.EventID, ev.Source, ev.SourceSeq, ev.Status, ev.ETA, &occurred
-			te.Decision, te.Reason = string(d.Outcome), string(d.Reason)
-		}
-		tl.Events = append(tl.Events, te)
+		tl.Events = append(tl.Events, Fold(st, rec))
 		return nil
 	})
 	if err != nil {

@@ -8,8 +8,8 @@ import (
 
 	"github.com/parquet-go/parquet-go"
 
-	"github.com/orderflow/orderflow/handlers"
 	"github.com/orderflow/orderflow/handlers/resolver"
+	"github.com/orderflow/orderflow/internal/orders"
 	"github.com/orderflow/orderflow/internal/wal"
 )
 
@@ -95,26 +95,18 @@ func newFolder(id string, keep bool) *folder {
 func (f *folder) add(rec wal.Record) {
 	f.count++
 	f.last, f.lastAt = rec.Seq, rec.Time
-	ev, rej := handlers.Classify(rec.Subject, rec.Data, rec.Header)
-	row := EventRow{OrderID: f.id, WalSeq: rec.Seq, StoredAt: rec.Time.UTC(), Subject: rec.Subject, Body: rec.Data}
-	if rej != nil {
-		row.Decision, row.Reason, row.Detail = string(resolver.Rejected), rej.Reason, rej.Detail
-	} else {
-		was := f.st.Terminal()
-		d := f.st.Apply(ev, rec.Seq)
-		if !was && f.st.Terminal() {
-			f.terminalAt = rec.Time
-		}
-		if !f.keep {
-			return
-		}
-		occurred := ev.OccurredAt.UTC()
-		row.EventID, row.Source, row.SourceSeq, row.Status = ev.EventID, string(ev.Source), ev.SourceSeq, string(ev.Status)
-		row.OccurredAt, row.ETA = &occurred, utcPtr(ev.ETA)
-		row.Decision, row.Reason = string(d.Outcome), string(d.Reason)
+	was := f.st.Terminal()
+	te := orders.Fold(f.st, rec)
+	if !was && f.st.Terminal() {
+		f.terminalAt = rec.Time
 	}
 	if !f.keep {
 		return
+	}
+	row := EventRow{
+		OrderID: f.id, WalSeq: rec.Seq, StoredAt: rec.Time.UTC(), Subject: rec.Subject, Body: rec.Data,
+		EventID: te.EventID, Source: string(te.Source), SourceSeq: te.SourceSeq, Status: string(te.Status),
+		OccurredAt: utcPtr(te.OccurredAt), ETA: utcPtr(te.ETA), Decision: te.Decision, Reason: te.Reason, Detail: te.Detail,
 	}
 	if len(rec.Header) > 0 {
 		h, _ := json.Marshal(rec.Header) // a map of strings always marshals
