@@ -152,7 +152,7 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	var archiver *archive.Archiver
 	if cfg.Archive.Location != "" {
 		acfg := cfg.Archive
-		acfg.Logger, acfg.Registerer, acfg.Replicas = log, reg, topo.Replicas
+		acfg.Logger, acfg.Registerer = log, reg
 		if archiver, err = archive.New(ctx, js, acfg); err != nil {
 			return fmt.Errorf("archive: %w", err)
 		}

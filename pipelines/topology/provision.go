@@ -33,7 +33,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, t Topology) ([]Chang
 		}
 		changes = append(changes, c)
 	}
-	for _, cfg := range []jetstream.KeyValueConfig{t.StatusBucketConfig(), t.LanesBucketConfig()} {
+	for _, cfg := range []jetstream.KeyValueConfig{t.StatusBucketConfig(), t.LanesBucketConfig(), t.ArchiveBucketConfig()} {
 		c, err := provisionBucket(ctx, js, cfg)
 		if err != nil {
 			return changes, err

@@ -22,6 +22,9 @@ const (
 	// LanesBucket holds one checkpoint per lane: the WAL sequence below which every
 	// event's effect is durable in order_status (see handlers/lane.go).
 	LanesBucket = "order_lanes"
+	// ArchiveBucket is the archive's index (order id -> archive files) and its batch
+	// slot.
+	ArchiveBucket = "order_archive"
 
 	// EventsSubjects is where producers publish: orders.events.<source>.<order_id>.
 	EventsSubjects = "orders.events.*.*"
@@ -244,6 +247,18 @@ func ParseCheckpoint(v []byte) (uint64, error) {
 		return 0, fmt.Errorf("lane checkpoint %q: %w", v, err)
 	}
 	return seq, nil
+}
+
+// ArchiveBucketConfig is KV order_archive. The index must outlive everything, so
+// no TTL; history 1: the entry is the state, the files are the history.
+func (t Topology) ArchiveBucketConfig() jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:      ArchiveBucket,
+		Description: "orderflow archive index: order id -> archive files; the batch in progress",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    t.Replicas,
+	}
 }
 
 // LanesBucketConfig is KV order_lanes, the lane checkpoints.

@@ -40,8 +40,8 @@ type Archiver struct {
 	nextPartition int
 }
 
-// New binds to the topology (which must be provisioned), creates KV order_archive
-// if it is missing, and opens the store.
+// New binds to the topology, KV order_archive included (topology.Provision creates
+// it), and opens the store.
 func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Archiver, error) {
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -67,7 +67,7 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Archiver, er
 	if a.lanes, err = js.KeyValue(ctx, topology.LanesBucket); err != nil {
 		return nil, fmt.Errorf("open KV bucket %s: %w", topology.LanesBucket, err)
 	}
-	if a.idx, err = openIndex(ctx, js, cfg.Replicas); err != nil {
+	if a.idx, err = openIndex(ctx, js); err != nil {
 		return nil, err
 	}
 	if a.m, err = newMetrics(cfg.Registerer); err != nil {

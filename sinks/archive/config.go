@@ -47,8 +47,6 @@ type Config struct {
 	// MarkerTTL is how long KV order_status keeps the purge marker left where an
 	// archived order's snapshot was. Default 1h.
 	MarkerTTL time.Duration
-	// Replicas of the order_archive bucket when this archiver creates it. Default 1.
-	Replicas int
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Registerer receives the metrics; nil registers none.
@@ -71,9 +69,6 @@ func (c *Config) SetDefaults() {
 	}
 	if c.MarkerTTL == 0 {
 		c.MarkerTTL = time.Hour
-	}
-	if c.Replicas == 0 {
-		c.Replicas = 1
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -100,9 +95,6 @@ func (c Config) Validate() error {
 	}
 	if c.MarkerTTL < time.Second {
 		errs = append(errs, fmt.Errorf("marker TTL must be at least 1s, got %s", c.MarkerTTL))
-	}
-	if c.Replicas != 1 && c.Replicas != 3 && c.Replicas != 5 {
-		errs = append(errs, fmt.Errorf("replicas must be 1, 3 or 5, got %d", c.Replicas))
 	}
 	return errors.Join(errs...)
 }

@@ -8,25 +8,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-)
 
-// Bucket is the KV bucket of the archive index and the batch slot.
-const Bucket = "order_archive"
+	"github.com/orderflow/orderflow/pipelines/topology"
+)
 
 // slotKey holds the one batch in progress (see the package doc).
 const slotKey = "batch"
-
-// BucketConfig is KV order_archive. The index must outlive everything, so no TTL;
-// history 1: the entry is the state, the files are the history.
-func BucketConfig(replicas int) jetstream.KeyValueConfig {
-	return jetstream.KeyValueConfig{
-		Bucket:      Bucket,
-		Description: "orderflow archive index: order id -> archive files; the batch in progress",
-		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
-	}
-}
 
 // Entry is an order's index entry: the parts of its history in the archive, oldest
 // first. Usually one; a later part holds events that reached the WAL after the
@@ -107,16 +94,11 @@ type index struct {
 	kv jetstream.KeyValue
 }
 
-func openIndex(ctx context.Context, js jetstream.JetStream, replicas int) (*index, error) {
-	kv, err := js.KeyValue(ctx, Bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(ctx, BucketConfig(replicas))
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			kv, err = js.KeyValue(ctx, Bucket)
-		}
-	}
+// openIndex binds to KV order_archive, which topology.Provision creates.
+func openIndex(ctx context.Context, js jetstream.JetStream) (*index, error) {
+	kv, err := js.KeyValue(ctx, topology.ArchiveBucket)
 	if err != nil {
-		return nil, fmt.Errorf("open KV bucket %s: %w", Bucket, err)
+		return nil, fmt.Errorf("open KV bucket %s (run provisioning first): %w", topology.ArchiveBucket, err)
 	}
 	return &index{kv: kv}, nil
 }
