@@ -10,8 +10,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/orderflow/orderflow/handlers/fold"
 	"github.com/orderflow/orderflow/internal/wal"
 	"github.com/orderflow/orderflow/pipelines/topology"
+	"github.com/orderflow/orderflow/schemas"
 )
 
 // DLQ headers (public contract): why the event was set aside and where it came from.
@@ -40,7 +42,7 @@ func NewDLQ(js jetstream.JetStream) *DLQ { return &DLQ{js: js} }
 // Send stores rec in the DLQ and waits for the ack: the lane checkpoint may pass the
 // event only once it is durable there. The message id is derived from the WAL
 // sequence, so a replay after a crash does not set the same event aside twice.
-func (d *DLQ) Send(ctx context.Context, rec wal.Record, rej Rejection) error {
+func (d *DLQ) Send(ctx context.Context, rec wal.Record, rej fold.Rejection) error {
 	if rec.Header == nil {
 		// Lanes receive events without their headers; fetch the stored original.
 		orig, err := d.js.Stream(ctx, topology.EventsStream)
@@ -69,7 +71,7 @@ func (d *DLQ) Send(ctx context.Context, rec wal.Record, rej Rejection) error {
 	}
 	m.Header.Set(HeaderDLQReason, rej.Reason)
 	m.Header.Set(HeaderDLQDetail, detail)
-	m.Header.Set(HeaderOriginalSubject, topology.ProducerSubject(rec.Subject))
+	m.Header.Set(HeaderOriginalSubject, schemas.ProducerSubject(rec.Subject))
 	m.Header.Set(HeaderWALSubject, rec.Subject)
 	m.Header.Set(HeaderWALSeq, strconv.FormatUint(rec.Seq, 10))
 	m.Header.Set(nats.MsgIdHdr, "dlq-"+strconv.FormatUint(rec.Seq, 10))

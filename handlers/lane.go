@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/orderflow/orderflow/handlers/fold"
 	"github.com/orderflow/orderflow/handlers/outbox"
 	"github.com/orderflow/orderflow/handlers/resolver"
 	"github.com/orderflow/orderflow/internal/snapshot"
@@ -269,7 +270,7 @@ func (l *Lane) replay(ctx context.Context, ckpt, upto uint64) error {
 }
 
 // setAside stores rec in the DLQ, retrying until it is durable there.
-func (l *Lane) setAside(ctx context.Context, rec wal.Record, rej Rejection) error {
+func (l *Lane) setAside(ctx context.Context, rec wal.Record, rej fold.Rejection) error {
 	if err := retry(ctx, l.cfg.RetryBackoff, func() error { return l.d.DLQ.Send(ctx, rec, rej) }); err != nil {
 		return err
 	}
@@ -305,7 +306,7 @@ func (l *Lane) process(ctx context.Context, rec wal.Record) error {
 	if rec.Seq <= l.lastSeq {
 		return nil // already handled: a redelivery or a replay overlap
 	}
-	ev, rej := classifySafely(rec)
+	ev, rej := fold.Classify(rec)
 	if rej != nil {
 		if err := l.setAside(ctx, rec, *rej); err != nil {
 			return err
@@ -315,12 +316,12 @@ func (l *Lane) process(ctx context.Context, rec wal.Record) error {
 	}
 	e := l.load(ev.OrderID)
 	if rec.Seq > e.state.WalSeq() {
-		d, ok := applySafely(e.state, ev, rec.Seq)
+		d, ok := fold.Apply(e.state, ev, rec.Seq)
 		if !ok {
 			// The resolver is fuzzed never to panic; if it does, keep the lane going and
 			// set the event aside rather than wedge every order behind it.
 			l.rebuild(ctx, e, rec.Seq-1)
-			if err := l.setAside(ctx, rec, Rejection{ReasonHandlerPanic, "resolver panicked on this event"}); err != nil {
+			if err := l.setAside(ctx, rec, fold.Rejection{Reason: fold.ReasonHandlerPanic, Detail: "resolver panicked on this event"}); err != nil {
 				return err
 			}
 		} else {
@@ -392,8 +393,8 @@ func (l *Lane) catchUp(ctx context.Context, e *entry, upto uint64) error {
 		return nil
 	}
 	return l.d.Log.ReadOrder(ctx, e.id, e.state.WalSeq(), upto, func(r wal.Record) error {
-		if ev, rej := classifySafely(r); rej == nil {
-			if d, ok := applySafely(e.state, ev, r.Seq); ok && d.Changed {
+		if ev, rej := fold.Classify(r); rej == nil {
+			if d, ok := fold.Apply(e.state, ev, r.Seq); ok && d.Changed {
 				e.outbox.Update(e.state.Milestones())
 			}
 		}
@@ -883,24 +884,6 @@ func (l *Lane) flushLocked(ctx context.Context) error {
 		l.cond.Wait()
 	}
 	return nil
-}
-
-func classifySafely(rec wal.Record) (ev *schemas.Event, rej *Rejection) {
-	defer func() {
-		if recover() != nil {
-			ev, rej = nil, &Rejection{ReasonHandlerPanic, "decoding panicked on this event"}
-		}
-	}()
-	return Classify(rec.Subject, rec.Data, rec.Header)
-}
-
-func applySafely(st *resolver.State, ev *schemas.Event, seq uint64) (d resolver.Decision, ok bool) {
-	defer func() {
-		if recover() != nil {
-			ok = false
-		}
-	}()
-	return st.Apply(ev, seq), true
 }
 
 // retry calls fn until it succeeds or ctx ends, logging every tenth failure so a

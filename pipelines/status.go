@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderflow/orderflow/handlers"
+	"github.com/orderflow/orderflow/handlers/fold"
 	"github.com/orderflow/orderflow/internal/wal"
 	"github.com/orderflow/orderflow/pipelines/topology"
 )
@@ -114,7 +115,7 @@ func (laneUnmarshaler) Unmarshal(m jetstream.Msg) (*message.Message, error) {
 	// that one value so the lane sees what was stored, as every other reader does.
 	h := wal.StoredHeaders(m.Headers())
 	for k, vs := range h {
-		if len(vs) > 1 || handlers.ReservedHeader(k) {
+		if len(vs) > 1 || fold.ReservedHeader(k) {
 			md[mdHeaders] = encodeHeaders(h)
 			break
 		}

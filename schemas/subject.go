@@ -27,3 +27,21 @@ func ParseSubject(subject string) (src Source, orderID string, err error) {
 	}
 	return Source(tok), id, nil
 }
+
+// WALPrefix starts every stored WAL subject: the stream's subject transform turns
+// orders.events.<source>.<order_id> into orders.wal.<partition>.<source>.<order_id>.
+const WALPrefix = "orders.wal"
+
+// ProducerSubject turns a stored WAL subject back into the subject the producer
+// used; any other subject is returned as it is.
+func ProducerSubject(walSubject string) string {
+	rest, ok := strings.CutPrefix(walSubject, WALPrefix+".")
+	if !ok {
+		return walSubject
+	}
+	_, rest, ok = strings.Cut(rest, ".")
+	if !ok {
+		return walSubject
+	}
+	return SubjectPrefix + rest
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderflow/orderflow/handlers"
+	"github.com/orderflow/orderflow/handlers/fold"
 	"github.com/orderflow/orderflow/handlers/resolver"
 	"github.com/orderflow/orderflow/internal/app"
 	"github.com/orderflow/orderflow/internal/simulate"
@@ -192,8 +193,8 @@ func TestBlackBoxAnyOrderWithDuplicates(t *testing.T) {
 	}
 
 	// The DLQ holds each bad message with its reason.
-	want := []string{handlers.ReasonMalformedJSON, handlers.ReasonSourceMismatch, handlers.ReasonSchemaViolation, handlers.ReasonPayloadTooLarge,
-		handlers.ReasonDuplicateHeader, handlers.ReasonReservedHeader, handlers.ReasonMalformedJSON, handlers.ReasonSchemaViolation}
+	want := []string{fold.ReasonMalformedJSON, fold.ReasonSourceMismatch, fold.ReasonSchemaViolation, fold.ReasonPayloadTooLarge,
+		fold.ReasonDuplicateHeader, fold.ReasonReservedHeader, fold.ReasonMalformedJSON, fold.ReasonSchemaViolation}
 	dlq, err := js.Stream(ctx, topology.DLQStream)
 	if err != nil {
 		t.Fatal(err)
@@ -340,8 +341,8 @@ func TestForgedPinHeaderNeitherStallsNorLeaks(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r := m.Header.Get(handlers.HeaderDLQReason); r != handlers.ReasonReservedHeader {
-			t.Fatalf("DLQ message %d: reason %q, want %q", seq, r, handlers.ReasonReservedHeader)
+		if r := m.Header.Get(handlers.HeaderDLQReason); r != fold.ReasonReservedHeader {
+			t.Fatalf("DLQ message %d: reason %q, want %q", seq, r, fold.ReasonReservedHeader)
 		}
 	}
 }

@@ -17,7 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/orderflow/orderflow/handlers"
+	"github.com/orderflow/orderflow/handlers/fold"
 	"github.com/orderflow/orderflow/handlers/resolver"
 	"github.com/orderflow/orderflow/internal/orders"
 	"github.com/orderflow/orderflow/internal/wal"
@@ -253,11 +253,11 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			continue
 		}
-		ev, rej := handlers.Classify(m.Subject(), m.Data(), m.Headers())
+		ev, rej := fold.Classify(fold.Record{Seq: md.Sequence.Stream, Subject: m.Subject(), Data: m.Data(), Header: m.Headers()})
 		if rej != nil {
 			continue
 		}
-		st.Apply(ev, md.Sequence.Stream)
+		fold.Apply(st, ev, md.Sequence.Stream)
 		v := st.View()
 		if v.Status == "" || (v.Status == last.Status && v.Predicted == last.Predicted && v.StatusSource == last.StatusSource) {
 			continue

@@ -7,13 +7,11 @@ import (
 	"context"
 	"errors"
 	"sync"
-	"time"
 
-	"github.com/orderflow/orderflow/handlers"
+	"github.com/orderflow/orderflow/handlers/fold"
 	"github.com/orderflow/orderflow/handlers/resolver"
 	"github.com/orderflow/orderflow/internal/snapshot"
 	"github.com/orderflow/orderflow/internal/wal"
-	"github.com/orderflow/orderflow/schemas"
 )
 
 // ErrNotFound means the order has no accepted event.
@@ -69,8 +67,8 @@ func (r *Reader) Get(ctx context.Context, id string) (resolver.View, error) {
 	}
 	if last > c.st.WalSeq() {
 		err := r.log.ReadOrder(ctx, id, c.st.WalSeq(), last, func(rec wal.Record) error {
-			if ev, rej := handlers.Classify(rec.Subject, rec.Data, rec.Header); rej == nil {
-				c.st.Apply(ev, rec.Seq)
+			if ev, rej := fold.Classify(rec); rej == nil {
+				fold.Apply(c.st, ev, rec.Seq)
 			}
 			return nil
 		})
@@ -112,20 +110,7 @@ func (r *Reader) forget(id string) {
 }
 
 // TimelineEvent is one event of an order with the decision it got.
-type TimelineEvent struct {
-	WalSeq     uint64         `json:"wal_seq"`
-	EventID    string         `json:"event_id,omitempty"`
-	Source     schemas.Source `json:"source,omitempty"`
-	SourceSeq  uint64         `json:"source_seq,omitempty"`
-	Status     schemas.Status `json:"status,omitempty"`
-	ETA        *time.Time     `json:"eta,omitempty"`
-	OccurredAt *time.Time     `json:"occurred_at,omitempty"`
-	StoredAt   time.Time      `json:"stored_at"`
-	Decision   string         `json:"decision"`
-	Reason     string         `json:"reason"`
-	// Detail explains an event set aside in the DLQ.
-	Detail string `json:"detail,omitempty"`
-}
+type TimelineEvent = fold.TimelineEvent
 
 // Timeline is every event of an order in WAL order, and the view they resolve to.
 type Timeline struct {
@@ -134,30 +119,13 @@ type Timeline struct {
 	Events  []TimelineEvent `json:"events"`
 }
 
-// Fold applies one WAL record to st and returns its timeline entry, with the
-// decision the rules give it now. A record Classify rejects leaves st as it was and
-// is entered as set aside (the DLQ holds it).
-func Fold(st *resolver.State, rec wal.Record) TimelineEvent {
-	te := TimelineEvent{WalSeq: rec.Seq, StoredAt: rec.Time}
-	ev, rej := handlers.Classify(rec.Subject, rec.Data, rec.Header)
-	if rej != nil {
-		te.Decision, te.Reason, te.Detail = string(resolver.Rejected), rej.Reason, rej.Detail
-		return te
-	}
-	d := st.Apply(ev, rec.Seq)
-	occurred := ev.OccurredAt
-	te.EventID, te.Source, te.SourceSeq, te.Status, te.ETA, te.OccurredAt = ev.EventID, ev.Source, ev.SourceSeq, ev.Status, ev.ETA, &occurred
-	te.Decision, te.Reason = string(d.Outcome), string(d.Reason)
-	return te
-}
-
 // Timeline refolds the order's whole WAL: decisions are recomputed, not stored, so
 // they always match the rules that produced the current status.
 func (r *Reader) Timeline(ctx context.Context, id string) (Timeline, error) {
 	tl := Timeline{OrderID: id, Events: []TimelineEvent{}}
 	st := resolver.New(id)
 	err := r.log.ReadOrder(ctx, id, 0, 0, func(rec wal.Record) error {
-		tl.Events = append(tl.Events, Fold(st, rec))
+		tl.Events = append(tl.Events, fold.Step(st, rec))
 		return nil
 	})
 	if err != nil {

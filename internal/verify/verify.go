@@ -15,7 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/orderflow/orderflow/handlers"
+	"github.com/orderflow/orderflow/handlers/fold"
 	"github.com/orderflow/orderflow/handlers/outbox"
 	"github.com/orderflow/orderflow/handlers/resolver"
 	"github.com/orderflow/orderflow/internal/simulate"
@@ -96,7 +96,7 @@ func FoldWAL(ctx context.Context, js jetstream.JetStream, filter string, visit f
 	out := map[string]*resolver.State{}
 	last := s.CachedInfo().State.LastSeq
 	err = wal.ReadRange(ctx, js, filter, 1, last, func(r wal.Record) error {
-		ev, rej := handlers.Classify(r.Subject, r.Data, r.Header)
+		ev, rej := fold.Classify(r)
 		if rej != nil {
 			return nil
 		}
@@ -105,7 +105,7 @@ func FoldWAL(ctx context.Context, js jetstream.JetStream, filter string, visit f
 			st = resolver.New(ev.OrderID)
 			out[ev.OrderID] = st
 		}
-		st.Apply(ev, r.Seq)
+		fold.Apply(st, ev, r.Seq)
 		if visit != nil {
 			visit(ev, r.Seq)
 		}

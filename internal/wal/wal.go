@@ -14,17 +14,12 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/orderflow/orderflow/handlers/fold"
 	"github.com/orderflow/orderflow/pipelines/topology"
 )
 
-// Record is one stored WAL message.
-type Record struct {
-	Seq     uint64
-	Subject string // the stored subject, orders.wal.<partition>.<source>.<order_id>
-	Data    []byte
-	Header  nats.Header
-	Time    time.Time // when JetStream stored it
-}
+// Record is one stored WAL message; the fold package owns its meaning.
+type Record = fold.Record
 
 // pinIDHeader is the header a pinned consumer appends to every delivery.
 const pinIDHeader = "Nats-Pin-Id"

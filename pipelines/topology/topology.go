@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/orderflow/orderflow/schemas"
 )
 
 // Names of the public contract (DESIGN §2). Changing one needs a migration.
@@ -30,7 +32,7 @@ const (
 	EventsSubjects = "orders.events.*.*"
 	// WALPrefix is the stored subject prefix after partitioning:
 	// orders.wal.<partition>.<source>.<order_id>.
-	WALPrefix = "orders.wal"
+	WALPrefix = schemas.WALPrefix
 	// DLQPrefix is the DLQ subject prefix: orders.dlq.<reason>.
 	DLQPrefix = "orders.dlq"
 	// MilestonesPrefix is orders.milestones.<milestone>.<order_id>.
@@ -123,19 +125,6 @@ func LaneConsumer(partition int) string {
 // OrderWALFilter matches every WAL event of one order, whatever its partition and source.
 func OrderWALFilter(orderID string) string {
 	return WALPrefix + ".*.*." + orderID
-}
-
-// ProducerSubject turns a stored WAL subject back into the subject the producer used.
-func ProducerSubject(walSubject string) string {
-	rest, ok := strings.CutPrefix(walSubject, WALPrefix+".")
-	if !ok {
-		return walSubject
-	}
-	_, rest, ok = strings.Cut(rest, ".")
-	if !ok {
-		return walSubject
-	}
-	return "orders.events." + rest
 }
 
 // PartitionOf extracts the partition number from a WAL subject.

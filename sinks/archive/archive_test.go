@@ -18,7 +18,7 @@ import (
 	"github.com/parquet-go/parquet-go"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/orderflow/orderflow/handlers"
+	"github.com/orderflow/orderflow/handlers/fold"
 	"github.com/orderflow/orderflow/handlers/resolver"
 	"github.com/orderflow/orderflow/internal/app"
 	"github.com/orderflow/orderflow/internal/orders"
@@ -67,7 +67,7 @@ func newWorld(t *testing.T, seed int64, n int) *world {
 		t.Fatal(err)
 	}
 	err = wal.ReadRange(ctx, env.JS, topology.WALPrefix+".>", 1, s.CachedInfo().State.LastSeq, func(r wal.Record) error {
-		if _, id, err := schemas.ParseSubject(topology.ProducerSubject(r.Subject)); err == nil {
+		if _, id, err := schemas.ParseSubject(schemas.ProducerSubject(r.Subject)); err == nil {
 			w.walSeqs[id] = append(w.walSeqs[id], r.Seq)
 		}
 		return nil
@@ -404,7 +404,7 @@ func TestLateEvent(t *testing.T) {
 	if last, _ := w.log.LastSeq(ctx, id); last != 0 {
 		t.Fatalf("late event still in the WAL at %d", last)
 	}
-	ev, rej := handlers.Classify("orders.wal.0.estimator."+id, []byte(body), nil)
+	ev, rej := fold.Classify(fold.Record{Subject: "orders.wal.0.estimator." + id, Data: []byte(body)})
 	if rej != nil {
 		t.Fatal(rej)
 	}

@@ -455,7 +455,7 @@ func (a *Archiver) candidates(ctx context.Context) ([]batchOrder, int, error) {
 		a.nextPartition = (p + 1) % n
 		folds := map[string]*folder{}
 		err := wal.ReadRange(ctx, a.js, topology.LaneSubject(p), state.FirstSeq, upto, func(r wal.Record) error {
-			_, id, err := schemas.ParseSubject(topology.ProducerSubject(r.Subject))
+			_, id, err := schemas.ParseSubject(schemas.ProducerSubject(r.Subject))
 			if err != nil {
 				return nil // not an order's subject: never terminal, never archived
 			}

@@ -8,8 +8,8 @@ import (
 
 	"github.com/parquet-go/parquet-go"
 
+	"github.com/orderflow/orderflow/handlers/fold"
 	"github.com/orderflow/orderflow/handlers/resolver"
-	"github.com/orderflow/orderflow/internal/orders"
 	"github.com/orderflow/orderflow/internal/wal"
 )
 
@@ -96,7 +96,7 @@ func (f *folder) add(rec wal.Record) {
 	f.count++
 	f.last, f.lastAt = rec.Seq, rec.Time
 	was := f.st.Terminal()
-	te := orders.Fold(f.st, rec)
+	te := fold.Step(f.st, rec)
 	if !was && f.st.Terminal() {
 		f.terminalAt = rec.Time
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/orderflow/orderflow/handlers/fold"
 	"github.com/orderflow/orderflow/internal/simulate"
 	"github.com/orderflow/orderflow/internal/wal"
 	"github.com/orderflow/orderflow/pipelines/topology"
@@ -235,7 +236,7 @@ func benchClickHouse(ctx context.Context, js jetstream.JetStream, conn driver.Co
 	for i := 0; i < len(recs); i += batchSize {
 		b := &batch{}
 		for _, r := range recs[i:min(len(recs), i+batchSize)] {
-			ev, rej := classify(r)
+			ev, rej := fold.Classify(r)
 			if err := f.fold(ctx, r, ev, rej, b); err != nil {
 				return 0, err
 			}

@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/orderflow/orderflow/handlers"
+	"github.com/orderflow/orderflow/handlers/fold"
 	"github.com/orderflow/orderflow/handlers/resolver"
 	"github.com/orderflow/orderflow/internal/wal"
 	"github.com/orderflow/orderflow/schemas"
@@ -61,7 +61,7 @@ func newEntry(id string) *entry {
 // may then be damaged and the caller rebuilds it.
 func (e *entry) apply(rec wal.Record, ev *schemas.Event) (d resolver.Decision, o outcome, ok bool) {
 	before := e.view
-	if d, ok = applySafely(e.st, ev, rec.Seq); !ok {
+	if d, ok = fold.Apply(e.st, ev, rec.Seq); !ok {
 		return d, o, false
 	}
 	if e.events == 0 {
@@ -87,25 +87,6 @@ func (e *entry) apply(rec wal.Record, ev *schemas.Event) (d resolver.Decision, o
 		}
 	}
 	return d, o, true
-}
-
-func applySafely(st *resolver.State, ev *schemas.Event, seq uint64) (d resolver.Decision, ok bool) {
-	defer func() {
-		if recover() != nil {
-			ok = false
-		}
-	}()
-	return st.Apply(ev, seq), true
-}
-
-// classify is handlers.Classify that turns a panic into a rejection, as the lanes do.
-func classify(rec wal.Record) (ev *schemas.Event, rej *handlers.Rejection) {
-	defer func() {
-		if recover() != nil {
-			ev, rej = nil, &handlers.Rejection{Reason: handlers.ReasonHandlerPanic, Detail: "decoding panicked on this event"}
-		}
-	}()
-	return handlers.Classify(rec.Subject, rec.Data, rec.Header)
 }
 
 // OrderLog reads one order's events in WAL order, after < seq <= upto (upto 0:
@@ -159,7 +140,7 @@ func (f *folder) reset(fromStart bool) {
 
 // fold adds the rows of one WAL record to b. It fails only when ctx ends (WAL reads
 // are retried: skipping an order's history would record wrong decisions).
-func (f *folder) fold(ctx context.Context, rec wal.Record, ev *schemas.Event, rej *handlers.Rejection, b *batch) error {
+func (f *folder) fold(ctx context.Context, rec wal.Record, ev *schemas.Event, rej *fold.Rejection, b *batch) error {
 	if rej != nil {
 		b.events.addRejected(rec, rej)
 		return nil
@@ -180,7 +161,7 @@ func (f *folder) fold(ctx context.Context, rec wal.Record, ev *schemas.Event, re
 		if err := f.rebuildInto(ctx, e, rec.Seq-1); err != nil {
 			return err
 		}
-		d = resolver.Decision{Outcome: resolver.Rejected, Reason: handlers.ReasonHandlerPanic}
+		d = resolver.Decision{Outcome: resolver.Rejected, Reason: fold.ReasonHandlerPanic}
 		o = outcome{status: e.view.Status, predicted: e.view.Predicted}
 	}
 	b.events.addEvent(rec, ev, d, o)
@@ -251,7 +232,7 @@ func (f *folder) readOrder(ctx context.Context, id string, upto uint64) (*entry,
 				if skip[rec.Seq] {
 					return nil
 				}
-				ev, rej := classify(rec)
+				ev, rej := fold.Classify(rec)
 				if rej != nil {
 					return nil
 				}

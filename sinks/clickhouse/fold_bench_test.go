@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orderflow/orderflow/handlers/fold"
 	"github.com/orderflow/orderflow/internal/simulate"
 )
 
@@ -27,7 +28,7 @@ func BenchmarkFold(b *testing.B) {
 		f.reset(true)
 		bt := newBatch(20000)
 		for _, r := range w.records {
-			ev, rej := classify(r)
+			ev, rej := fold.Classify(r)
 			if err := f.fold(context.Background(), r, ev, rej, bt); err != nil {
 				b.Fatal(err)
 			}

@@ -15,7 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"pgregory.net/rapid"
 
-	"github.com/orderflow/orderflow/handlers"
+	"github.com/orderflow/orderflow/handlers/fold"
 	"github.com/orderflow/orderflow/handlers/resolver"
 	"github.com/orderflow/orderflow/internal/simulate"
 	"github.com/orderflow/orderflow/internal/wal"
@@ -109,7 +109,7 @@ func TestFoldMatchesTimeline(t *testing.T) {
 		want := map[uint64][2]string{}
 		states := map[string]*resolver.State{}
 		for _, r := range w.records {
-			ev, rej := handlers.Classify(r.Subject, r.Data, r.Header)
+			ev, rej := fold.Classify(r)
 			if rej != nil {
 				want[r.Seq] = [2]string{"rejected", rej.Reason}
 				continue
@@ -130,13 +130,13 @@ func TestFoldMatchesTimeline(t *testing.T) {
 			recs := w.records[i:min(n, i+chunk)]
 			var ups []lookup
 			for _, r := range recs {
-				if ev, rej := classify(r); rej == nil {
+				if ev, rej := fold.Classify(r); rej == nil {
 					ups = append(ups, lookup{ev.OrderID, r.Seq})
 				}
 			}
 			f.prefetch(context.Background(), ups)
 			for _, r := range recs {
-				ev, rej := classify(r)
+				ev, rej := fold.Classify(r)
 				if err := f.fold(context.Background(), r, ev, rej, b); err != nil {
 					t.Fatal(err)
 				}

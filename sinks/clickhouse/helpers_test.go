@@ -15,7 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/orderflow/orderflow/handlers"
+	"github.com/orderflow/orderflow/handlers/fold"
 	"github.com/orderflow/orderflow/handlers/resolver"
 	"github.com/orderflow/orderflow/internal/simulate"
 	"github.com/orderflow/orderflow/internal/testenv"
@@ -166,7 +166,7 @@ func walTruth(t testing.TB, js jetstream.JetStream) truth {
 	err := wal.ReadRange(context.Background(), js, topology.WALPrefix+".>", 1, lastWALSeq(t, js), func(r wal.Record) error {
 		_, token := subjectTokens(r.Subject)
 		tr.perOrder[token]++
-		ev, rej := handlers.Classify(r.Subject, r.Data, r.Header)
+		ev, rej := fold.Classify(r)
 		if rej != nil {
 			tr.rejected++
 			tr.decisions[r.Seq] = [3]string{token, string(resolver.Rejected), rej.Reason}

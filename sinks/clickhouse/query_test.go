@@ -16,7 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/orderflow/orderflow/handlers"
+	"github.com/orderflow/orderflow/handlers/fold"
 	"github.com/orderflow/orderflow/handlers/resolver"
 	"github.com/orderflow/orderflow/internal/simulate"
 	"github.com/orderflow/orderflow/internal/wal"
@@ -48,7 +48,7 @@ func foldQueryTruth(t testing.TB, js jetstream.JetStream) queryTruth {
 	tq := queryTruth{orders: map[string]*orderTruth{}}
 	states := map[string]*resolver.State{}
 	err := wal.ReadRange(context.Background(), js, topology.WALPrefix+".>", 1, lastWALSeq(t, js), func(r wal.Record) error {
-		ev, rej := handlers.Classify(r.Subject, r.Data, r.Header)
+		ev, rej := fold.Classify(r)
 		if rej != nil {
 			return nil
 		}

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/orderflow/orderflow/handlers"
+	"github.com/orderflow/orderflow/handlers/fold"
 	"github.com/orderflow/orderflow/handlers/resolver"
 	"github.com/orderflow/orderflow/internal/wal"
 	"github.com/orderflow/orderflow/pipelines/topology"
@@ -105,7 +105,7 @@ func subjectTokens(walSubject string) (source, orderID string) {
 
 // addRejected records an event that Classify set aside (the DLQ holds it): the
 // order and source come from the subject, as the producer addressed them.
-func (r *eventRows) addRejected(rec wal.Record, rej *handlers.Rejection) {
+func (r *eventRows) addRejected(rec wal.Record, rej *fold.Rejection) {
 	src, id := subjectTokens(rec.Subject)
 	detail := rej.Detail
 	if len(detail) > maxDetail {

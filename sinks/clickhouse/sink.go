@@ -17,7 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/orderflow/orderflow/handlers"
+	"github.com/orderflow/orderflow/handlers/fold"
 	"github.com/orderflow/orderflow/internal/wal"
 	"github.com/orderflow/orderflow/pipelines/topology"
 	"github.com/orderflow/orderflow/schemas"
@@ -301,7 +301,7 @@ type item struct {
 	md         *jetstream.MsgMetadata
 	rec        wal.Record
 	ev         *schemas.Event
-	rej        *handlers.Rejection
+	rej        *fold.Rejection
 	classified bool
 }
 
@@ -476,7 +476,7 @@ func (s *Sink) handleChunk(ctx, writeCtx context.Context, out chan<- *batch, chu
 			}
 		}
 		if !it.classified {
-			it.ev, it.rej = classify(it.rec)
+			it.ev, it.rej = fold.Classify(it.rec)
 		}
 		if err := s.add(ctx, writeCtx, out, it.rec, it.ev, it.rej, it.m); err != nil {
 			return items, err
@@ -512,7 +512,7 @@ func classifyAll(items []item) {
 	if workers <= 1 {
 		for i := range items {
 			if it := &items[i]; it.classified {
-				it.ev, it.rej = classify(it.rec)
+				it.ev, it.rej = fold.Classify(it.rec)
 			}
 		}
 		return
@@ -524,7 +524,7 @@ func classifyAll(items []item) {
 		wg.Go(func() {
 			for i := range part {
 				if it := &part[i]; it.classified {
-					it.ev, it.rej = classify(it.rec)
+					it.ev, it.rej = fold.Classify(it.rec)
 				}
 			}
 		})
@@ -541,7 +541,7 @@ func (s *Sink) fill(ctx, writeCtx context.Context, out chan<- *batch, upto uint6
 			return nil
 		}
 		n++
-		ev, rej := classify(rec)
+		ev, rej := fold.Classify(rec)
 		return s.add(ctx, writeCtx, out, rec, ev, rej, nil)
 	})
 	if err != nil {
@@ -567,7 +567,7 @@ func (s *Sink) batchRoom(m jetstream.Msg) int {
 }
 
 // add folds one record into the open batch and hands the batch over when full.
-func (s *Sink) add(ctx, writeCtx context.Context, out chan<- *batch, rec wal.Record, ev *schemas.Event, rej *handlers.Rejection, m jetstream.Msg) error {
+func (s *Sink) add(ctx, writeCtx context.Context, out chan<- *batch, rec wal.Record, ev *schemas.Event, rej *fold.Rejection, m jetstream.Msg) error {
 	if s.open == nil {
 		s.open = newBatch(s.batchRoom(m))
 	}

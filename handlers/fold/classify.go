@@ -1,12 +1,9 @@
-package handlers
+package fold
 
 import (
 	"strconv"
 	"strings"
 
-	"github.com/nats-io/nats.go"
-
-	"github.com/orderflow/orderflow/pipelines/topology"
 	"github.com/orderflow/orderflow/schemas"
 )
 
@@ -30,8 +27,18 @@ type Rejection struct {
 }
 
 // Classify turns a stored WAL record into a valid event or a rejection. It is pure
-// and total: any bytes and headers give one or the other, never a panic.
-func Classify(walSubject string, data []byte, header nats.Header) (*schemas.Event, *Rejection) {
+// and total: any bytes and headers give one or the other, never a panic (a panic in
+// decoding becomes a handler_panic rejection).
+func Classify(rec Record) (ev *schemas.Event, rej *Rejection) {
+	defer func() {
+		if recover() != nil {
+			ev, rej = nil, &Rejection{ReasonHandlerPanic, "decoding panicked on this event"}
+		}
+	}()
+	return classify(rec.Subject, rec.Data, rec.Header)
+}
+
+func classify(walSubject string, data []byte, header map[string][]string) (*schemas.Event, *Rejection) {
 	if len(data) > schemas.MaxEventBytes {
 		return nil, &Rejection{ReasonPayloadTooLarge, "body exceeds the event size limit"}
 	}
@@ -48,7 +55,7 @@ func Classify(walSubject string, data []byte, header nats.Header) (*schemas.Even
 			return nil, &Rejection{ReasonReservedHeader, "header " + k + " is reserved for the NATS server"}
 		}
 	}
-	subject := topology.ProducerSubject(walSubject)
+	subject := schemas.ProducerSubject(walSubject)
 	e, err := schemas.Decode(subject, data)
 	if err == nil {
 		return e, nil
