@@ -153,6 +153,9 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	if cfg.Archive.Location != "" {
 		acfg := cfg.Archive
 		acfg.Logger, acfg.Registerer = log, reg
+		if fps := handlers.FailpointsFromEnv(); fps != nil && acfg.Failpoint == nil {
+			acfg.Failpoint = func(step string) error { fps.Hit(step); return nil }
+		}
 		if archiver, err = archive.New(ctx, js, acfg); err != nil {
 			return fmt.Errorf("archive: %w", err)
 		}
@@ -265,13 +268,14 @@ func newDeps(ctx context.Context, js jetstream.JetStream, topo topology.Topology
 	if err != nil {
 		return handlers.Deps{}, err
 	}
-	ckpts, err := js.KeyValue(ctx, topology.LanesBucket)
+	lanes, err := handlers.NewJetStreamLanes(ctx, js)
 	if err != nil {
 		return handlers.Deps{}, err
 	}
 	return handlers.Deps{
-		JS: js, Log: walLog, Snapshots: snaps, Checkpoints: ckpts,
+		Orders: walLog, Lanes: lanes, Snapshots: snaps,
 		DLQ: handlers.NewDLQ(js), Milestones: handlers.NewMilestonePublisher(js), Metrics: m, Logger: log,
+		Failpoints: handlers.FailpointsFromEnv(),
 	}, nil
 }
 

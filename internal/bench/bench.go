@@ -488,12 +488,12 @@ func watermillFloor(ctx context.Context, url string, topo topology.Topology, n i
 	defer rc.Close()
 	var got atomic.Int64
 	done := make(chan struct{})
-	r, err := pipelines.NewLaneRouter(rc, topo, log, name, func(context.Context, int, handlers.Delivery) error {
-		if got.Add(1) == int64(n) {
+	r, err := pipelines.NewLaneRouter(rc, topo, log, name, func(_ context.Context, _ int, batch []handlers.Delivery) error {
+		if got.Add(int64(len(batch))) == int64(n) {
 			close(done)
 		}
 		return nil
-	})
+	}, nil)
 	if err != nil {
 		return 0, err
 	}

@@ -29,6 +29,8 @@ type Service struct {
 	Kinds []string
 	// Effect describes what the service does for a milestone, e.g. "charge".
 	Effect func(kind string) string
+	// Failpoints crash the service at named points in fault tests; nil otherwise.
+	Failpoints handlers.Failpoints
 }
 
 // Billing charges on delivered (and reinstated) and refunds a revoked delivery.
@@ -122,7 +124,7 @@ func (s Service) handle(ctx context.Context, kv jetstream.KeyValue, m jetstream.
 	if err != nil {
 		return err
 	}
-	handlers.Failpoint(handlers.FailConsumerAfterRecord)
+	s.Failpoints.Hit(handlers.FailConsumerAfterRecord)
 	fmt.Fprintf(out, "%s: %s for order %s (%s)\n", s.Name, rec.Effect, orderID, kind)
 	return nil
 }
