@@ -46,7 +46,9 @@ func testEncode(st *resolver.State, ob outbox.Outbox) ([]byte, error) {
 }
 
 // fataler is what both *testing.T and *rapid.T offer.
-type fataler interface{ Fatalf(format string, args ...any) }
+type fataler interface {
+	Fatalf(format string, args ...any)
+}
 
 type stored struct {
 	State  json.RawMessage `json:"state"`
