@@ -21,10 +21,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/orderflow/orderflow/internal/api"
-	"github.com/orderflow/orderflow/internal/orders"
-	"github.com/orderflow/orderflow/internal/snapshot"
+	"github.com/orderflow/orderflow/internal/orders/orderstest"
 	"github.com/orderflow/orderflow/internal/testenv"
-	"github.com/orderflow/orderflow/internal/wal"
 	"github.com/orderflow/orderflow/schemas"
 )
 
@@ -34,17 +32,9 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 func serve(t *testing.T) (*testenv.NATSEnv, *httptest.Server) {
 	t.Helper()
 	env := testenv.WAL(t, 4)
-	ctx := context.Background()
-	log, err := wal.Open(ctx, env.JS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	snaps, err := snapshot.Open(ctx, env.JS, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rp := orderstest.New(t, env)
 	s := api.New(api.Config{
-		Reader: orders.NewReader(log, snaps, 100), JS: env.JS, Log: log, Registry: prometheus.NewRegistry(),
+		Reader: rp.Reader, JS: env.JS, Log: rp.Log, Registry: prometheus.NewRegistry(),
 		Ready: func() error { return nil }, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	srv := httptest.NewServer(s.Handler())
@@ -60,7 +50,7 @@ func TestOrderAnswers(t *testing.T) {
 	estimate := testenv.Event("o-1", schemas.SourceEstimator, 1, schemas.StatusPreparing)
 	eta := testenv.EventsEpoch.Add(40 * time.Minute)
 	estimate.ETA = &eta
-	env.PublishRaw(t, schemas.Subject(schemas.SourceEstimator, "o-1"), estimate.EventID, mustJSON(t, estimate))
+	env.PublishRaw(t, schemas.Subject(schemas.SourceEstimator, "o-1"), estimate.EventID, testenv.EventJSON(t, estimate))
 	env.PublishRaw(t, schemas.Subject(schemas.SourceDriver, "o-1"), "", []byte(`{"schema_version":1,"event_id":"x"}`))
 
 	for _, tc := range []struct{ name, path string }{
@@ -143,20 +133,11 @@ func TestWatch(t *testing.T) {
 	transcript = append(transcript, next())
 	// Neither a retry past the duplicate window nor a rejected event is a change.
 	created := testenv.Event("o-w", schemas.SourcePlatform, 1, schemas.StatusCreated)
-	env.PublishRaw(t, schemas.Subject(created.Source, "o-w"), "retry", mustJSON(t, created))
+	env.PublishRaw(t, schemas.Subject(created.Source, "o-w"), "retry", testenv.EventJSON(t, created))
 	env.PublishRaw(t, schemas.Subject(schemas.SourceDriver, "o-w"), "", []byte(`nonsense`))
 	env.Publish(t, testenv.Event("o-w", schemas.SourceDriver, 1, schemas.StatusPickedUp))
 	transcript = append(transcript, next())
 	golden(t, "watch.golden", strings.Join(transcript, "\n\n")+"\n")
-}
-
-func mustJSON(t *testing.T, ev schemas.Event) []byte {
-	t.Helper()
-	b, err := json.Marshal(ev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 // storedAt is the time JetStream stored an event: it differs between runs.

@@ -2,36 +2,26 @@ package orders_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/orderflow/orderflow/handlers/outbox"
 	"github.com/orderflow/orderflow/handlers/resolver"
 	"github.com/orderflow/orderflow/internal/orders"
+	"github.com/orderflow/orderflow/internal/orders/orderstest"
 	"github.com/orderflow/orderflow/internal/snapshot"
 	"github.com/orderflow/orderflow/internal/testenv"
-	"github.com/orderflow/orderflow/internal/wal"
 	"github.com/orderflow/orderflow/schemas"
 )
 
 func newReader(t *testing.T) (*testenv.NATSEnv, *snapshot.Store, *orders.Reader) {
 	t.Helper()
 	env := testenv.WAL(t, 4)
-	ctx := context.Background()
-	log, err := wal.Open(ctx, env.JS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	snaps, err := snapshot.Open(ctx, env.JS, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return env, snaps, orders.NewReader(log, snaps, 100)
+	rp := orderstest.New(t, env)
+	return env, rp.Snaps, rp.Reader
 }
 
 // TestGetFoldsTheWALAfterTheSnapshot: a cold read starts from the stored snapshot
@@ -125,9 +115,9 @@ func TestTimelineDecisions(t *testing.T) {
 	env.Publish(t, testenv.Event(id, schemas.SourceMerchant, 2, schemas.StatusPreparing))
 	env.Publish(t, testenv.Event(id, schemas.SourceMerchant, 1, schemas.StatusConfirmed)) // older source_seq
 	again := created
-	env.PublishRaw(t, schemas.Subject(again.Source, id), "retry-past-the-window", mustJSON(t, again)) // same event id
+	env.PublishRaw(t, schemas.Subject(again.Source, id), "retry-past-the-window", testenv.EventJSON(t, again)) // same event id
 	env.PublishRaw(t, schemas.Subject(schemas.SourceDriver, id), "",
-		mustJSON(t, testenv.Event(id, schemas.SourceMerchant, 3, schemas.StatusReadyForPickup))) // source differs from the subject
+		testenv.EventJSON(t, testenv.Event(id, schemas.SourceMerchant, 3, schemas.StatusReadyForPickup))) // source differs from the subject
 	env.Publish(t, testenv.Event(id, schemas.SourceDriver, 1, schemas.StatusPickedUp))
 	env.Publish(t, testenv.Event(id, schemas.SourceMerchant, 3, schemas.StatusReadyForPickup)) // behind picked_up
 
@@ -154,15 +144,6 @@ func TestTimelineDecisions(t *testing.T) {
 	if tl.Current == nil || tl.Current.Status != schemas.StatusPickedUp || tl.Current.WalSeq != 7 {
 		t.Fatalf("current %+v, want picked_up at 7", tl.Current)
 	}
-}
-
-func mustJSON(t *testing.T, ev schemas.Event) []byte {
-	t.Helper()
-	b, err := json.Marshal(ev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 func join(lines []string) string { return "  " + strings.Join(lines, "\n  ") }

@@ -51,11 +51,17 @@ func Event(id string, src schemas.Source, seq uint64, status schemas.Status) sch
 // returns its WAL sequence.
 func (e *NATSEnv) Publish(t testing.TB, ev schemas.Event) uint64 {
 	t.Helper()
+	return e.PublishRaw(t, schemas.Subject(ev.Source, ev.OrderID), ev.EventID, EventJSON(t, ev))
+}
+
+// EventJSON is ev's body as a producer sends it.
+func EventJSON(t testing.TB, ev schemas.Event) []byte {
+	t.Helper()
 	body, err := json.Marshal(ev)
 	if err != nil {
 		t.Fatalf("testenv: encode event: %v", err)
 	}
-	return e.PublishRaw(t, schemas.Subject(ev.Source, ev.OrderID), ev.EventID, body)
+	return body
 }
 
 // PublishRaw publishes body to subject, with msgID as Nats-Msg-Id unless empty,
