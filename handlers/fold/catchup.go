@@ -23,7 +23,9 @@ func (e *PanicError) Error() string {
 // Catchup folds stored records into order states the way every reader that
 // catches up on the WAL does (the read path after a snapshot, the API's watch,
 // verify, replay, the sinks' and the lanes' rebuilds): a record Classify rejects
-// is left out, as the lanes set it aside, and every other one goes through Apply.
+// is left out, as the lanes set it aside, and so is one the state already holds
+// (at or below its wal_seq: a read that overlaps a snapshot); every other one goes
+// through Apply.
 // Its Record method has the shape of the callbacks the WAL readers take.
 type Catchup struct {
 	// State returns the state an event of orderID folds into (Into: always one).
@@ -32,8 +34,9 @@ type Catchup struct {
 	// pass (see Rebuild).
 	Skip map[uint64]bool
 	// Then, when set, sees every applied event with its order's state after it and
-	// the decision.
-	Then func(st *resolver.State, rec Record, ev *schemas.Event, d resolver.Decision)
+	// the decision. An error it returns stops the fold and is returned as it is
+	// (e.g. a snapshot that cannot be encoded after the event).
+	Then func(st *resolver.State, rec Record, ev *schemas.Event, d resolver.Decision) error
 }
 
 // Into returns a Catchup folding one order's records into st, leaving out those
@@ -43,7 +46,7 @@ func Into(st *resolver.State, skip map[uint64]bool) *Catchup {
 }
 
 // Record folds one stored record. It returns a *PanicError when the resolver
-// panicked; any other record, folded or left out, returns nil.
+// panicked, or Then's error; any other record, folded or left out, returns nil.
 func (c *Catchup) Record(rec Record) error {
 	ev, rej := Classify(rec)
 	if rej != nil {
@@ -59,12 +62,15 @@ func (c *Catchup) Event(rec Record, ev *schemas.Event) error {
 		return nil
 	}
 	st := c.State(ev.OrderID)
+	if st != nil && rec.Seq <= st.WalSeq() { // (a nil state panics in Apply, safely)
+		return nil
+	}
 	d, ok := Apply(st, ev, rec.Seq)
 	if !ok {
 		return &PanicError{OrderID: ev.OrderID, Seq: rec.Seq}
 	}
 	if c.Then != nil {
-		c.Then(st, rec, ev, d)
+		return c.Then(st, rec, ev, d)
 	}
 	return nil
 }

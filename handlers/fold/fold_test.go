@@ -5,6 +5,7 @@ import (
 	"errors"
 	"maps"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -122,11 +123,12 @@ func TestCatchupIsStep(t *testing.T) {
 				}
 				return caught[id]
 			},
-			Then: func(st *resolver.State, rec fold.Record, ev *schemas.Event, d resolver.Decision) {
+			Then: func(st *resolver.State, rec fold.Record, ev *schemas.Event, d resolver.Decision) error {
 				if st != caught[ev.OrderID] {
 					t.Fatalf("record %d: Then got another state than the order's", rec.Seq)
 				}
 				got = append(got, ev.EventID+" "+string(d.Outcome)+" "+string(d.Reason))
+				return nil
 			},
 		}
 		for _, rec := range recs {
@@ -204,5 +206,32 @@ func TestCatchupPanicAndRebuild(t *testing.T) {
 	other := errors.New("WAL unreachable")
 	if err := fold.Rebuild(func(map[uint64]bool) error { return other }); err != other {
 		t.Fatalf("got %v, want the pass's own error", err)
+	}
+}
+
+// TestCatchupFromASnapshot: records the state already holds are left out (a read
+// that overlaps the snapshot), newer ones are folded, and Then's error stops the fold.
+func TestCatchupFromASnapshot(t *testing.T) {
+	st := resolver.New("o-1")
+	c := fold.Into(st, nil)
+	if err := c.Record(createdRecord(4)); err != nil {
+		t.Fatal(err)
+	}
+	var then []uint64
+	stop := errors.New("cannot encode")
+	c.Then = func(_ *resolver.State, rec fold.Record, _ *schemas.Event, _ resolver.Decision) error {
+		then = append(then, rec.Seq)
+		return stop
+	}
+	if err := c.Record(createdRecord(3)); err != nil || len(then) != 0 {
+		t.Fatalf("a record below the state's wal_seq: err %v, folded %v", err, then)
+	}
+	confirmed := fold.Record{Seq: 6, Subject: walSubject(schemas.SourceMerchant, "o-1"),
+		Data: []byte(strings.NewReplacer(`"platform"`, `"merchant"`, `platform-1`, `merchant-1`, `"created"`, `"confirmed"`).Replace(createdBody))}
+	if err := c.Record(confirmed); err != stop || !slices.Equal(then, []uint64{6}) {
+		t.Fatalf("got %v after %v, want Then's error after record 6", err, then)
+	}
+	if v := st.View(); v.Status != schemas.StatusConfirmed || v.WalSeq != 6 {
+		t.Fatalf("state %+v, want confirmed at 6", v)
 	}
 }

@@ -59,7 +59,10 @@ func EachApplied(msgs []simulate.Message, fn func(i int, st *resolver.State, d r
 	c := &fold.Catchup{State: stateIn(out)}
 	var i int
 	if fn != nil {
-		c.Then = func(st *resolver.State, _ fold.Record, _ *schemas.Event, d resolver.Decision) { fn(i, st, d) }
+		c.Then = func(st *resolver.State, _ fold.Record, _ *schemas.Event, d resolver.Decision) error {
+			fn(i, st, d)
+			return nil
+		}
 	}
 	seen := map[string]bool{}
 	var seq uint64
@@ -112,11 +115,12 @@ func FoldWAL(ctx context.Context, js jetstream.JetStream, filter string, visit f
 		out = map[string]*resolver.State{}
 		c := &fold.Catchup{State: stateIn(out), Skip: skip}
 		if visit != nil {
-			c.Then = func(_ *resolver.State, r fold.Record, ev *schemas.Event, _ resolver.Decision) {
+			c.Then = func(_ *resolver.State, r fold.Record, ev *schemas.Event, _ resolver.Decision) error {
 				if r.Seq > visited {
 					visited = r.Seq
 					visit(ev, r.Seq)
 				}
+				return nil
 			}
 		}
 		return wal.ReadRange(ctx, js, filter, 1, last, c.Record)

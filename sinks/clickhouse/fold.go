@@ -237,7 +237,10 @@ func (f *folder) readOrder(ctx context.Context, id string, upto uint64) (*entry,
 			return nil
 		}
 		c := fold.Into(e.st, skip)
-		c.Then = func(_ *resolver.State, rec wal.Record, ev *schemas.Event, d resolver.Decision) { e.note(rec, ev, d) }
+		c.Then = func(_ *resolver.State, rec wal.Record, ev *schemas.Event, d resolver.Decision) error {
+			e.note(rec, ev, d)
+			return nil
+		}
 		return f.log.ReadOrder(ctx, id, 0, upto, c.Record)
 	})
 	if err != nil {
