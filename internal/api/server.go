@@ -243,6 +243,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request) {
 	flusher.Flush()
 
 	st := resolver.New(id)
+	catchup := fold.Into(st, nil)
 	var last resolver.View
 	for {
 		m, err := it.Next()
@@ -253,18 +254,22 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			continue
 		}
-		ev, rej := fold.Classify(fold.Record{Seq: md.Sequence.Stream, Subject: m.Subject(), Data: m.Data(), Header: m.Headers()})
-		if rej != nil {
-			continue
+		seq := md.Sequence.Stream
+		if err := catchup.Record(fold.Record{Seq: seq, Subject: m.Subject(), Data: m.Data(), Header: m.Headers(), Time: md.Timestamp}); err != nil {
+			// The resolver panicked: go on from the order as the lanes have it, without
+			// the event.
+			if st, err = s.reader.Replay(ctx, id, seq); err != nil {
+				return
+			}
+			catchup = fold.Into(st, nil)
 		}
-		fold.Apply(st, ev, md.Sequence.Stream)
 		v := st.View()
 		if v.Status == "" || (v.Status == last.Status && v.Predicted == last.Predicted && v.StatusSource == last.StatusSource) {
 			continue
 		}
 		last = v
 		b, _ := json.Marshal(v)
-		if _, err := fmt.Fprintf(w, "id: %d\nevent: status\ndata: %s\n\n", md.Sequence.Stream, b); err != nil {
+		if _, err := fmt.Fprintf(w, "id: %d\nevent: status\ndata: %s\n\n", seq, b); err != nil {
 			return
 		}
 		flusher.Flush()

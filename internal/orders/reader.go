@@ -52,25 +52,26 @@ func (r *Reader) Get(ctx context.Context, id string) (resolver.View, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.st == nil {
-		st, _, _, err := r.snaps.Get(ctx, id)
+		st, stored, err := r.snapshot(ctx, id)
 		if err != nil {
 			return resolver.View{}, err
 		}
-		if st == nil {
-			if last == 0 {
-				r.forget(id)
-				return resolver.View{}, ErrNotFound
-			}
-			st = resolver.New(id)
+		if !stored && last == 0 {
+			r.forget(id)
+			return resolver.View{}, ErrNotFound
 		}
 		c.st = st
 	}
 	if last > c.st.WalSeq() {
-		err := r.log.ReadOrder(ctx, id, c.st.WalSeq(), last, func(rec wal.Record) error {
-			if ev, rej := fold.Classify(rec); rej == nil {
-				fold.Apply(c.st, ev, rec.Seq)
+		err := fold.Rebuild(func(skip map[uint64]bool) error {
+			if len(skip) > 0 { // the resolver panicked: start over from the snapshot
+				st, _, err := r.snapshot(ctx, id)
+				if err != nil {
+					return err
+				}
+				c.st = st
 			}
-			return nil
+			return r.log.ReadOrder(ctx, id, c.st.WalSeq(), last, fold.Into(c.st, skip).Record)
 		})
 		if err != nil {
 			c.st = nil // partially folded: start over next time
@@ -82,6 +83,30 @@ func (r *Reader) Get(ctx context.Context, id string) (resolver.View, error) {
 		return resolver.View{}, ErrNotFound
 	}
 	return v, nil
+}
+
+// snapshot returns the state to fold the order's newer WAL events into: its stored
+// one, or a new one when none is stored (never written, expired, archived).
+func (r *Reader) snapshot(ctx context.Context, id string) (st *resolver.State, stored bool, err error) {
+	st, _, _, err = r.snaps.Get(ctx, id)
+	switch {
+	case err != nil:
+		return nil, false, err
+	case st == nil:
+		return resolver.New(id), false, nil
+	}
+	return st, true, nil
+}
+
+// Replay folds the order's whole WAL up to upto (0: to the end) into a new state,
+// leaving out what the lanes set aside, as they do.
+func (r *Reader) Replay(ctx context.Context, id string, upto uint64) (*resolver.State, error) {
+	var st *resolver.State
+	err := fold.Rebuild(func(skip map[uint64]bool) error {
+		st = resolver.New(id)
+		return r.log.ReadOrder(ctx, id, 0, upto, fold.Into(st, skip).Record)
+	})
+	return st, err
 }
 
 func (r *Reader) entry(id string) *cached {

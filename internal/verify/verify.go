@@ -56,9 +56,18 @@ func FoldMessages(msgs []simulate.Message) map[string]*resolver.State {
 // order's state after it and the decision. It returns the final states.
 func EachApplied(msgs []simulate.Message, fn func(i int, st *resolver.State, d resolver.Decision)) map[string]*resolver.State {
 	out := map[string]*resolver.State{}
+	c := &fold.Catchup{State: stateIn(out)}
+	var i int
+	if fn != nil {
+		c.Then = func(st *resolver.State, _ fold.Record, _ *schemas.Event, d resolver.Decision) error {
+			fn(i, st, d)
+			return nil
+		}
+	}
 	seen := map[string]bool{}
 	var seq uint64
-	for i, m := range msgs {
+	for i = range msgs {
+		m := &msgs[i]
 		if seen[m.MsgID] {
 			continue
 		}
@@ -68,17 +77,22 @@ func EachApplied(msgs []simulate.Message, fn func(i int, st *resolver.State, d r
 			continue
 		}
 		ev := m.Event
-		st, ok := out[ev.OrderID]
-		if !ok {
-			st = resolver.New(ev.OrderID)
-			out[ev.OrderID] = st
-		}
-		d := st.Apply(&ev, seq)
-		if fn != nil {
-			fn(i, st, d)
-		}
+		// A resolver panic (it is fuzzed never to) leaves the event out, as the lanes do.
+		_ = c.Event(fold.Record{Seq: seq}, &ev)
 	}
 	return out
+}
+
+// stateIn returns the state of an order in states, added when new.
+func stateIn(states map[string]*resolver.State) func(string) *resolver.State {
+	return func(id string) *resolver.State {
+		st, ok := states[id]
+		if !ok {
+			st = resolver.New(id)
+			states[id] = st
+		}
+		return st
+	}
 }
 
 // FromWAL recomputes every order's state by folding the whole WAL.
@@ -87,29 +101,29 @@ func FromWAL(ctx context.Context, js jetstream.JetStream) (map[string]*resolver.
 }
 
 // FoldWAL folds every valid event matching filter, in WAL order, with the resolver,
-// calling visit (when set) for each, in one pass over the WAL.
+// calling visit (when set) once for each event folded in. An event the resolver
+// panics on is left out, as the lanes set it aside: the WAL is then read again.
 func FoldWAL(ctx context.Context, js jetstream.JetStream, filter string, visit func(ev *schemas.Event, seq uint64)) (map[string]*resolver.State, error) {
 	s, err := js.Stream(ctx, topology.EventsStream)
 	if err != nil {
 		return nil, err
 	}
-	out := map[string]*resolver.State{}
 	last := s.CachedInfo().State.LastSeq
-	err = wal.ReadRange(ctx, js, filter, 1, last, func(r wal.Record) error {
-		ev, rej := fold.Classify(r)
-		if rej != nil {
-			return nil
-		}
-		st, ok := out[ev.OrderID]
-		if !ok {
-			st = resolver.New(ev.OrderID)
-			out[ev.OrderID] = st
-		}
-		fold.Apply(st, ev, r.Seq)
+	var out map[string]*resolver.State
+	var visited uint64 // a pass after a panic sees the earlier events again
+	err = fold.Rebuild(func(skip map[uint64]bool) error {
+		out = map[string]*resolver.State{}
+		c := &fold.Catchup{State: stateIn(out), Skip: skip}
 		if visit != nil {
-			visit(ev, r.Seq)
+			c.Then = func(_ *resolver.State, r fold.Record, ev *schemas.Event, _ resolver.Decision) error {
+				if r.Seq > visited {
+					visited = r.Seq
+					visit(ev, r.Seq)
+				}
+				return nil
+			}
 		}
-		return nil
+		return wal.ReadRange(ctx, js, filter, 1, last, c.Record)
 	})
 	return out, err
 }
