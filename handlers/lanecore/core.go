@@ -15,6 +15,7 @@
 package lanecore
 
 import (
+	"errors"
 	"slices"
 	"time"
 
@@ -123,7 +124,7 @@ type entry struct {
 	// skip are the events of this order set aside after classification (the
 	// resolver panicked on them, or they made the snapshot unencodable): a rebuild
 	// must not fold them again.
-	skip []uint64
+	skip map[uint64]bool
 }
 
 // Core is one lane's bookkeeping.
@@ -234,7 +235,7 @@ func (c *Core) Fold(in Input, now time.Time) Folded {
 		// The state may be half-changed: rebuild it from what is durable, without
 		// this event, which goes to the DLQ.
 		c.aside[in.Seq] = true
-		e.skip = append(e.skip, in.Seq)
+		e.skip[in.Seq] = true
 		c.markDirty(e, in, now)
 		c.startRebuild(e, in.Seq)
 		return Folded{SetAside: &fold.Rejection{Reason: fold.ReasonHandlerPanic, Detail: "resolver panicked on this event"}}
@@ -272,7 +273,7 @@ func (c *Core) load(id string) *entry {
 		return e
 	}
 	c.evict()
-	e := &entry{id: id, state: resolver.New(id)}
+	e := &entry{id: id, state: resolver.New(id), skip: map[uint64]bool{}}
 	c.orders[id] = e
 	return e
 }
@@ -409,78 +410,71 @@ func (c *Core) Rebuilt(id string, base func() (*resolver.State, outbox.Outbox), 
 	if e == nil || !e.rebuild {
 		return nil
 	}
+	held := make([]Input, 0, len(recs)+len(e.held))
+	for _, r := range recs {
+		if ev, rej := fold.Classify(r); rej == nil { // a rejected one went to the DLQ when delivered
+			held = append(held, Input{Seq: r.Seq, Time: r.Time, Event: ev})
+		}
+	}
+	held = append(held, e.held...)
 	var aside []Aside
 	for {
 		st, ob := base()
 		if st == nil {
 			st = resolver.New(id)
+		} else if _, err := c.encode(st, ob); err != nil {
+			st, ob = resolver.New(id), outbox.Outbox{} // not even the durable state encodes again
 		}
-		bad, rej := c.refold(e, st, &ob, recs)
-		if bad == 0 {
+		bad := c.refold(e, st, &ob, held)
+		if bad == nil {
 			e.state, e.outbox = st, ob
 			break
 		}
-		e.skip = append(e.skip, bad)
-		c.aside[bad] = true
-		aside = append(aside, Aside{Seq: bad, Rejection: rej})
+		e.skip[bad.Seq] = true
+		c.aside[bad.Seq] = true
+		aside = append(aside, *bad)
 	}
 	e.rev = rev
-	e.rebuild, e.rebuildTaken, e.rebuildUpTo = false, false, 0
-	e.gen++
-	held := e.held
-	e.held = nil
-	for _, in := range held {
-		if in.Seq <= e.state.WalSeq() {
-			continue
-		}
-		d, ok := fold.Apply(e.state, in.Event, in.Seq)
-		if !ok {
-			c.aside[in.Seq] = true
-			e.skip = append(e.skip, in.Seq)
-			aside = append(aside, Aside{Seq: in.Seq, Rejection: fold.Rejection{Reason: fold.ReasonHandlerPanic, Detail: "resolver panicked on this event"}})
-			e.held = nil
-			c.startRebuild(e, c.lastSeq)
-			return aside
-		}
-		if d.Changed {
-			e.outbox.Update(e.state.Milestones())
-		}
-	}
+	e.rebuild, e.rebuildTaken, e.rebuildUpTo, e.held = false, false, 0, nil
 	// e is still dirty (a rebuild starts only for a dirty order) and gen moved, so
 	// the rebuilt state is the next write.
+	e.gen++
 	return aside
 }
 
-// refold folds recs into st and ob, skipping what was set aside before. It returns
-// the sequence of the first event that panics the resolver or leaves the snapshot
-// unencodable, with its rejection; st is then damaged and the caller starts over.
-func (c *Core) refold(e *entry, st *resolver.State, ob *outbox.Outbox, recs []fold.Record) (uint64, fold.Rejection) {
-	if _, err := c.encode(st, *ob); err != nil {
-		// Even the durable snapshot cannot be encoded again: start from nothing.
-		*st, *ob = *resolver.New(e.id), outbox.Outbox{}
-	}
-	for _, r := range recs {
-		if r.Seq <= st.WalSeq() || slices.Contains(e.skip, r.Seq) {
-			continue
-		}
-		ev, rej := fold.Classify(r)
-		if rej != nil {
-			continue // set aside when it was first delivered
-		}
-		d, ok := fold.Apply(st, ev, r.Seq)
-		if !ok {
-			return r.Seq, fold.Rejection{Reason: fold.ReasonHandlerPanic, Detail: "resolver panicked on this event"}
-		}
+// errUnencodable stops a refold at an event after which the snapshot cannot be
+// encoded.
+type errUnencodable struct{ err error }
+
+func (e errUnencodable) Error() string { return e.err.Error() }
+
+// refold folds ins into st and ob, leaving out what was set aside before. It
+// returns the first event that panics the resolver or leaves the snapshot
+// unencodable; st is then damaged and the caller starts over without it.
+func (c *Core) refold(e *entry, st *resolver.State, ob *outbox.Outbox, ins []Input) *Aside {
+	cu := fold.Into(st, e.skip)
+	cu.Then = func(st *resolver.State, _ fold.Record, _ *schemas.Event, d resolver.Decision) error {
 		if d.Changed {
 			ob.Update(st.Milestones())
 		}
 		if d.Persist {
 			if _, err := c.encode(st, *ob); err != nil {
-				return r.Seq, fold.Rejection{Reason: ReasonUnencodable, Detail: "the order's snapshot cannot be encoded after this event: " + err.Error()}
+				return errUnencodable{err}
 			}
 		}
+		return nil
 	}
-	return 0, fold.Rejection{}
+	for _, in := range ins {
+		var u errUnencodable
+		switch err := cu.Event(fold.Record{Seq: in.Seq, Time: in.Time}, in.Event); {
+		case err == nil:
+		case errors.As(err, &u):
+			return &Aside{Seq: in.Seq, Rejection: fold.Rejection{Reason: ReasonUnencodable, Detail: "the order's snapshot cannot be encoded after this event: " + u.Error()}}
+		default: // *fold.PanicError
+			return &Aside{Seq: in.Seq, Rejection: fold.Rejection{Reason: fold.ReasonHandlerPanic, Detail: "resolver panicked on this event"}}
+		}
+	}
+	return nil
 }
 
 // Published records that a relayed milestone is in the milestone stream. The
