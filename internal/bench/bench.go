@@ -699,8 +699,8 @@ func orderIDs(msgs []simulate.Message) []string {
 	return ids
 }
 
-// readLatency times GET /v1/orders/{id}: hot reads repeat a few cached orders, cold
-// reads touch each order for the first time.
+// readLatency times GET /v1/orders/{id}: hot reads repeat a few cached orders (up to
+// 50, at most half the backlog's), cold reads touch each other order for the first time.
 func readLatency(ctx context.Context, addr string, ids []string, n int) (hot, cold []time.Duration, err error) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
 	get := func(id string) (time.Duration, error) {
@@ -716,7 +716,12 @@ func readLatency(ctx context.Context, addr string, ids []string, n int) (hot, co
 		}
 		return time.Since(start), nil
 	}
-	coldN := min(n, len(ids)-50)
+	if len(ids) < 2 {
+		return nil, nil, fmt.Errorf("reads need at least 2 orders, the backlog has %d", len(ids))
+	}
+	// The last hotN orders are the hot set; cold reads take the others, each once.
+	hotN := min(50, len(ids)/2)
+	coldN := min(n, len(ids)-hotN)
 	for _, id := range ids[:coldN] {
 		d, err := get(id)
 		if err != nil {
@@ -724,7 +729,7 @@ func readLatency(ctx context.Context, addr string, ids []string, n int) (hot, co
 		}
 		cold = append(cold, d)
 	}
-	hotIDs := ids[len(ids)-50:]
+	hotIDs := ids[len(ids)-hotN:]
 	for _, id := range hotIDs { // warm them
 		if _, err := get(id); err != nil {
 			return nil, nil, err
