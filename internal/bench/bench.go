@@ -238,6 +238,7 @@ func (r Result) Print(w io.Writer) {
 			fmt.Fprintf(w, "   (%d events within its time budget)", p.Events)
 		}
 		fmt.Fprintln(w)
+		fmt.Fprintf(w, "    per event: %.2f snapshot writes, %.3f refused compare-and-sets\n", float64(p.Writes)/float64(max(p.Events, 1)), float64(p.Conflicts)/float64(max(p.Events, 1)))
 	}
 	fmt.Fprintf(w, "  pipeline WAL -> KV snapshots       %9.0f events/s   ratio %.2f x raw   %s\n", r.PipelineRate, r.Ratio, target(r.Ratio >= TargetPipelineRatio, "target >= %.1f x", TargetPipelineRatio))
 	if r.Peer != nil {
@@ -365,6 +366,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		cfg.Phase("peer", true)
 		peer, err := peerPhase(ctx, srv.ClientURL(), js, topo, res.Events, time.Duration(cfg.PeerSeconds)*time.Second)
 		cfg.Phase("peer", false)
+		if derr := js.DeleteKeyValue(ctx, peerBucket); err == nil && derr != nil {
+			err = fmt.Errorf("remove the peer's bucket: %w", derr)
+		}
 		if err != nil {
 			return res, err
 		}

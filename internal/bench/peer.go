@@ -137,7 +137,8 @@ func (peerUnmarshaler) Unmarshal(m jetstream.Msg) (*message.Message, error) {
 
 // peerPhase runs the peer on the WAL's first n events, into its own bucket and
 // consumers, until it has handled them all or budget has passed, and returns the rate
-// over what it handled.
+// over what it handled. It removes its consumers; the caller removes the bucket
+// (peerBucket) once done with it.
 func peerPhase(ctx context.Context, url string, js jetstream.JetStream, topo topology.Topology, n int, budget time.Duration) (PeerResult, error) {
 	topo.SetDefaults()
 	bucket := topo.StatusBucketConfig()
@@ -146,7 +147,6 @@ func peerPhase(ctx context.Context, url string, js jetstream.JetStream, topo top
 	if err != nil {
 		return PeerResult{}, fmt.Errorf("peer bucket: %w", err)
 	}
-	defer js.DeleteKeyValue(context.Background(), peerBucket)
 	name := func(lane int) string { return fmt.Sprintf("%s%d", peerConsumerPrefix, lane) }
 	deleteConsumers := func() {
 		for i := 0; i < topo.Partitions; i++ {
