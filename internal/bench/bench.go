@@ -120,9 +120,9 @@ type Result struct {
 	RawConsumeAckRate float64 `json:"raw_consume_ack_per_s"`
 	PipelineRate      float64 `json:"pipeline_per_s"`
 	Ratio             float64 `json:"pipeline_to_raw_ratio"`
-	// FloorRate is the same Watermill lanes (subscriber, router, pinned consumers)
-	// with a handler that does nothing: the most the pipeline could reach with one
-	// handler call per event, as FloorRatio of raw.
+	// FloorRate is the pipeline's own Watermill lanes (subscriber, router, pinned
+	// consumers) with a handler that does nothing: the most the pipeline could reach
+	// over that transport, as FloorRatio of raw.
 	FloorRate  float64 `json:"watermill_floor_per_s"`
 	FloorRatio float64 `json:"watermill_floor_to_raw_ratio"`
 	// Peer is the peer phase (nil when skipped), PeerRatio its rate over raw and
