@@ -1,13 +1,19 @@
 // Package bench measures the status pipeline against the raw JetStream baseline in
 // the same run, on the same machine and the same backlog, so figures are ratios that
-// survive a noisy machine: raw durable consume+ack of the backlog, the pipeline
-// draining it into KV, the maximum live rate (publishing while the pipeline runs),
-// end-to-end latency at half of it, and read latency for hot and cold orders.
+// survive a noisy machine: raw durable consume+ack of the backlog, the Watermill
+// floor, a peer built the way the libraries' examples lead (see PeerResult), the
+// pipeline draining the backlog into KV, the maximum live rate (publishing while the
+// pipeline runs), end-to-end latency at several fractions of it, read latency for hot
+// and cold orders, and replay.
+//
+// The pipeline is reached through two functions only, startPipeline and
+// newFloorRouter, so a change of its API is a change there.
 package bench
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -38,12 +44,16 @@ import (
 type Config struct {
 	// Orders in the backlog; about 9.5 events each.
 	Orders int
-	// LiveSeconds is how long the live latency phase publishes.
+	// LiveSeconds is how long each live latency point publishes.
 	LiveSeconds int
 	// Partitions of the WAL.
 	Partitions int
-	// LiveFraction of the maximum live rate is the live phase's rate.
-	LiveFraction float64
+	// LiveFractions of the maximum live rate are the live points' rates, measured in
+	// this order. Default DefaultLiveFractions.
+	LiveFractions []float64
+	// PeerSeconds is the peer phase's time budget: it stops there and reports the
+	// rate over what it handled. Default 20; negative skips the phase.
+	PeerSeconds int
 	// Reads per read-latency sample (hot and cold each).
 	Reads int
 	Seed  int64
@@ -54,9 +64,25 @@ type Config struct {
 	// Progress, if set, receives one line per phase.
 	Progress io.Writer
 	// Phase, if set, is called at the start and end of each phase ("raw", "floor",
-	// "pipeline", "saturate", "live", "reads", "replay"), e.g. to profile just one.
+	// "peer", "pipeline", "saturate", "live", "reads", "replay"), e.g. to profile just
+	// one. "live" covers every live point.
 	Phase func(name string, start bool)
 }
+
+// DefaultLiveFractions are the live points: the latency curve up to half the maximum
+// live rate.
+var DefaultLiveFractions = []float64{0.05, 0.1, 0.25, 0.5}
+
+// Targets, printed beside the figures they judge.
+const (
+	// TargetPipelineRatio is the backlog drain's target, as a ratio to raw.
+	TargetPipelineRatio = 0.5
+	// TargetPeerRatio is the pipeline's target over the peer.
+	TargetPeerRatio = 10
+)
+
+// TargetLiveP99Ms is the live p99 target in ms at a fraction of the maximum live rate.
+var TargetLiveP99Ms = map[float64]float64{0.1: 10, 0.25: 25}
 
 func (c *Config) setDefaults() {
 	if c.Orders == 0 {
@@ -68,8 +94,11 @@ func (c *Config) setDefaults() {
 	if c.Partitions == 0 {
 		c.Partitions = 8
 	}
-	if c.LiveFraction == 0 {
-		c.LiveFraction = 0.5
+	if len(c.LiveFractions) == 0 {
+		c.LiveFractions = DefaultLiveFractions
+	}
+	if c.PeerSeconds == 0 {
+		c.PeerSeconds = 20
 	}
 	if c.Reads == 0 {
 		c.Reads = 2000
@@ -91,11 +120,16 @@ type Result struct {
 	RawConsumeAckRate float64 `json:"raw_consume_ack_per_s"`
 	PipelineRate      float64 `json:"pipeline_per_s"`
 	Ratio             float64 `json:"pipeline_to_raw_ratio"`
-	// FloorRate is the same Watermill lanes (subscriber, router, pinned consumers)
-	// with a handler that does nothing: the most the pipeline could reach with one
-	// handler call per event, as FloorRatio of raw.
+	// FloorRate is the pipeline's own Watermill lanes (subscriber, router, pinned
+	// consumers) with a handler that does nothing: the most the pipeline could reach
+	// over that transport, as FloorRatio of raw.
 	FloorRate  float64 `json:"watermill_floor_per_s"`
 	FloorRatio float64 `json:"watermill_floor_to_raw_ratio"`
+	// Peer is the peer phase (nil when skipped), PeerRatio its rate over raw and
+	// PipelineToPeer the pipeline's rate over the peer's.
+	Peer           *PeerResult `json:"peer,omitempty"`
+	PeerRatio      float64     `json:"peer_to_raw_ratio,omitempty"`
+	PipelineToPeer float64     `json:"pipeline_to_peer_ratio,omitempty"`
 	// CPU time of this process (server, clients, pipeline: everything) per backlog
 	// event in each phase, in µs: steadier than rates on a shared machine.
 	RawCPUPerEvent      float64 `json:"raw_cpu_us_per_event"`
@@ -113,20 +147,15 @@ type Result struct {
 	// running and nothing published: the fixed work the live costs include.
 	IdleCores   float64 `json:"idle_cores"`
 	MaxLiveRate float64 `json:"max_live_rate_per_s"`
-	// What each event cost while publishing and the pipeline ran together, at the
-	// maximum live rate (the pipeline falls behind and coalesces) and in the live
-	// phase (it keeps up, so nearly every event is its own snapshot write).
-	SaturateCost  Cost    `json:"saturate_cost"`
-	LiveCost      Cost    `json:"live_cost"`
-	LiveRate      float64 `json:"live_rate_per_s"`
-	LiveFraction  float64 `json:"live_fraction"`
-	LiveEvents    int     `json:"live_events_measured"`
-	EndToEndP50Ms float64 `json:"end_to_end_p50_ms"`
-	EndToEndP99Ms float64 `json:"end_to_end_p99_ms"`
-	HotReadP50Ms  float64 `json:"hot_read_p50_ms"`
-	HotReadP99Ms  float64 `json:"hot_read_p99_ms"`
-	ColdReadP50Ms float64 `json:"cold_read_p50_ms"`
-	ColdReadP99Ms float64 `json:"cold_read_p99_ms"`
+	// What each event cost while publishing and the pipeline ran together at the
+	// maximum live rate (the pipeline falls behind and coalesces).
+	SaturateCost Cost `json:"saturate_cost"`
+	// Live is publish -> snapshot visible at each of Config.LiveFractions.
+	Live          []LivePoint `json:"live"`
+	HotReadP50Ms  float64     `json:"hot_read_p50_ms"`
+	HotReadP99Ms  float64     `json:"hot_read_p99_ms"`
+	ColdReadP50Ms float64     `json:"cold_read_p50_ms"`
+	ColdReadP99Ms float64     `json:"cold_read_p99_ms"`
 	// Replay: `orderflow replay --dry-run` over the whole WAL (fold every event,
 	// compare every snapshot), events/s and as a ratio to raw consume+ack of the
 	// same WAL (WALEvents: the backlog and the live phases' events).
@@ -136,6 +165,22 @@ type Result struct {
 	ReplayRatio     float64 `json:"replay_to_raw_ratio"`
 	// Sink is the ClickHouse phase, when measured.
 	Sink *chsink.BenchResult `json:"clickhouse_sink,omitempty"`
+}
+
+// LivePoint is end-to-end latency at one fraction of the maximum live rate.
+type LivePoint struct {
+	Fraction float64 `json:"fraction"`
+	Rate     float64 `json:"rate_per_s"`
+	// Samples is how many events that change a snapshot were timed.
+	Samples int     `json:"samples"`
+	P50Ms   float64 `json:"end_to_end_p50_ms"`
+	P99Ms   float64 `json:"end_to_end_p99_ms"`
+	// Stalls counts publishes the client held back because too many acks were
+	// outstanding: the server, not the pacing, set the rate then.
+	Stalls int `json:"publish_stalls"`
+	// Cost: at these rates the pipeline keeps up, so nearly every change is its own
+	// snapshot write.
+	Cost Cost `json:"cost"`
 }
 
 // Cost is what the events of one phase cost, from its first publish until the
@@ -182,20 +227,45 @@ func (m meter) cost(ctx context.Context) (Cost, error) {
 	}, nil
 }
 
-// Print writes the result as a table.
+// Print writes the result as a table, with each target beside the figure it judges.
 func (r Result) Print(w io.Writer) {
 	fmt.Fprintf(w, "backlog: %d events\n", r.Events)
 	fmt.Fprintf(w, "  raw JetStream durable consume+ack  %9.0f events/s\n", r.RawConsumeAckRate)
 	fmt.Fprintf(w, "  Watermill lanes, handler does nothing %6.0f events/s   ratio %.2f x raw\n", r.FloorRate, r.FloorRatio)
-	fmt.Fprintf(w, "  pipeline WAL -> KV snapshots       %9.0f events/s   ratio %.2f x raw\n", r.PipelineRate, r.Ratio)
+	if p := r.Peer; p != nil {
+		fmt.Fprintf(w, "  peer: handler per event, KV get+CAS, sync ack %5.0f events/s   ratio %.3f x raw", p.Rate, r.PeerRatio)
+		if !p.Complete {
+			fmt.Fprintf(w, "   (%d events within its time budget)", p.Events)
+		}
+		fmt.Fprintln(w)
+		fmt.Fprintf(w, "    per event: %.2f snapshot writes, %.3f refused compare-and-sets\n", float64(p.Writes)/float64(max(p.Events, 1)), float64(p.Conflicts)/float64(max(p.Events, 1)))
+	}
+	fmt.Fprintf(w, "  pipeline WAL -> KV snapshots       %9.0f events/s   ratio %.2f x raw   %s\n", r.PipelineRate, r.Ratio, target(r.Ratio >= TargetPipelineRatio, "target >= %.1f x", TargetPipelineRatio))
+	if r.Peer != nil {
+		fmt.Fprintf(w, "    pipeline over the peer           %9.1f x                         %s\n", r.PipelineToPeer, target(r.PipelineToPeer >= TargetPeerRatio, "target >= %.0f x", float64(TargetPeerRatio)))
+	}
 	fmt.Fprintf(w, "    per event: %.2f snapshot writes, %.2f milestone publishes\n", r.SnapshotWritesPerEvent, r.MilestonesPerEvent)
-	fmt.Fprintf(w, "    CPU per event (whole process): raw %.1f µs, Watermill floor %.1f µs, pipeline %.1f µs\n", r.RawCPUPerEvent, r.FloorCPUPerEvent, r.PipelineCPUPerEvent)
+	fmt.Fprintf(w, "    CPU per event (whole process): raw %.1f µs, Watermill floor %.1f µs, pipeline %.1f µs", r.RawCPUPerEvent, r.FloorCPUPerEvent, r.PipelineCPUPerEvent)
+	if r.Peer != nil {
+		fmt.Fprintf(w, ", peer %.1f µs", r.Peer.CPUPerEvent)
+	}
+	fmt.Fprintln(w)
 	fmt.Fprintf(w, "  idle, the pipeline running and nothing published: %.2f cores busy\n", r.IdleCores)
 	fmt.Fprintf(w, "  maximum live rate (publish + pipeline) %7.0f events/s   (%.2f of the backlog rate)\n", r.MaxLiveRate, r.MaxLiveRate/r.PipelineRate)
 	fmt.Fprintf(w, "    %s (the pipeline falls behind and coalesces)\n", r.SaturateCost)
-	fmt.Fprintf(w, "live at %.0f events/s (%.2f of the maximum live rate), %d events that change a snapshot:\n", r.LiveRate, r.LiveFraction, r.LiveEvents)
-	fmt.Fprintf(w, "    %s (the pipeline keeps up: one write per change)\n", r.LiveCost)
-	fmt.Fprintf(w, "  publish -> snapshot visible        p50 %6.2f ms   p99 %6.2f ms\n", r.EndToEndP50Ms, r.EndToEndP99Ms)
+	fmt.Fprintf(w, "live: publish -> snapshot visible, for events that change a snapshot\n")
+	fmt.Fprintf(w, "  fraction  events/s  samples   p50 ms   p99 ms  target                 | CPU µs/event  writes/event  cores\n")
+	for _, l := range r.Live {
+		tgt := ""
+		if ms, ok := TargetLiveP99Ms[l.Fraction]; ok {
+			tgt = target(l.P99Ms <= ms, "p99 <= %.0f ms", ms)
+		}
+		fmt.Fprintf(w, "  %6.2f x  %8.0f  %7d  %7.2f  %7.2f  %-22s | %12.1f  %12.2f  %5.2f\n",
+			l.Fraction, l.Rate, l.Samples, l.P50Ms, l.P99Ms, tgt, l.Cost.CPUPerEvent, l.Cost.WritesPerEvent, l.Cost.Cores)
+		if l.Stalls > 0 {
+			fmt.Fprintf(w, "            the publisher waited for the server %d times: it could not take this rate\n", l.Stalls)
+		}
+	}
 	fmt.Fprintf(w, "reads GET /v1/orders/{id}:\n")
 	fmt.Fprintf(w, "  hot (cached)                       p50 %6.3f ms   p99 %6.3f ms\n", r.HotReadP50Ms, r.HotReadP99Ms)
 	fmt.Fprintf(w, "  cold (first read)                  p50 %6.3f ms   p99 %6.3f ms\n", r.ColdReadP50Ms, r.ColdReadP99Ms)
@@ -205,6 +275,15 @@ func (r Result) Print(w io.Writer) {
 	if r.Sink != nil {
 		fmt.Fprintf(w, "clickhouse sink: %s\n", r.Sink)
 	}
+}
+
+// target says whether a figure meets its target, e.g. "target >= 0.5 x: met".
+func target(met bool, format string, args ...any) string {
+	verdict := "met"
+	if !met {
+		verdict = "NOT met"
+	}
+	return fmt.Sprintf(format, args...) + ": " + verdict
 }
 
 // Run starts a private embedded server in a temp dir and measures every phase.
@@ -281,6 +360,22 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	res.FloorRate = float64(res.Events) / floorDur.Seconds()
 	res.FloorRatio = res.FloorRate / res.RawConsumeAckRate
 
+	// The peer, on the same backlog, before the pipeline runs so nothing competes.
+	if cfg.PeerSeconds > 0 {
+		fmt.Fprintf(cfg.Progress, "measuring the peer: a Watermill handler per event, KV read + compare-and-set, synchronous ack (at most %ds)...\n", cfg.PeerSeconds)
+		cfg.Phase("peer", true)
+		peer, err := peerPhase(ctx, srv.ClientURL(), js, topo, res.Events, time.Duration(cfg.PeerSeconds)*time.Second)
+		cfg.Phase("peer", false)
+		if derr := js.DeleteKeyValue(ctx, peerBucket); err == nil && derr != nil {
+			err = fmt.Errorf("remove the peer's bucket: %w", derr)
+		}
+		if err != nil {
+			return res, err
+		}
+		res.Peer = &peer
+		res.PeerRatio = peer.Rate / res.RawConsumeAckRate
+	}
+
 	// (b) the pipeline draining the backlog into KV.
 	fmt.Fprintln(cfg.Progress, "measuring the pipeline draining the backlog...")
 	cfg.Phase("pipeline", true)
@@ -305,12 +400,15 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	res.SnapshotWritesPerEvent = float64(writes) / float64(res.Events)
 	res.MilestonesPerEvent = float64(milestones) / float64(res.Events)
 	res.Ratio = res.PipelineRate / res.RawConsumeAckRate
+	if res.Peer != nil && res.Peer.Rate > 0 {
+		res.PipelineToPeer = res.PipelineRate / res.Peer.Rate
+	}
 
 	idleCPU, idleStart := processCPU(), time.Now()
 	time.Sleep(time.Second)
 	res.IdleCores = (processCPU() - idleCPU).Seconds() / time.Since(idleStart).Seconds()
 
-	// (c) The maximum live rate, then end-to-end latency at a fraction of it.
+	// (c) The maximum live rate, then end-to-end latency at fractions of it.
 	fmt.Fprintln(cfg.Progress, "measuring the maximum live rate (publishing while the pipeline runs)...")
 	cfg.Phase("saturate", true)
 	res.MaxLiveRate, res.SaturateCost, err = maxLiveRate(ctx, js, cfg)
@@ -318,18 +416,19 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err != nil {
 		return res, err
 	}
-	res.LiveRate = res.MaxLiveRate * cfg.LiveFraction
-	fmt.Fprintf(cfg.Progress, "measuring end-to-end latency at %.0f events/s for %ds...\n", res.LiveRate, cfg.LiveSeconds)
-	res.LiveFraction = cfg.LiveFraction
 	cfg.Phase("live", true)
-	lat, liveCost, err := liveLatency(ctx, js, cfg, res.LiveRate)
-	res.LiveCost = liveCost
-	cfg.Phase("live", false)
-	if err != nil {
-		return res, err
+	for i, f := range cfg.LiveFractions {
+		pt := LivePoint{Fraction: f, Rate: res.MaxLiveRate * f}
+		fmt.Fprintf(cfg.Progress, "measuring end-to-end latency at %.2f x = %.0f events/s for %ds...\n", f, pt.Rate, cfg.LiveSeconds)
+		// Each point publishes orders of its own seed, never seen before.
+		pt, err := liveLatency(ctx, js, cfg, cfg.Seed+1000+int64(i), pt)
+		if err != nil {
+			cfg.Phase("live", false)
+			return res, err
+		}
+		res.Live = append(res.Live, pt)
 	}
-	res.LiveEvents = len(lat)
-	res.EndToEndP50Ms, res.EndToEndP99Ms = quantileMs(lat, 0.50), quantileMs(lat, 0.99)
+	cfg.Phase("live", false)
 
 	// Reads.
 	fmt.Fprintln(cfg.Progress, "measuring reads...")
@@ -374,8 +473,10 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			return res, err
 		}
 		defer conn.Close()
+		// The sink's live phase runs at the last live point's rate.
+		liveRate := res.Live[len(res.Live)-1].Rate
 		sink, err := chsink.Bench(ctx, js, conn, chsink.BenchConfig{
-			Events: cfg.SinkEvents, Seed: cfg.Seed + 2000, LiveRate: res.LiveRate, LiveDuration: time.Duration(cfg.LiveSeconds) * time.Second, Logger: quiet,
+			Events: cfg.SinkEvents, Seed: cfg.Seed + 2000, LiveRate: liveRate, LiveDuration: time.Duration(cfg.LiveSeconds) * time.Second, Logger: quiet,
 		})
 		if err != nil {
 			return res, err
@@ -488,12 +589,11 @@ func watermillFloor(ctx context.Context, url string, topo topology.Topology, n i
 	defer rc.Close()
 	var got atomic.Int64
 	done := make(chan struct{})
-	r, err := pipelines.NewLaneRouter(rc, topo, log, name, func(_ context.Context, _ int, batch []handlers.Delivery) error {
-		if got.Add(int64(len(batch))) == int64(n) {
+	r, err := newFloorRouter(rc, topo, log, name, func(deliveries int) {
+		if now := got.Add(int64(deliveries)); now >= int64(n) && now-int64(deliveries) < int64(n) {
 			close(done)
 		}
-		return nil
-	}, nil)
+	})
 	if err != nil {
 		return 0, err
 	}
@@ -517,6 +617,21 @@ func watermillFloor(ctx context.Context, url string, topo topology.Topology, n i
 	return elapsed, nil
 }
 
+// newFloorRouter is the pipeline's own lane router over consumer(i), with a handler
+// that only counts the deliveries it is given. It and startPipeline are the bench's
+// only uses of the pipeline's API.
+func newFloorRouter(nc *nats.Conn, topo topology.Topology, log *slog.Logger, consumer func(lane int) string, count func(deliveries int)) (interface{ Run(context.Context) error }, error) {
+	r, err := pipelines.NewLaneRouter(nc, topo, log, consumer, func(_ context.Context, _ int, batch []handlers.Delivery) error {
+		count(len(batch))
+		return nil
+	}, nil)
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// startPipeline runs serve's pipeline and API until the returned stop is called.
 func startPipeline(ctx context.Context, url string, topo topology.Topology, log *slog.Logger) (string, func(), error) {
 	ctx, cancel := context.WithCancel(ctx)
 	addrs := make(chan app.Addrs, 1)
@@ -571,21 +686,22 @@ func maxLiveRate(ctx context.Context, js jetstream.JetStream, cfg Config) (float
 	return float64(cost.Events) / elapsed.Seconds(), cost, nil
 }
 
-// sampleEvery picks the orders whose latency is measured: one in sampleEvery.
-const sampleEvery = 20
+// watchedOrders is about how many orders each live point times.
+const watchedOrders = 400
 
-// liveLatency publishes a fresh workload at rate and measures, for every event that
-// changes a snapshot (known from the pure resolver), the time from its publish to the
-// first KV update of its order that includes it.
-func liveLatency(ctx context.Context, js jetstream.JetStream, cfg Config, rate float64) ([]time.Duration, Cost, error) {
+// liveLatency publishes a fresh workload of seed at pt.Rate and measures, for every
+// event that changes a snapshot (known from the pure resolver), the time from its
+// publish to the first KV update of its order that includes it.
+func liveLatency(ctx context.Context, js jetstream.JetStream, cfg Config, seed int64, pt LivePoint) (LivePoint, error) {
+	rate := pt.Rate
 	orders := int(rate*float64(cfg.LiveSeconds)/9.5) + 1
-	msgs, _, err := simulate.Generate(simulate.Config{Seed: cfg.Seed + 1000, Orders: orders, Interleave: 2000})
+	msgs, _, err := simulate.Generate(simulate.Config{Seed: seed, Orders: orders, Interleave: 2000})
 	if err != nil {
-		return nil, Cost{}, err
+		return pt, err
 	}
 	kv, err := js.KeyValue(ctx, topology.StatusBucket)
 	if err != nil {
-		return nil, Cost{}, err
+		return pt, err
 	}
 	type seen struct {
 		walSeq uint64
@@ -594,18 +710,21 @@ func liveLatency(ctx context.Context, js jetstream.JetStream, cfg Config, rate f
 	var mu sync.Mutex
 	updates := map[string][]seen{}
 	// Watch a sample of the orders, not all: a watcher decoding every snapshot would
-	// load the machine it measures.
+	// load the machine it measures. A fixed number of them gives low rates as many
+	// samples as high ones.
 	sampled := map[string]bool{}
 	var keys []string
-	for i, id := range orderIDs(msgs) {
-		if i%sampleEvery == 0 {
+	ids := orderIDs(msgs)
+	every := max(1, (len(ids)+watchedOrders-1)/watchedOrders)
+	for i, id := range ids {
+		if i%every == 0 {
 			sampled[id] = true
 			keys = append(keys, id)
 		}
 	}
 	w, err := kv.WatchFiltered(ctx, keys, jetstream.UpdatesOnly())
 	if err != nil {
-		return nil, Cost{}, err
+		return pt, err
 	}
 	defer w.Stop()
 	go func() {
@@ -630,10 +749,11 @@ func liveLatency(ctx context.Context, js jetstream.JetStream, cfg Config, rate f
 		future jetstream.PubAckFuture
 	}
 	var pubs []sent
+	stalls := 0
 	persist := persistFlags(msgs)
 	m, err := startMeter(ctx, js)
 	if err != nil {
-		return nil, Cost{}, err
+		return pt, err
 	}
 	start := time.Now()
 	for i, m := range msgs {
@@ -642,8 +762,22 @@ func liveLatency(ctx context.Context, js jetstream.JetStream, cfg Config, rate f
 		}
 		at := time.Now()
 		f, err := js.PublishMsgAsync(m.NatsMsg())
+		if errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+			// The server holds too many acks back: wait for it, as a producer would.
+			// The event's latency counts from its first attempt.
+			stalls++
+			for errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+				select {
+				case <-js.PublishAsyncComplete():
+				case <-time.After(50 * time.Millisecond):
+				case <-ctx.Done():
+					return pt, ctx.Err()
+				}
+				f, err = js.PublishMsgAsync(m.NatsMsg())
+			}
+		}
 		if err != nil {
-			return nil, Cost{}, err
+			return pt, err
 		}
 		if persist[i] && sampled[m.Event.OrderID] {
 			pubs = append(pubs, sent{m.Event.OrderID, at, f})
@@ -651,12 +785,12 @@ func liveLatency(ctx context.Context, js jetstream.JetStream, cfg Config, rate f
 	}
 	<-js.PublishAsyncComplete()
 	if err := waitDrained(ctx, js); err != nil {
-		return nil, Cost{}, err
+		return pt, err
 	}
-	cost, err := m.cost(ctx)
-	if err != nil {
-		return nil, Cost{}, err
+	if pt.Cost, err = m.cost(ctx); err != nil {
+		return pt, err
 	}
+	pt.Stalls = stalls
 	time.Sleep(200 * time.Millisecond) // let the watcher deliver the last updates
 	mu.Lock()
 	defer mu.Unlock()
@@ -676,7 +810,9 @@ func liveLatency(ctx context.Context, js jetstream.JetStream, cfg Config, rate f
 			}
 		}
 	}
-	return lat, cost, nil
+	pt.Samples = len(lat)
+	pt.P50Ms, pt.P99Ms = quantileMs(lat, 0.50), quantileMs(lat, 0.99)
+	return pt, nil
 }
 
 // persistFlags marks the messages whose event changes what a snapshot stores, by
@@ -699,8 +835,8 @@ func orderIDs(msgs []simulate.Message) []string {
 	return ids
 }
 
-// readLatency times GET /v1/orders/{id}: hot reads repeat a few cached orders, cold
-// reads touch each order for the first time.
+// readLatency times GET /v1/orders/{id}: hot reads repeat a few cached orders (up to
+// 50, at most half the backlog's), cold reads touch each other order for the first time.
 func readLatency(ctx context.Context, addr string, ids []string, n int) (hot, cold []time.Duration, err error) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
 	get := func(id string) (time.Duration, error) {
@@ -716,7 +852,12 @@ func readLatency(ctx context.Context, addr string, ids []string, n int) (hot, co
 		}
 		return time.Since(start), nil
 	}
-	coldN := min(n, len(ids)-50)
+	if len(ids) < 2 {
+		return nil, nil, fmt.Errorf("reads need at least 2 orders, the backlog has %d", len(ids))
+	}
+	// The last hotN orders are the hot set; cold reads take the others, each once.
+	hotN := min(50, len(ids)/2)
+	coldN := min(n, len(ids)-hotN)
 	for _, id := range ids[:coldN] {
 		d, err := get(id)
 		if err != nil {
@@ -724,7 +865,7 @@ func readLatency(ctx context.Context, addr string, ids []string, n int) (hot, co
 		}
 		cold = append(cold, d)
 	}
-	hotIDs := ids[len(ids)-50:]
+	hotIDs := ids[len(ids)-hotN:]
 	for _, id := range hotIDs { // warm them
 		if _, err := get(id); err != nil {
 			return nil, nil, err
