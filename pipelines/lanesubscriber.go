@@ -23,8 +23,8 @@ import (
 // buffered when the lane is ready, up to maxBatch, so a live lane gets batches of
 // one and waits for nothing.
 //
-// When Watermill acks the message, every event of the batch is acked to JetStream;
-// a nack naks them all, and JetStream redelivers them (the lane handles a
+// When Watermill acks the message, every event of the batch is acked to JetStream
+// (with one ack on an AckAll consumer); a nack naks them all, and JetStream redelivers them (the lane handles a
 // redelivery as a skipped consumer sequence).
 type laneSubscriber struct {
 	js       jetstream.JetStream
@@ -58,6 +58,7 @@ func (s *laneSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *m
 	if err != nil {
 		return nil, fmt.Errorf("lane consumer %s (run provisioning first): %w", topic, err)
 	}
+	ackAll := c.CachedInfo().Config.AckPolicy == jetstream.AckAllPolicy
 	in := make(chan jetstream.Msg, 2*s.maxBatch)
 	cc, err := c.Consume(func(m jetstream.Msg) {
 		select {
@@ -76,14 +77,14 @@ func (s *laneSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *m
 	go func() {
 		defer s.loops.Done()
 		defer close(out)
-		s.batches(ctx, cc, in, out)
+		s.batches(ctx, cc, ackAll, in, out)
 	}()
 	return out, nil
 }
 
 // batches turns buffered deliveries into one message per batch and settles each
 // batch's acks before taking the next, so a lane never has two batches in hand.
-func (s *laneSubscriber) batches(ctx context.Context, cc jetstream.ConsumeContext, in <-chan jetstream.Msg, out chan<- *message.Message) {
+func (s *laneSubscriber) batches(ctx context.Context, cc jetstream.ConsumeContext, ackAll bool, in <-chan jetstream.Msg, out chan<- *message.Message) {
 	batch := make([]jetstream.Msg, 0, s.maxBatch)
 	for {
 		batch = batch[:0]
@@ -130,8 +131,13 @@ func (s *laneSubscriber) batches(ctx context.Context, cc jetstream.ConsumeContex
 		}
 		select {
 		case <-wm.Acked():
+			// Fire and forget: the lane checkpoint, not the ack, makes effects durable.
+			if ackAll {
+				_ = batch[len(batch)-1].Ack()
+				break
+			}
 			for _, m := range batch {
-				_ = m.Ack() // fire and forget: the lane checkpoint, not the ack, makes effects durable
+				_ = m.Ack()
 			}
 		case <-wm.Nacked():
 			for _, m := range batch {
