@@ -213,7 +213,7 @@ func (l *Lane) fold(ctx context.Context, ins []lanecore.Input, recs []fold.Recor
 	coalescing := l.core.Coalescing(now)
 	l.mu.Unlock()
 	if !coalescing {
-		signal(l.kick)
+		l.sendWrites(ctx)
 	}
 	for k, i := range aside {
 		if err := l.setAside(ctx, recs[i], rejs[k]); err != nil {

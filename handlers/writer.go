@@ -32,36 +32,44 @@ func (l *Lane) runWriter(ctx context.Context) {
 		case <-l.kick:
 		case <-tick.C:
 		}
-		l.mu.Lock()
-		now := time.Now()
-		writes := l.core.Writes(now)
-		rebuilds := l.core.Rebuilds()
-		l.rebuildQ = append(l.rebuildQ, rebuilds...)
-		ckptDue := l.core.CheckpointDue(now)
-		l.mu.Unlock()
-		if ckptDue {
-			signal(l.ckptKick)
-		}
-		if len(rebuilds) > 0 {
-			signal(l.rebuildKick)
-		}
-		for i, w := range writes {
-			f, err := l.d.Snapshots.WriteAsync(w.OrderID, w.Data, w.Rev, w.Terminal)
-			if err != nil {
-				l.log.Warn("snapshot write not sent", "order", w.OrderID, "err", err)
-				l.mu.Lock()
-				for _, rest := range writes[i:] {
-					l.core.WriteFailed(rest, false)
-				}
-				l.mu.Unlock()
-				time.AfterFunc(l.cfg.RetryBackoff, func() { signal(l.kick) })
-				break
+		l.sendWrites(ctx)
+	}
+}
+
+// sendWrites sends what is due. The writer calls it on its kicks and ticks; a lane
+// that keeps up calls it right after folding, which spares live events a goroutine
+// hand-off on their way to KV. Concurrent calls are safe: the core hands each
+// write out once.
+func (l *Lane) sendWrites(ctx context.Context) {
+	l.mu.Lock()
+	now := time.Now()
+	writes := l.core.Writes(now)
+	rebuilds := l.core.Rebuilds()
+	l.rebuildQ = append(l.rebuildQ, rebuilds...)
+	ckptDue := l.core.CheckpointDue(now)
+	l.mu.Unlock()
+	if ckptDue {
+		signal(l.ckptKick)
+	}
+	if len(rebuilds) > 0 {
+		signal(l.rebuildKick)
+	}
+	for i, w := range writes {
+		f, err := l.d.Snapshots.WriteAsync(w.OrderID, w.Data, w.Rev, w.Terminal)
+		if err != nil {
+			l.log.Warn("snapshot write not sent", "order", w.OrderID, "err", err)
+			l.mu.Lock()
+			for _, rest := range writes[i:] {
+				l.core.WriteFailed(rest, false)
 			}
-			select {
-			case l.acks <- pendingWrite{w, f}:
-			case <-ctx.Done():
-				return
-			}
+			l.mu.Unlock()
+			time.AfterFunc(l.cfg.RetryBackoff, func() { signal(l.kick) })
+			return
+		}
+		select {
+		case l.acks <- pendingWrite{w, f}:
+		case <-ctx.Done():
+			return
 		}
 	}
 }
