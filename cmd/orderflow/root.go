@@ -58,7 +58,7 @@ func newRoot() *cobra.Command {
 	pf.StringVar(&g.configFile, "config", "", "YAML file of flag values (keys are flag names)")
 	pf.StringVar(&g.logLevel, "log-level", "info", "debug, info, warn or error")
 	pf.StringVar(&g.natsURL, "nats-url", "", "NATS server URL; empty for serve means the embedded server, for clients nats://127.0.0.1:4222")
-	root.AddCommand(newServe(g), newPublish(g), newSimulate(g), newStatus(g), newBench(g), newConsume(g), newReplay(g), newVerify(g), newMigrate(), newQuery())
+	root.AddCommand(newServe(g), newPublish(g), newSimulate(g), newStatus(g), newBench(g), newConsume(g), newReplay(g), newVerify(g), newMigrate(), newQuery(), newToken())
 	return root
 }
 

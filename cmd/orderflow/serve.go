@@ -13,6 +13,7 @@ import (
 func newServe(g *globals) *cobra.Command {
 	var cfg app.ServeConfig
 	var noArchive bool
+	var sec securityFlags
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the pipeline and the HTTP API (embedded JetStream unless --nats-url is set)",
@@ -27,6 +28,9 @@ func newServe(g *globals) *cobra.Command {
 			}
 			if noArchive {
 				cfg.Archive.Location = ""
+			}
+			if err := sec.apply(&cfg); err != nil {
+				return usageError{err}
 			}
 			return app.Serve(cmd.Context(), cfg)
 		},
@@ -49,5 +53,6 @@ func newServe(g *globals) *cobra.Command {
 	f.StringVar(&cfg.ClickHouse.DSN, "clickhouse-dsn", "", "turn the ClickHouse sink on, e.g. clickhouse://127.0.0.1:9000/orderflow (native protocol)")
 	f.IntVar(&cfg.ClickHouse.BatchSize, "clickhouse-batch", 0, "rows per ClickHouse insert (default 20000)")
 	f.DurationVar(&cfg.ClickHouse.BatchWait, "clickhouse-batch-wait", 0, "longest wait before a partial batch is inserted (default 500ms)")
+	sec.register(f, &cfg)
 	return cmd
 }

@@ -51,7 +51,9 @@ type ServeConfig struct {
 	// Archive moves orders terminal for longer than Archive.MinAge into Parquet files
 	// and purges them from the WAL. Off when Archive.Location is empty.
 	Archive archive.Config
-	Logger  *slog.Logger
+	// Security configures the ingest API's tokens and limits.
+	Security SecurityConfig
+	Logger   *slog.Logger
 	// Started, if set, receives the bound addresses once the instance serves.
 	Started func(Addrs)
 }
@@ -179,9 +181,13 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 			sink.WithHistory(archiver)
 		}
 	}
+	ingestHandler, err := newIngest(ctx, cfg, js, reg, log)
+	if err != nil {
+		return err
+	}
 	srv := api.New(api.Config{
 		Reader: orders.NewReader(walLog, snaps, 0), JS: js, Log: walLog, Registry: reg, Ready: ready, Logger: log,
-		Archive: archiver, ClickHouse: chConn,
+		Archive: archiver, ClickHouse: chConn, Ingest: ingestHandler,
 	})
 	ln, err := net.Listen("tcp", cfg.HTTPListen)
 	if err != nil {

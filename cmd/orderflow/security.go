@@ -1,0 +1,36 @@
+package main
+
+import (
+	"github.com/spf13/pflag"
+
+	"github.com/orderflow/orderflow/internal/app"
+	"github.com/orderflow/orderflow/internal/auth"
+	"github.com/orderflow/orderflow/internal/ingest"
+)
+
+// securityFlags are serve's flags for tokens, limits, NATS users and TLS.
+type securityFlags struct {
+	limits []string
+}
+
+func (s *securityFlags) register(f *pflag.FlagSet, cfg *app.ServeConfig) {
+	f.StringVar(&cfg.Security.JWKS, "auth-jwks", "", "verify ingest tokens against this JWK Set (file or http(s) URL) instead of the local key in <data-dir>/auth")
+	f.StringVar(&cfg.Security.Audience, "auth-audience", auth.DefaultAudience, "the aud claim ingest tokens must carry")
+	f.StringSliceVar(&s.limits, "ingest-limit", nil, "per-actor rate limit of a source, source=rate[:burst] in requests/s, repeatable (defaults: platform, estimator 500; merchant 20; driver 10; agent 5)")
+	f.DurationVar(&cfg.Security.IngestTimeout, "ingest-timeout", 0, "how long the ingest API waits for the WAL before answering 503 (default 5s)")
+}
+
+func (s *securityFlags) apply(cfg *app.ServeConfig) error {
+	if len(s.limits) == 0 {
+		return nil
+	}
+	cfg.Security.Limits = ingest.DefaultLimits()
+	for _, l := range s.limits {
+		src, lim, err := ingest.ParseLimit(l)
+		if err != nil {
+			return err
+		}
+		cfg.Security.Limits[src] = lim
+	}
+	return nil
+}
