@@ -20,6 +20,7 @@ func newServe(g *globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg.NATSURL = g.natsURL
+			cfg.Security.NATSCreds = g.natsCreds
 			cfg.Logger = g.logger()
 			if cfg.Archive.Location == "" && !noArchive && cfg.NATSURL == "" {
 				// With the embedded server, the archive lives beside its store; on a

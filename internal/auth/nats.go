@@ -157,6 +157,14 @@ func LoadOrCreateAuthority(dir string) (*Authority, error) {
 	return &a, nil
 }
 
+// ExistingAuthority loads the authority in dir if its seeds exist, nil if not.
+func ExistingAuthority(dir string) (*Authority, error) {
+	if _, err := os.Stat(filepath.Join(dir, accountSeedFile)); err != nil {
+		return nil, nil
+	}
+	return LoadOrCreateAuthority(dir)
+}
+
 // AccountPublicKey names the account (and its JetStream store directory).
 func (a *Authority) AccountPublicKey() string {
 	pub, _ := a.account.PublicKey()

@@ -40,7 +40,7 @@ func startSecure(t *testing.T) *secureServer {
 	defer cancel()
 	srv, err := embedded.Start(ctx, embedded.Config{
 		DataDir: dir, Listen: "127.0.0.1:-1", Configure: authz.Configure,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError + 4})), // the violations these tests provoke are logged as errors,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError + 4})), // the violations these tests provoke are logged as errors
 	})
 	if err != nil {
 		t.Fatalf("start nats with auth: %v", err)
