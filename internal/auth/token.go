@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sync"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
@@ -176,13 +177,21 @@ type KeySource interface {
 	Keys(ctx context.Context, refresh bool) (*jose.JSONWebKeySet, error)
 }
 
-// Verifier checks bearer tokens.
+// Verifier checks bearer tokens. It remembers tokens it verified until they
+// expire, so a client resending its token (or bursting into the rate limit) costs
+// a map lookup, not a signature check.
 type Verifier struct {
 	keys     KeySource
 	audience string
 	leeway   time.Duration
 	now      func() time.Time
+
+	mu    sync.Mutex
+	cache map[string]Identity
 }
+
+// maxCachedTokens bounds the verified-token cache; past it, the cache starts over.
+const maxCachedTokens = 1 << 16
 
 // NewVerifier verifies tokens signed by keys and addressed to audience
 // (DefaultAudience when empty).
@@ -190,12 +199,32 @@ func NewVerifier(keys KeySource, audience string) *Verifier {
 	if audience == "" {
 		audience = DefaultAudience
 	}
-	return &Verifier{keys: keys, audience: audience, leeway: 30 * time.Second, now: time.Now}
+	return &Verifier{keys: keys, audience: audience, leeway: 30 * time.Second, now: time.Now, cache: map[string]Identity{}}
 }
 
 // Verify parses and checks raw: algorithm, signature, exp (required), nbf, aud,
 // and the orderflow claims. Every error wraps ErrInvalidToken.
 func (v *Verifier) Verify(ctx context.Context, raw string) (Identity, error) {
+	now := v.now()
+	v.mu.Lock()
+	id, ok := v.cache[raw]
+	v.mu.Unlock()
+	if ok && now.Before(id.Expires.Add(v.leeway)) {
+		return id, nil
+	}
+	id, err := v.verify(ctx, raw, now)
+	if err == nil {
+		v.mu.Lock()
+		if len(v.cache) >= maxCachedTokens {
+			clear(v.cache)
+		}
+		v.cache[raw] = id
+		v.mu.Unlock()
+	}
+	return id, err
+}
+
+func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (Identity, error) {
 	fail := func(msg string, err error) (Identity, error) {
 		if err != nil {
 			return Identity{}, fmt.Errorf("%w: %s: %v", ErrInvalidToken, msg, err)
@@ -225,7 +254,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (Identity, error) {
 	if c.Expiry == nil {
 		return fail("no exp claim", nil)
 	}
-	if err := c.Claims.ValidateWithLeeway(jwt.Expected{AnyAudience: jwt.Audience{v.audience}, Time: v.now()}, v.leeway); err != nil {
+	if err := c.Claims.ValidateWithLeeway(jwt.Expected{AnyAudience: jwt.Audience{v.audience}, Time: now}, v.leeway); err != nil {
 		return fail("claims", err)
 	}
 	if !c.Source.Valid() {

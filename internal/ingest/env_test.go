@@ -89,6 +89,13 @@ type reply struct {
 
 func (e *env) post(t testing.TB, token, orderID, body string, hdr map[string]string) reply {
 	t.Helper()
+	return e.postWith(t, http.DefaultClient, token, orderID, body, hdr)
+}
+
+// postWith posts with its own client: actors on separate devices do not share
+// a connection pool.
+func (e *env) postWith(t testing.TB, client *http.Client, token, orderID, body string, hdr map[string]string) reply {
+	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, e.url+"/v1/orders/"+orderID+"/events", strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
@@ -99,7 +106,7 @@ func (e *env) post(t testing.TB, token, orderID, body string, hdr map[string]str
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
