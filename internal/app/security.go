@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
@@ -222,8 +221,8 @@ func requireToken(next http.Handler, v *auth.Verifier) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		raw, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if _, err := v.Verify(r.Context(), raw); err != nil {
+		raw, ok := auth.BearerToken(r)
+		if _, err := v.Verify(r.Context(), raw); !ok || err != nil {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="orderflow"`)
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusUnauthorized)

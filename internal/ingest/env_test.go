@@ -6,18 +6,21 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/orderflow/orderflow/internal/auth"
 	"github.com/orderflow/orderflow/internal/ingest"
 	"github.com/orderflow/orderflow/internal/testenv"
+	"github.com/orderflow/orderflow/internal/wal"
 	"github.com/orderflow/orderflow/pipelines/topology"
 	"github.com/orderflow/orderflow/schemas"
 )
@@ -165,29 +168,13 @@ func walMsgIDs(t testing.TB, js jetstream.JetStream) map[uint64]string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	s, err := js.Stream(ctx, topology.EventsStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := map[uint64]string{}
-	if info.State.Msgs == 0 {
-		return out
-	}
-	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	err := wal.ReadRange(ctx, js, schemas.WALPrefix+".>", 1, math.MaxUint64, func(r wal.Record) error {
+		out[r.Seq] = nats.Header(r.Header).Get(jetstream.MsgIDHeader)
+		return nil
+	})
 	if err != nil {
 		t.Fatal(err)
-	}
-	for uint64(len(out)) < info.State.Msgs {
-		m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second))
-		if err != nil {
-			t.Fatalf("read WAL after %d of %d: %v", len(out), info.State.Msgs, err)
-		}
-		md, _ := m.Metadata()
-		out[md.Sequence.Stream] = m.Headers().Get(jetstream.MsgIDHeader)
 	}
 	return out
 }

@@ -21,7 +21,6 @@ import (
 	"net/http"
 	"regexp"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -185,7 +184,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, source *string) int {
-	raw, ok := bearer(r)
+	raw, ok := auth.BearerToken(r)
 	if !ok {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="orderflow"`)
 		return refuse(w, http.StatusUnauthorized, "missing bearer token: send Authorization: Bearer <token>")
@@ -293,19 +292,6 @@ func (h *Handler) invalid(w http.ResponseWriter, id auth.Identity, subject strin
 	}
 	writeJSON(w, http.StatusBadRequest, out)
 	return http.StatusBadRequest
-}
-
-func bearer(r *http.Request) (string, bool) {
-	hs := r.Header.Values("Authorization")
-	if len(hs) != 1 {
-		return "", false
-	}
-	scheme, tok, ok := strings.Cut(hs[0], " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return "", false
-	}
-	tok = strings.TrimSpace(tok)
-	return tok, tok != ""
 }
 
 func refuse(w http.ResponseWriter, code int, msg string) int {
