@@ -2,6 +2,8 @@ package app
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -241,6 +243,15 @@ func tokenKeys(ctx context.Context, dataDir, jwks string) (auth.KeySource, error
 			return nil, fmt.Errorf("--auth-jwks: %w", err)
 		}
 		return k, nil
+	}
+	if dataDir == "" {
+		// No data directory to keep a key in (an embedding program, a test): a key
+		// of this process only, so no token from elsewhere verifies.
+		pub, _, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		return auth.LocalKeys(pub)
 	}
 	key, err := auth.LoadOrCreateTokenKey(auth.Dir(dataDir))
 	if err != nil {
