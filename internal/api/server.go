@@ -39,6 +39,7 @@ type Server struct {
 	duration *prometheus.HistogramVec
 	archive  *archive.Archiver
 	ch       driver.Conn
+	ingest   http.Handler
 }
 
 // Config wires the server's dependencies.
@@ -54,12 +55,14 @@ type Config struct {
 	Archive *archive.Archiver
 	// ClickHouse, when set, serves the per-entity order lists.
 	ClickHouse driver.Conn
+	// Ingest, when set, serves POST /v1/orders/{id}/events (package ingest).
+	Ingest http.Handler
 }
 
 // New returns the API server.
 func New(cfg Config) *Server {
 	s := &Server{
-		reader: cfg.Reader, js: cfg.JS, log: cfg.Log, gatherer: cfg.Registry, ready: cfg.Ready, logger: cfg.Logger, archive: cfg.Archive, ch: cfg.ClickHouse,
+		reader: cfg.Reader, js: cfg.JS, log: cfg.Log, gatherer: cfg.Registry, ready: cfg.Ready, logger: cfg.Logger, archive: cfg.Archive, ch: cfg.ClickHouse, ingest: cfg.Ingest,
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "orderflow_http_request_duration_seconds",
 			Help:    "HTTP request latency by route and status code.",
@@ -77,6 +80,9 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /v1/orders/{id}/timeline", s.timed("timeline", s.getTimeline))
 	mux.HandleFunc("GET /v1/orders/{id}/watch", s.watch)
 	mux.Handle("GET /v1/{entity}/{id}/orders", s.timed("entity_orders", s.entityOrders))
+	if s.ingest != nil {
+		mux.Handle("POST /v1/orders/{id}/events", s.ingest)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

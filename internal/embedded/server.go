@@ -55,6 +55,9 @@ type Config struct {
 	MaxMemory, MaxStore int64
 	// Logger receives the server's logs. Default slog.Default().
 	Logger *slog.Logger
+	// Configure, when set, adjusts the server's options last: accounts and users
+	// when auth is on (package auth), TLS.
+	Configure func(*server.Options) error
 }
 
 func (c *Config) setDefaults() {
@@ -132,6 +135,11 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		// The host process owns signals: nats-server would otherwise exit the
 		// whole program on SIGINT/SIGTERM before the pipeline drains.
 		NoSigs: true,
+	}
+	if cfg.Configure != nil {
+		if err := cfg.Configure(opts); err != nil {
+			return nil, fmt.Errorf("embedded nats: %w", err)
+		}
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
