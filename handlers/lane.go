@@ -10,7 +10,7 @@ import (
 
 	"github.com/orderflow/orderflow/handlers/fold"
 	"github.com/orderflow/orderflow/handlers/lanecore"
-	"github.com/orderflow/orderflow/internal/snapshot"
+	"github.com/orderflow/orderflow/internal/adapters/snapshot"
 )
 
 // LaneConfig tunes one lane.

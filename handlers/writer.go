@@ -11,7 +11,7 @@ import (
 	"github.com/orderflow/orderflow/handlers/lanecore"
 	"github.com/orderflow/orderflow/handlers/outbox"
 	"github.com/orderflow/orderflow/handlers/resolver"
-	"github.com/orderflow/orderflow/internal/snapshot"
+	"github.com/orderflow/orderflow/internal/adapters/snapshot"
 )
 
 type pendingWrite struct {

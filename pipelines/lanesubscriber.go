@@ -11,7 +11,7 @@ import (
 
 	"github.com/orderflow/orderflow/handlers"
 	"github.com/orderflow/orderflow/handlers/fold"
-	"github.com/orderflow/orderflow/internal/wal"
+	"github.com/orderflow/orderflow/internal/adapters/wal"
 	"github.com/orderflow/orderflow/pipelines/topology"
 )
 

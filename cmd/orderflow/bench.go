@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/orderflow/orderflow/internal/bench"
+	"github.com/orderflow/orderflow/internal/tools/bench"
 )
 
 func newBench(g *globals) *cobra.Command {

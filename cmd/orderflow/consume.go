@@ -6,7 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/orderflow/orderflow/handlers"
-	"github.com/orderflow/orderflow/internal/consumers"
+	"github.com/orderflow/orderflow/internal/services/consumers"
 )
 
 func newConsume(g *globals) *cobra.Command {

@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/orderflow/orderflow/internal/auth"
+	"github.com/orderflow/orderflow/internal/services/auth"
 )
 
 func newCreds() *cobra.Command {

@@ -4,8 +4,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/orderflow/orderflow/internal/app"
-	"github.com/orderflow/orderflow/internal/auth"
-	"github.com/orderflow/orderflow/internal/ingest"
+	"github.com/orderflow/orderflow/internal/services/auth"
+	"github.com/orderflow/orderflow/internal/services/ingest"
 )
 
 // securityFlags are serve's flags for tokens, limits, NATS users and TLS.

@@ -19,8 +19,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/orderflow/orderflow/internal/auth"
-	"github.com/orderflow/orderflow/internal/ingest"
+	"github.com/orderflow/orderflow/internal/services/auth"
+	"github.com/orderflow/orderflow/internal/services/ingest"
 	"github.com/orderflow/orderflow/schemas"
 )
 

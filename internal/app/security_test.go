@@ -24,7 +24,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/orderflow/orderflow/internal/app"
-	"github.com/orderflow/orderflow/internal/auth"
+	"github.com/orderflow/orderflow/internal/services/auth"
 	"github.com/orderflow/orderflow/pipelines/topology"
 	"github.com/orderflow/orderflow/schemas"
 )

@@ -14,8 +14,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/orderflow/orderflow/internal/snapshot"
-	"github.com/orderflow/orderflow/internal/wal"
+	"github.com/orderflow/orderflow/internal/adapters/snapshot"
+	"github.com/orderflow/orderflow/internal/adapters/wal"
 	"github.com/orderflow/orderflow/pipelines/topology"
 	"github.com/orderflow/orderflow/schemas"
 )
