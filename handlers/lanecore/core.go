@@ -119,6 +119,8 @@ type entry struct {
 	// events are held, not folded, until Rebuilt.
 	rebuild      bool
 	rebuildTaken bool   // the lane is doing it
+	// queued and rebuildQueued say the entry is in Core.due or Core.rebuilds.
+	queued, rebuildQueued bool
 	rebuildUpTo  uint64 // the WAL position the rebuild reads to
 	held         []Input
 	// skip are the events of this order set aside after classification (the
@@ -132,8 +134,13 @@ type Core struct {
 	cfg    Config
 	encode Encoder
 
-	orders  map[string]*entry
-	dirty   map[string]*entry
+	orders map[string]*entry
+	dirty  map[string]*entry
+	// due holds dirty orders that may need a write, roughly in the order they became
+	// dirty, and rebuilds those waiting for one: Writes and Rebuilds look only at
+	// them, not at every dirty order (a map that grew during a backlog stays big).
+	due      []*entry
+	rebuilds []*entry
 	aside   map[uint64]bool // WAL sequences owed to the DLQ, not yet stored there
 	lastSeq uint64          // newest WAL sequence handled
 	// synced is false until Reset: memory agrees with KV only from a checkpoint on.
@@ -170,6 +177,7 @@ func (c *Core) Unsync() { c.synced = false }
 func (c *Core) Reset(ckpt uint64) {
 	clear(c.orders)
 	clear(c.dirty)
+	c.due, c.rebuilds = nil, nil
 	c.lastSeq = ckpt
 	c.lastCkpt = max(c.lastCkpt, ckpt)
 	c.synced = true
@@ -243,6 +251,7 @@ func (c *Core) Fold(in Input, now time.Time) Folded {
 	if owes := d.Changed && e.outbox.Update(e.state.Milestones()); d.Persist || owes {
 		e.gen++
 		c.markDirty(e, in, now)
+		c.enqueue(e)
 	}
 	return Folded{Decision: d}
 }
@@ -298,6 +307,18 @@ func (c *Core) evict() {
 func (c *Core) startRebuild(e *entry, upTo uint64) {
 	e.rebuild, e.rebuildTaken = true, false
 	e.rebuildUpTo = max(upTo, e.rebuildUpTo)
+	if !e.rebuildQueued {
+		e.rebuildQueued = true
+		c.rebuilds = append(c.rebuilds, e)
+	}
+}
+
+// enqueue makes a dirty order a candidate for the next Writes.
+func (c *Core) enqueue(e *entry) {
+	if !e.queued {
+		e.queued = true
+		c.due = append(c.due, e)
+	}
 }
 
 // Writes returns the snapshot writes due now, each order at most one in flight.
@@ -307,8 +328,17 @@ func (c *Core) startRebuild(e *entry, upTo uint64) {
 func (c *Core) Writes(now time.Time) []Write {
 	coalescing := c.Coalescing(now)
 	var out []Write
-	for _, e := range c.dirty {
-		if e.inflight || e.rebuild || e.gen == e.writtenGen || (coalescing && now.Sub(e.dirtySince) < c.cfg.CoalesceWindow) {
+	for len(c.due) > 0 {
+		e := c.due[0]
+		if coalescing && now.Sub(e.dirtySince) < c.cfg.CoalesceWindow {
+			break // waiting for more of its events, and so is everything behind it
+		}
+		c.due[0] = nil
+		c.due = c.due[1:]
+		e.queued = false
+		if e.inflight || e.rebuild || e.gen == e.writtenGen || c.orders[e.id] != e {
+			// Written or rebuilt first: their results queue the order again if it
+			// still needs a write. An order forgotten by a Reset needs none.
 			continue
 		}
 		data, err := c.encode(e.state, e.outbox)
@@ -350,6 +380,7 @@ func (c *Core) WriteOK(w Write, rev uint64, now time.Time) Written {
 		return out
 	}
 	out.Again = true
+	c.enqueue(e)
 	// Changes arrived while the write was in flight: they are the next write. While
 	// milestones are outstanding, dirtyFrom keeps the checkpoint below the event that
 	// recorded them, so a crash before they are published replays it.
@@ -376,19 +407,29 @@ func (c *Core) WriteFailed(w Write, conflict bool) {
 	e.nextDirtyAt = time.Time{} // the next write covers everything since dirtyAt
 	if conflict {
 		c.startRebuild(e, c.lastSeq)
+		return
 	}
+	c.enqueue(e)
 }
 
 // Rebuilds returns the rebuilds the lane should start now, each once until it
 // reports back. An order with a write in flight waits for its result first.
 func (c *Core) Rebuilds() []Rebuild {
 	var out []Rebuild
-	for _, e := range c.dirty {
-		if e.rebuild && !e.rebuildTaken && !e.inflight {
-			e.rebuildTaken = true
+	waiting := c.rebuilds[:0]
+	for _, e := range c.rebuilds {
+		switch {
+		case !e.rebuild || e.rebuildTaken || c.orders[e.id] != e:
+			e.rebuildQueued = false
+		case e.inflight:
+			waiting = append(waiting, e)
+		default:
+			e.rebuildQueued, e.rebuildTaken = false, true
 			out = append(out, Rebuild{OrderID: e.id, UpTo: e.rebuildUpTo})
 		}
 	}
+	clear(c.rebuilds[len(waiting):])
+	c.rebuilds = waiting
 	return out
 }
 
@@ -396,6 +437,10 @@ func (c *Core) Rebuilds() []Rebuild {
 func (c *Core) RebuildFailed(id string) {
 	if e := c.orders[id]; e != nil && e.rebuild {
 		e.rebuildTaken = false
+		if !e.rebuildQueued {
+			e.rebuildQueued = true
+			c.rebuilds = append(c.rebuilds, e)
+		}
 	}
 }
 
@@ -439,6 +484,7 @@ func (c *Core) Rebuilt(id string, base func() (*resolver.State, outbox.Outbox), 
 	// e is still dirty (a rebuild starts only for a dirty order) and gen moved, so
 	// the rebuilt state is the next write.
 	e.gen++
+	c.enqueue(e)
 	return aside
 }
 
