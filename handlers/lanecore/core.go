@@ -118,11 +118,11 @@ type entry struct {
 	// rebuild is set while the order must be rebuilt from what is durable: its
 	// events are held, not folded, until Rebuilt.
 	rebuild      bool
-	rebuildTaken bool   // the lane is doing it
+	rebuildTaken bool // the lane is doing it
 	// queued and rebuildQueued say the entry is in Core.due or Core.rebuilds.
 	queued, rebuildQueued bool
-	rebuildUpTo  uint64 // the WAL position the rebuild reads to
-	held         []Input
+	rebuildUpTo           uint64 // the WAL position the rebuild reads to
+	held                  []Input
 	// skip are the events of this order set aside after classification (the
 	// resolver panicked on them, or they made the snapshot unencodable): a rebuild
 	// must not fold them again.
@@ -141,8 +141,8 @@ type Core struct {
 	// them, not at every dirty order (a map that grew during a backlog stays big).
 	due      []*entry
 	rebuilds []*entry
-	aside   map[uint64]bool // WAL sequences owed to the DLQ, not yet stored there
-	lastSeq uint64          // newest WAL sequence handled
+	aside    map[uint64]bool // WAL sequences owed to the DLQ, not yet stored there
+	lastSeq  uint64          // newest WAL sequence handled
 	// synced is false until Reset: memory agrees with KV only from a checkpoint on.
 	synced   bool
 	lastCkpt uint64
