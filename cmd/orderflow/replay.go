@@ -137,6 +137,7 @@ where it differs. Safe while the pipeline runs (compare-and-set writes).`,
 	f.StringVar(&from, "from-time", "", "first WAL event at or after this RFC 3339 time (instead of --from-seq)")
 	f.StringVar(&o.OrderID, "order", "", "only this order")
 	f.BoolVar(&o.DryRun, "dry-run", false, "report what would change, write nothing")
+	f.DurationVar(&o.TerminalTTL, "terminal-ttl", 0, "how long the delivered/cancelled snapshots replay writes stay in KV: give serve's --terminal-ttl (default 24h, as serve; ORDERFLOW_TERMINAL_TTL serves both)")
 	f.BoolVar(&force, "force", false, "do not ask for confirmation")
 	f.BoolVar(&asJSON, "json", false, "machine-readable output")
 	return cmd
