@@ -45,6 +45,7 @@ func newServe(g *globals) *cobra.Command {
 	f.StringVar(&cfg.Archive.Location, "archive", "", "where archived orders go as Parquet files: a directory or s3://bucket/prefix?endpoint=host:port (default <data-dir>/archive with the embedded server; off with --nats-url unless set)")
 	f.DurationVar(&cfg.Archive.MinAge, "archive-after", archive.DefaultMinAge, "archive orders terminal for longer than this, then purge them from the WAL")
 	f.DurationVar(&cfg.Archive.Interval, "archive-interval", time.Minute, "how often to look for orders to archive")
+	f.IntVar(&cfg.Archive.MaxFailures, "archive-max-failures", 10, "serve stops (exit 1) after this many archive runs in a row failed, as the WAL is no longer purged; -1 = never stop, log each failure at error")
 	f.BoolVar(&noArchive, "no-archive", false, "never archive or purge the WAL")
 	f.StringVar(&cfg.ClickHouse.DSN, "clickhouse-dsn", "", "turn the ClickHouse sink on, e.g. clickhouse://127.0.0.1:9000/orderflow (native protocol)")
 	f.IntVar(&cfg.ClickHouse.BatchSize, "clickhouse-batch", 0, "rows per ClickHouse insert (default 20000)")

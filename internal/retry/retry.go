@@ -20,6 +20,12 @@ type Backoff struct {
 	Attempts int
 }
 
+// CompareAndSet is the backoff of a read-decide-conditional-write loop. Each
+// attempt reads again, so a conflict only repeats while another writer keeps
+// writing the same key; a short pause lets it finish, and a key that never settles
+// is an error after a few attempts rather than a loop.
+var CompareAndSet = Backoff{Initial: time.Millisecond, Max: 50 * time.Millisecond, Attempts: 8}
+
 // permanent marks an error no further attempt can fix.
 type permanent struct{ err error }
 

@@ -185,11 +185,6 @@ func Classify(err error) error {
 	return err
 }
 
-// conflictRetry bounds the compare-and-set attempts of Update and Remove. Each
-// attempt reads the key again, so a conflict only repeats while another writer
-// keeps writing the same order; a short pause lets it finish.
-var conflictRetry = retry.Backoff{Initial: time.Millisecond, Max: 50 * time.Millisecond, Attempts: 8}
-
 // Update reads the order's snapshot, calls fn with it and writes what fn returns
 // with a compare-and-set on the revision it read. When another writer moved the key
 // meanwhile it reads again and calls fn again, so fn must be safe to call more than
@@ -253,7 +248,7 @@ func (s *Store) Remove(ctx context.Context, orderID string, markerTTL time.Durat
 // Remove: decide returns the message to publish (expecting rev), or nil for none.
 func (s *Store) compareAndSet(ctx context.Context, orderID string, decide func(data []byte, rev uint64) (*nats.Msg, error)) (bool, error) {
 	wrote := false
-	err := retry.Do(ctx, conflictRetry, func(ctx context.Context, _ int) error {
+	err := retry.Do(ctx, retry.CompareAndSet, func(ctx context.Context, _ int) error {
 		data, rev, err := s.GetRaw(ctx, orderID)
 		if err != nil {
 			return retry.Permanent(err)
@@ -272,7 +267,7 @@ func (s *Store) compareAndSet(ctx context.Context, orderID string, decide func(d
 		return nil
 	})
 	if errors.Is(err, ErrConflict) {
-		return false, fmt.Errorf("snapshot %s kept changing under %d compare-and-set attempts: %w", orderID, conflictRetry.Attempts, err)
+		return false, fmt.Errorf("snapshot %s kept changing under %d compare-and-set attempts: %w", orderID, retry.CompareAndSet.Attempts, err)
 	}
 	return wrote, err
 }
