@@ -47,7 +47,7 @@ func newServe(g *globals) *cobra.Command {
 	f.DurationVar(&cfg.Archive.Interval, "archive-interval", time.Minute, "how often to look for orders to archive")
 	f.IntVar(&cfg.Archive.MaxFailures, "archive-max-failures", 10, "serve stops (exit 1) after this many archive runs in a row failed, as the WAL is no longer purged; -1 = never stop, log each failure at error")
 	f.BoolVar(&noArchive, "no-archive", false, "never archive or purge the WAL")
-	f.StringVar(&cfg.ClickHouse.DSN, "clickhouse-dsn", "", "turn the ClickHouse sink on, e.g. clickhouse://127.0.0.1:9000/orderflow (native protocol)")
+	optionalClickHouseFlag(cmd, &cfg.ClickHouse.DSN, "turn the ClickHouse sink on")
 	f.IntVar(&cfg.ClickHouse.BatchSize, "clickhouse-batch", 0, "rows per ClickHouse insert (default 20000)")
 	f.DurationVar(&cfg.ClickHouse.BatchWait, "clickhouse-batch-wait", 0, "longest wait before a partial batch is inserted (default 500ms)")
 	return cmd
