@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderflow/orderflow/handlers/fold"
-	"github.com/orderflow/orderflow/internal/wal"
+	"github.com/orderflow/orderflow/internal/adapters/wal"
 	"github.com/orderflow/orderflow/pipelines/topology"
 	"github.com/orderflow/orderflow/schemas"
 )

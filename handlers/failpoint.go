@@ -8,10 +8,15 @@ import (
 	"syscall"
 )
 
-// Failpoints crash the process at a named point so fault tests can prove that no
-// crash position loses or duplicates a milestone. ORDERFLOW_FAILPOINT lists them:
-// "after-snapshot-write" or "after-snapshot-write:0.05,consumer-after-record:0.1"
-// (the number is the probability of crashing each time the point is reached).
+// Failpoints crash the process at named points so fault tests can prove that no
+// crash position loses or duplicates a milestone. The composition root reads them
+// from ORDERFLOW_FAILPOINT ("after-snapshot-write", or
+// "after-snapshot-write:0.05,consumer-after-record:0.1": the number is the
+// probability of crashing each time the point is reached) and injects them; a nil
+// Failpoints never fires.
+type Failpoints map[string]float64
+
+// Points the lanes and the example consumers pass.
 const (
 	// FailAfterSnapshotWrite: the snapshot with a pending milestone is durable, the
 	// milestone not yet published.
@@ -22,11 +27,12 @@ const (
 	FailConsumerAfterRecord = "consumer-after-record"
 )
 
-// failpoints is read once: a process-wide switch, set only by fault tests.
-var failpoints = parseFailpoints(os.Getenv("ORDERFLOW_FAILPOINT"))
+// FailpointsFromEnv reads ORDERFLOW_FAILPOINT.
+func FailpointsFromEnv() Failpoints { return ParseFailpoints(os.Getenv("ORDERFLOW_FAILPOINT")) }
 
-func parseFailpoints(s string) map[string]float64 {
-	out := map[string]float64{}
+// ParseFailpoints reads a failpoint list; an unreadable probability means 1.
+func ParseFailpoints(s string) Failpoints {
+	var out Failpoints
 	for _, part := range strings.Split(s, ",") {
 		name, p, hasP := strings.Cut(strings.TrimSpace(part), ":")
 		if name == "" {
@@ -38,17 +44,18 @@ func parseFailpoints(s string) map[string]float64 {
 				prob = v
 			}
 		}
+		if out == nil {
+			out = Failpoints{}
+		}
 		out[name] = prob
 	}
 	return out
 }
 
-// Failpoint kills the process with SIGKILL, as a crash would, when the named point
-// is armed and the dice say so.
-func Failpoint(name string) { failpoint(name) }
-
-func failpoint(name string) {
-	if p, ok := failpoints[name]; ok && rand.Float64() < p {
+// Hit kills the process with SIGKILL, as a crash would, when the named point is
+// armed and the dice say so.
+func (f Failpoints) Hit(name string) {
+	if p, ok := f[name]; ok && rand.Float64() < p {
 		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		select {} // the signal is on its way
 	}

@@ -6,8 +6,8 @@ import (
 	"log/slog"
 	"time"
 
-	wmjs "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/jetstream"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -16,57 +16,71 @@ import (
 )
 
 // LaneRouter is the Watermill side of a lane pipeline: one durable, pinned consumer
-// per lane, each feeding its handler one delivery at a time, in WAL order.
+// per lane, each feeding its handler one pulled batch at a time, in WAL order.
+//
+// Watermill does what it is for here: the router runs the handlers, the Recoverer
+// middleware turns a handler panic into a nack (JetStream redelivers, the lane
+// resyncs), and a middleware times each call. Poison handling stays in the lane:
+// one event of a batch, not the batch, is poison, and its DLQ copy must be durable
+// before the lane checkpoint passes it.
 type LaneRouter struct {
 	router *message.Router
+	sub    *laneSubscriber
 	nc     *nats.Conn
 }
 
-// LaneHandler handles one delivery of a lane.
-type LaneHandler func(ctx context.Context, lane int, dl handlers.Delivery) error
+// LaneHandler handles one pulled batch of a lane's deliveries, in order.
+type LaneHandler func(ctx context.Context, lane int, batch []handlers.Delivery) error
+
+// maxBatch bounds one handler call; it matches the consumer's pull size.
+const maxBatch = 1024
 
 // NewLaneRouter subscribes to consumer(i), an existing durable consumer of lane i,
-// for each of topo's partitions. nc must be a connection of its own: Run drains it.
-func NewLaneRouter(nc *nats.Conn, topo topology.Topology, log *slog.Logger, consumer func(lane int) string, handle LaneHandler) (*LaneRouter, error) {
+// for each of topo's partitions. nc must be a connection of its own: Run closes it.
+// handlerSeconds, when set, observes each handler call.
+func NewLaneRouter(nc *nats.Conn, topo topology.Topology, log *slog.Logger, consumer func(lane int) string, handle LaneHandler, handlerSeconds interface{ Observe(float64) }) (*LaneRouter, error) {
 	topo.SetDefaults()
-	wlog := newWMLogger(log)
-	sub, err := wmjs.NewSubscriber(wmjs.SubscriberConfig{
-		Conn:                nc,
-		Logger:              wlog,
-		AckWaitTimeout:      topo.LaneAckWait,
-		ResourceInitializer: existingLaneConsumer,
-		ConsumeOptions: []jetstream.PullConsumeOpt{
-			jetstream.PullPriorityGroup(topology.LaneGroup),
-			jetstream.PullMaxMessages(1024),
-			// Pull often enough that a live instance never loses its pin.
-			jetstream.PullExpiry(max(time.Second, topo.LanePinnedTTL/3)),
-		},
-		// Acks need no round trip: the lane checkpoint, not the ack, is what makes an
-		// effect durable (see handlers.Lane).
-		AckAsync:    true,
-		Unmarshaler: laneUnmarshaler{},
-	})
+	js, err := jetstream.New(nc)
 	if err != nil {
-		return nil, fmt.Errorf("lane subscriber: %w", err)
+		return nil, err
 	}
+	sub := newLaneSubscriber(js, maxBatch,
+		jetstream.PullPriorityGroup(topology.LaneGroup),
+		jetstream.PullMaxMessages(maxBatch),
+		// Pull often enough that a live instance never loses its pin.
+		jetstream.PullExpiry(max(time.Second, topo.LanePinnedTTL/3)),
+	)
+	wlog := newWMLogger(log)
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 10 * time.Second}, wlog)
 	if err != nil {
 		return nil, err
 	}
+	router.AddMiddleware(middleware.Recoverer)
+	if handlerSeconds != nil {
+		router.AddMiddleware(timed(handlerSeconds))
+	}
 	for i := 0; i < topo.Partitions; i++ {
 		router.AddConsumerHandler("lane-handler-"+consumer(i), consumer(i), sub, func(m *message.Message) error {
-			dl, err := deliveryOf(m)
-			if err != nil {
-				return err
-			}
-			return handle(m.Context(), i, dl)
+			return handle(m.Context(), i, batchOf(m))
 		})
 	}
-	return &LaneRouter{router: router, nc: nc}, nil
+	return &LaneRouter{router: router, sub: sub, nc: nc}, nil
 }
 
-// Run delivers until ctx ends, then stops deliveries, lets the ones under way finish,
-// and stops the router.
+// timed observes each handler call's duration.
+func timed(h interface{ Observe(float64) }) message.HandlerMiddleware {
+	return func(next message.HandlerFunc) message.HandlerFunc {
+		return func(m *message.Message) ([]*message.Message, error) {
+			start := time.Now()
+			out, err := next(m)
+			h.Observe(time.Since(start).Seconds())
+			return out, err
+		}
+	}
+}
+
+// Run delivers until ctx ends, then stops pulling, lets the deliveries already
+// received be handled and acked, and stops the router.
 func (r *LaneRouter) Run(ctx context.Context) error {
 	routerCtx, stopRouter := context.WithCancel(context.Background())
 	defer stopRouter()
@@ -76,26 +90,25 @@ func (r *LaneRouter) Run(ctx context.Context) error {
 		case <-routerCtx.Done():
 			return
 		}
-		r.drainDeliveries()
+		r.sub.stopConsuming()
+		idle := make(chan struct{})
+		go func() {
+			r.sub.loops.Wait()
+			close(idle)
+		}()
+		select {
+		case <-idle:
+		case <-time.After(15 * time.Second):
+		}
 		stopRouter()
 	}()
-	return r.router.Run(routerCtx)
-}
-
-// drainDeliveries stops JetStream deliveries and lets the ones already received
-// finish before the router stops. watermill-nats closes its output channel on
-// shutdown while a delivery callback may still send to it, which panics; draining
-// the connection first means no callback is running when that happens.
-func (r *LaneRouter) drainDeliveries() {
-	closed := make(chan struct{})
-	r.nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
-	if err := r.nc.Drain(); err != nil {
-		return
+	err := r.router.Run(routerCtx)
+	// Acks are fire-and-forget publishes: flush them to the server before closing.
+	if ferr := r.nc.FlushTimeout(5 * time.Second); ferr != nil && err == nil && !r.nc.IsClosed() {
+		err = fmt.Errorf("flush lane acks: %w", ferr)
 	}
-	select {
-	case <-closed:
-	case <-time.After(15 * time.Second):
-	}
+	r.nc.Close()
+	return err
 }
 
 // Running is closed once every lane handler subscribed.

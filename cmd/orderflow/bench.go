@@ -8,12 +8,13 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/orderflow/orderflow/internal/bench"
+	"github.com/orderflow/orderflow/internal/tools/bench"
 )
 
 func newBench(g *globals) *cobra.Command {
 	var cfg bench.Config
 	var asJSON bool
+	var liveFraction float64
 	var cpuProfile, profilePhase string
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -21,6 +22,9 @@ func newBench(g *globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg.Progress = cmd.ErrOrStderr()
+			if cmd.Flags().Changed("live-fraction") {
+				cfg.LiveFractions = []float64{liveFraction}
+			}
 			if cpuProfile != "" {
 				f, err := os.Create(cpuProfile)
 				if err != nil {
@@ -57,15 +61,18 @@ func newBench(g *globals) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.IntVar(&cfg.Orders, "orders", 10_000, "orders in the backlog (about 9.5 events each)")
-	f.IntVar(&cfg.LiveSeconds, "live-seconds", 8, "length of the live end-to-end latency phase")
+	f.IntVar(&cfg.LiveSeconds, "live-seconds", 8, "length of each live end-to-end latency point")
 	f.IntVar(&cfg.Partitions, "partitions", 8, "WAL partitions")
-	f.Float64Var(&cfg.LiveFraction, "live-fraction", 0.5, "live phase rate as a fraction of the measured maximum live rate")
+	f.Float64SliceVar(&cfg.LiveFractions, "live-fractions", bench.DefaultLiveFractions, "live points' rates as fractions of the measured maximum live rate, measured in this order")
+	f.Float64Var(&liveFraction, "live-fraction", 0.5, "one live point at this fraction (same as --live-fractions F)")
+	_ = f.MarkDeprecated("live-fraction", "use --live-fractions")
+	f.IntVar(&cfg.PeerSeconds, "peer-seconds", 20, "time budget of the peer phase (its rate is over what it handled); negative skips it")
 	f.IntVar(&cfg.Reads, "reads", 2000, "reads per latency sample")
 	f.Int64Var(&cfg.Seed, "seed", 1, "workload seed")
 	f.StringVar(&cfg.ClickHouseDSN, "clickhouse-dsn", "", "add the ClickHouse sink phase against this server (native protocol)")
 	f.IntVar(&cfg.SinkEvents, "sink-events", 100_000, "backlog of the ClickHouse sink phase")
 	f.BoolVar(&asJSON, "json", false, "machine-readable output")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of one phase (server included) to this file")
-	f.StringVar(&profilePhase, "profile-phase", "pipeline", "the phase --cpuprofile covers: raw, floor, pipeline, saturate, live, reads or replay")
+	f.StringVar(&profilePhase, "profile-phase", "pipeline", "the phase --cpuprofile covers: raw, floor, peer, pipeline, saturate, live (every point), reads or replay")
 	return cmd
 }

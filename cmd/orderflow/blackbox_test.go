@@ -19,9 +19,9 @@ import (
 	"github.com/orderflow/orderflow/handlers"
 	"github.com/orderflow/orderflow/handlers/fold"
 	"github.com/orderflow/orderflow/handlers/resolver"
-	"github.com/orderflow/orderflow/internal/app"
-	"github.com/orderflow/orderflow/internal/simulate"
-	"github.com/orderflow/orderflow/internal/verify"
+	"github.com/orderflow/orderflow/internal/services/verify"
+	"github.com/orderflow/orderflow/internal/tools/simulate"
+	"github.com/orderflow/orderflow/pipelines"
 	"github.com/orderflow/orderflow/pipelines/topology"
 	"github.com/orderflow/orderflow/schemas"
 )
@@ -161,7 +161,7 @@ func TestBlackBoxAnyOrderWithDuplicates(t *testing.T) {
 	}
 	publishCore(t, nc, js, append(sent, bad...))
 	ctx := context.Background()
-	if err := app.WaitDrained(ctx, js, time.Minute); err != nil {
+	if err := pipelines.WaitDrained(ctx, js, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 
@@ -256,7 +256,7 @@ func TestEmbeddedKill9KeepsAcknowledgedEvents(t *testing.T) {
 	if after := s2.CachedInfo().State.Msgs; after != acked {
 		t.Fatalf("WAL holds %d events after kill -9, %d were acknowledged", after, acked)
 	}
-	if err := app.WaitDrained(ctx, js2, time.Minute); err != nil {
+	if err := pipelines.WaitDrained(ctx, js2, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	got, err := verify.Snapshots(ctx, js2)
@@ -320,7 +320,7 @@ func TestForgedPinHeaderNeitherStallsNorLeaks(t *testing.T) {
 	publishCore(t, nc, js, sent)
 	ctx := context.Background()
 	start := time.Now()
-	if err := app.WaitDrained(ctx, js, 20*time.Second); err != nil {
+	if err := pipelines.WaitDrained(ctx, js, 20*time.Second); err != nil {
 		t.Fatalf("a forged pin header stalled a lane: %v", err)
 	}
 	t.Logf("drained %.1fs after the last publish", time.Since(start).Seconds())

@@ -10,11 +10,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/orderflow/orderflow/internal/app"
-	"github.com/orderflow/orderflow/internal/simulate"
-	"github.com/orderflow/orderflow/internal/testenv"
-	"github.com/orderflow/orderflow/internal/testrun"
-	"github.com/orderflow/orderflow/internal/verify"
+	"github.com/orderflow/orderflow/internal/services/verify"
+	"github.com/orderflow/orderflow/internal/testsupport/testenv"
+	"github.com/orderflow/orderflow/internal/testsupport/testrun"
+	"github.com/orderflow/orderflow/internal/tools/simulate"
+	"github.com/orderflow/orderflow/pipelines"
 	"github.com/orderflow/orderflow/pipelines/topology"
 	chsink "github.com/orderflow/orderflow/sinks/clickhouse"
 )
@@ -38,7 +38,7 @@ func TestClickHouseEndToEnd(t *testing.T) {
 	if _, err := env.JS.PublishMsg(ctx, bad); err != nil {
 		t.Fatal(err)
 	}
-	if err := app.WaitDrained(ctx, env.JS, time.Minute); err != nil {
+	if err := pipelines.WaitDrained(ctx, env.JS, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	waitSink := func() {

@@ -5,7 +5,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/orderflow/orderflow/internal/consumers"
+	"github.com/orderflow/orderflow/handlers"
+	"github.com/orderflow/orderflow/internal/services/consumers"
 )
 
 func newConsume(g *globals) *cobra.Command {
@@ -23,6 +24,7 @@ func newConsume(g *globals) *cobra.Command {
 			default:
 				return usageError{fmt.Errorf("unknown service %q: billing or notifications", args[0])}
 			}
+			svc.Failpoints = handlers.FailpointsFromEnv()
 			nc, js, err := connectJS(g, "orderflow-consume-"+svc.Name)
 			if err != nil {
 				return err

@@ -16,10 +16,10 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/orderflow/orderflow/internal/app"
-	"github.com/orderflow/orderflow/internal/simulate"
-	"github.com/orderflow/orderflow/internal/testenv"
-	"github.com/orderflow/orderflow/internal/verify"
+	"github.com/orderflow/orderflow/internal/services/verify"
+	"github.com/orderflow/orderflow/internal/testsupport/testenv"
+	"github.com/orderflow/orderflow/internal/tools/simulate"
+	"github.com/orderflow/orderflow/pipelines"
 	"github.com/orderflow/orderflow/pipelines/topology"
 )
 
@@ -185,7 +185,7 @@ func (i *instance) eventsHandled(t *testing.T) float64 {
 func checkAgainstResolver(t *testing.T, js jetstream.JetStream, msgs []simulate.Message) {
 	t.Helper()
 	ctx := context.Background()
-	if err := app.WaitDrained(ctx, js, 90*time.Second); err != nil {
+	if err := pipelines.WaitDrained(ctx, js, 90*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	want := verify.FoldMessages(msgs)

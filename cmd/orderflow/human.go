@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/orderflow/orderflow/handlers/resolver"
-	"github.com/orderflow/orderflow/internal/orders"
+	"github.com/orderflow/orderflow/internal/services/orders"
 )
 
 // printHuman renders a view or a timeline for a terminal.

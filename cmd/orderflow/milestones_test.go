@@ -10,11 +10,11 @@ import (
 
 	"github.com/orderflow/orderflow/handlers"
 	"github.com/orderflow/orderflow/handlers/outbox"
-	"github.com/orderflow/orderflow/internal/app"
-	"github.com/orderflow/orderflow/internal/consumers"
-	"github.com/orderflow/orderflow/internal/simulate"
-	"github.com/orderflow/orderflow/internal/testenv"
-	"github.com/orderflow/orderflow/internal/verify"
+	"github.com/orderflow/orderflow/internal/services/consumers"
+	"github.com/orderflow/orderflow/internal/services/verify"
+	"github.com/orderflow/orderflow/internal/testsupport/testenv"
+	"github.com/orderflow/orderflow/internal/tools/simulate"
+	"github.com/orderflow/orderflow/pipelines"
 	"github.com/orderflow/orderflow/pipelines/topology"
 )
 
@@ -88,7 +88,7 @@ func TestMilestonesExactlyOnceUnderFaults(t *testing.T) {
 	// A clean run to finish.
 	startInstance(t, args...)
 	launch(t, nil, "consume", "billing", "--nats-url", env.URL)
-	if err := app.WaitDrained(ctx, env.JS, 90*time.Second); err != nil {
+	if err := pipelines.WaitDrained(ctx, env.JS, 90*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	want := verify.ExpectedMilestones(msgs)

@@ -13,8 +13,8 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/orderflow/orderflow/internal/replay"
-	"github.com/orderflow/orderflow/internal/verify"
+	"github.com/orderflow/orderflow/internal/services/replay"
+	"github.com/orderflow/orderflow/internal/services/verify"
 	"github.com/orderflow/orderflow/pipelines/topology"
 	"github.com/orderflow/orderflow/schemas"
 	"github.com/orderflow/orderflow/sinks/archive"

@@ -8,10 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/orderflow/orderflow/internal/app"
-	"github.com/orderflow/orderflow/internal/simulate"
-	"github.com/orderflow/orderflow/internal/testenv"
-	"github.com/orderflow/orderflow/internal/testrun"
+	"github.com/orderflow/orderflow/internal/testsupport/testenv"
+	"github.com/orderflow/orderflow/internal/testsupport/testrun"
+	"github.com/orderflow/orderflow/internal/tools/simulate"
+	"github.com/orderflow/orderflow/pipelines"
 	"github.com/orderflow/orderflow/pipelines/topology"
 )
 
@@ -122,7 +122,7 @@ func TestReplayFromTimeTakesTheOrdersSinceThen(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := app.WaitDrained(ctx, env.JS, time.Minute); err != nil {
+	if err := pipelines.WaitDrained(ctx, env.JS, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	out, err := orderflow(t, "replay", "--nats-url="+env.URL, "--target", "kv", "--from-time", since.UTC().Format(time.RFC3339Nano), "--dry-run", "--json")

@@ -12,7 +12,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/orderflow/orderflow/internal/app"
-	"github.com/orderflow/orderflow/internal/config"
+	"github.com/orderflow/orderflow/internal/app/config"
+	"github.com/orderflow/orderflow/internal/services/auth"
 )
 
 // run builds the command tree and executes it with args.
@@ -27,6 +28,7 @@ type globals struct {
 	configFile string
 	logLevel   string
 	natsURL    string
+	natsCreds  string
 }
 
 // logger logs at --log-level, which PersistentPreRunE has checked.
@@ -72,7 +74,8 @@ func newRoot() *cobra.Command {
 	pf.StringVar(&g.configFile, "config", "", "YAML file of flag values (keys are flag names)")
 	pf.StringVar(&g.logLevel, "log-level", "info", "debug, info, warn or error")
 	pf.StringVar(&g.natsURL, "nats-url", "", "NATS server URL; empty for serve means the embedded server, for clients nats://127.0.0.1:4222")
-	root.AddCommand(newServe(g), newPublish(g), newSimulate(g), newStatus(g), newBench(g), newConsume(g), newReplay(g), newVerify(g), newMigrate(), newQuery())
+	pf.StringVar(&g.natsCreds, "nats-creds", "", "NATS .creds file to connect with (orderflow creds issue); for serve, the pipeline's credentials on --nats-url")
+	root.AddCommand(newServe(g), newPublish(g), newSimulate(g), newStatus(g), newBench(g), newConsume(g), newReplay(g), newVerify(g), newMigrate(), newQuery(), newToken(), newCreds())
 	return root
 }
 
@@ -87,7 +90,17 @@ func (g *globals) clientURL() string {
 // connectJS is how every client command reaches NATS: one connection that rides
 // out reconnects, and its JetStream context.
 func connectJS(g *globals, name string, opts ...jetstream.JetStreamOpt) (*nats.Conn, jetstream.JetStream, error) {
-	conns, err := app.Connect(g.clientURL(), name, 1)
+	var connOpts []nats.Option
+	if g.natsCreds != "" {
+		b, err := os.ReadFile(g.natsCreds)
+		if err != nil {
+			return nil, nil, err
+		}
+		if connOpts, err = auth.ConnectOptions(b); err != nil {
+			return nil, nil, fmt.Errorf("--nats-creds %s: %w", g.natsCreds, err)
+		}
+	}
+	conns, err := app.Connect(g.clientURL(), name, 1, connOpts...)
 	if err != nil {
 		return nil, nil, err
 	}

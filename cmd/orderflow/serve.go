@@ -13,12 +13,14 @@ import (
 func newServe(g *globals) *cobra.Command {
 	var cfg app.ServeConfig
 	var noArchive bool
+	var sec securityFlags
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the pipeline and the HTTP API (embedded JetStream unless --nats-url is set)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg.NATSURL = g.natsURL
+			cfg.Security.NATSCreds = g.natsCreds
 			cfg.Logger = g.logger()
 			if cfg.Archive.Location == "" && !noArchive && cfg.NATSURL == "" {
 				// With the embedded server, the archive lives beside its store; on a
@@ -27,6 +29,9 @@ func newServe(g *globals) *cobra.Command {
 			}
 			if noArchive {
 				cfg.Archive.Location = ""
+			}
+			if err := sec.apply(&cfg); err != nil {
+				return usageError{err}
 			}
 			return app.Serve(cmd.Context(), cfg)
 		},
@@ -50,5 +55,6 @@ func newServe(g *globals) *cobra.Command {
 	optionalClickHouseFlag(cmd, &cfg.ClickHouse.DSN, "turn the ClickHouse sink on")
 	f.IntVar(&cfg.ClickHouse.BatchSize, "clickhouse-batch", 0, "rows per ClickHouse insert (default 20000)")
 	f.DurationVar(&cfg.ClickHouse.BatchWait, "clickhouse-batch-wait", 0, "longest wait before a partial batch is inserted (default 500ms)")
+	sec.register(f, &cfg)
 	return cmd
 }

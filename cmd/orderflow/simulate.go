@@ -13,9 +13,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
-	"github.com/orderflow/orderflow/internal/app"
-	"github.com/orderflow/orderflow/internal/simulate"
-	"github.com/orderflow/orderflow/internal/verify"
+	"github.com/orderflow/orderflow/internal/services/verify"
+	"github.com/orderflow/orderflow/internal/tools/simulate"
+	"github.com/orderflow/orderflow/pipelines"
 	"github.com/orderflow/orderflow/pipelines/topology"
 )
 
@@ -110,7 +110,7 @@ func (r statusReport) print(w io.Writer) {
 // waitAndReport waits until the lane checkpoints cover everything the WAL held when
 // called, then summarises the snapshots.
 func waitAndReport(ctx context.Context, js jetstream.JetStream, w io.Writer) (statusReport, error) {
-	if err := app.WaitDrained(ctx, js, 5*time.Minute); err != nil {
+	if err := pipelines.WaitDrained(ctx, js, 5*time.Minute); err != nil {
 		return statusReport{}, err
 	}
 	var rep statusReport

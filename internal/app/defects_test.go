@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/orderflow/orderflow/internal/app"
-	"github.com/orderflow/orderflow/internal/simulate"
-	"github.com/orderflow/orderflow/internal/testenv"
-	"github.com/orderflow/orderflow/internal/testrun"
+	"github.com/orderflow/orderflow/internal/testsupport/testenv"
+	"github.com/orderflow/orderflow/internal/testsupport/testrun"
+	"github.com/orderflow/orderflow/internal/tools/simulate"
 	"github.com/orderflow/orderflow/pipelines/topology"
 	"github.com/orderflow/orderflow/sinks/archive"
 	chsink "github.com/orderflow/orderflow/sinks/clickhouse"

@@ -4,6 +4,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,17 +15,19 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/orderflow/orderflow/handlers"
-	"github.com/orderflow/orderflow/internal/api"
-	"github.com/orderflow/orderflow/internal/embedded"
-	"github.com/orderflow/orderflow/internal/orders"
-	"github.com/orderflow/orderflow/internal/snapshot"
-	"github.com/orderflow/orderflow/internal/wal"
+	"github.com/orderflow/orderflow/internal/adapters/embedded"
+	"github.com/orderflow/orderflow/internal/adapters/snapshot"
+	"github.com/orderflow/orderflow/internal/adapters/wal"
+	"github.com/orderflow/orderflow/internal/services/api"
+	"github.com/orderflow/orderflow/internal/services/auth"
+	"github.com/orderflow/orderflow/internal/services/orders"
 	"github.com/orderflow/orderflow/pipelines"
 	"github.com/orderflow/orderflow/pipelines/topology"
 	"github.com/orderflow/orderflow/sinks/archive"
@@ -52,7 +55,9 @@ type ServeConfig struct {
 	// and purges them from the WAL. Off when Archive.Location is empty. When
 	// Archive.MaxFailures runs in a row fail, Serve stops and returns the error.
 	Archive archive.Config
-	Logger  *slog.Logger
+	// Security configures the ingest API's tokens and limits.
+	Security SecurityConfig
+	Logger   *slog.Logger
 	// Started, if set, receives the bound addresses once the instance serves.
 	Started func(Addrs)
 }
@@ -70,10 +75,27 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	if log == nil {
 		log = slog.Default()
 	}
+	if err := checkListen(cfg); err != nil {
+		return err
+	}
+	tlsCfg, err := tlsConfig(cfg.Security)
+	if err != nil {
+		return err
+	}
+	var authz *auth.Authority
 	url := cfg.NATSURL
 	if url == "" {
+		if cfg.Security.Auth {
+			if authz, err = auth.LoadOrCreateAuthority(auth.Dir(cfg.DataDir)); err != nil {
+				return err
+			}
+		}
+		if err := checkStore(cfg.DataDir, authz); err != nil {
+			return err
+		}
 		srv, err := embedded.Start(ctx, embedded.Config{
 			DataDir: cfg.DataDir, Listen: cfg.NATSListen, SyncInterval: cfg.SyncInterval, Logger: log,
+			Configure: func(o *natsserver.Options) error { return secureNATS(o, authz, tlsCfg) },
 		})
 		if err != nil {
 			return err
@@ -81,7 +103,11 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 		defer srv.Shutdown()
 		url = srv.ClientURL()
 	}
-	conns, err := Connect(url, "orderflow-serve", 3)
+	ids, err := newNATSIdentity(cfg.Security, authz, tlsCfg != nil && cfg.NATSURL == "")
+	if err != nil {
+		return err
+	}
+	conns, err := Connect(url, "orderflow-serve", 3, ids.pipeline...)
 	if err != nil {
 		return err
 	}
@@ -154,6 +180,9 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	if cfg.Archive.Location != "" {
 		acfg := cfg.Archive
 		acfg.Logger, acfg.Registerer = log, reg
+		if fps := handlers.FailpointsFromEnv(); fps != nil && acfg.Failpoint == nil {
+			acfg.Failpoint = func(step string) error { fps.Hit(step); return nil }
+		}
 		if archiver, err = archive.New(ctx, js, acfg); err != nil {
 			return fmt.Errorf("archive: %w", err)
 		}
@@ -175,15 +204,39 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 			sink.WithHistory(archiver)
 		}
 	}
+	ingestJS := js
+	if authz != nil {
+		// The ingest API publishes as the ingest user: a bug in it cannot touch
+		// anything but orders.events.>.
+		ic, err := Connect(url, "orderflow-ingest", 1, ids.ingest...)
+		if err != nil {
+			return err
+		}
+		defer ic[0].Close()
+		if ingestJS, err = jetstream.New(ic[0]); err != nil {
+			return err
+		}
+	}
+	ingestHandler, tokens, err := newIngest(ctx, cfg, ingestJS, reg, log)
+	if err != nil {
+		return err
+	}
 	srv := api.New(api.Config{
 		Reader: orders.NewReader(walLog, snaps, 0), JS: js, Log: walLog, Registry: reg, Ready: ready, Logger: log,
-		Archive: archiver, ClickHouse: chConn,
+		Archive: archiver, ClickHouse: chConn, Ingest: ingestHandler,
 	})
 	ln, err := net.Listen("tcp", cfg.HTTPListen)
 	if err != nil {
 		return fmt.Errorf("http listen: %w", err)
 	}
-	httpSrv := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	handler := srv.Handler()
+	if cfg.Security.Auth {
+		handler = requireToken(handler, tokens)
+	}
+	if tlsCfg != nil {
+		ln = tls.NewListener(ln, tlsCfg)
+	}
+	httpSrv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}
 
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -267,22 +320,23 @@ func newDeps(ctx context.Context, js jetstream.JetStream, topo topology.Topology
 	if err != nil {
 		return handlers.Deps{}, err
 	}
-	ckpts, err := js.KeyValue(ctx, topology.LanesBucket)
+	lanes, err := handlers.NewJetStreamLanes(ctx, js)
 	if err != nil {
 		return handlers.Deps{}, err
 	}
 	return handlers.Deps{
-		JS: js, Log: walLog, Snapshots: snaps, Checkpoints: ckpts,
+		Orders: walLog, Lanes: lanes, Snapshots: snaps,
 		DLQ: handlers.NewDLQ(js), Milestones: handlers.NewMilestonePublisher(js), Metrics: m, Logger: log,
+		Failpoints: handlers.FailpointsFromEnv(),
 	}, nil
 }
 
 // Connect opens n NATS connections that retry forever on disconnect, as a
-// long-running service must.
-func Connect(url, name string, n int) ([]*nats.Conn, error) {
+// long-running service must; opts add credentials and TLS.
+func Connect(url, name string, n int, opts ...nats.Option) ([]*nats.Conn, error) {
 	var conns []*nats.Conn
 	for i := 0; i < n; i++ {
-		nc, err := nats.Connect(url, nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
+		nc, err := nats.Connect(url, append([]nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond)}, opts...)...)
 		if err != nil {
 			for _, c := range conns {
 				c.Close()

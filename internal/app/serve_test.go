@@ -18,10 +18,11 @@ import (
 	"github.com/orderflow/orderflow/handlers"
 	"github.com/orderflow/orderflow/handlers/resolver"
 	"github.com/orderflow/orderflow/internal/app"
-	"github.com/orderflow/orderflow/internal/simulate"
-	"github.com/orderflow/orderflow/internal/testenv"
-	"github.com/orderflow/orderflow/internal/testrun"
-	"github.com/orderflow/orderflow/internal/verify"
+	"github.com/orderflow/orderflow/internal/services/verify"
+	"github.com/orderflow/orderflow/internal/testsupport/testenv"
+	"github.com/orderflow/orderflow/internal/testsupport/testrun"
+	"github.com/orderflow/orderflow/internal/tools/simulate"
+	"github.com/orderflow/orderflow/pipelines"
 	"github.com/orderflow/orderflow/pipelines/topology"
 	"github.com/orderflow/orderflow/schemas"
 )
@@ -186,7 +187,7 @@ func TestQuietLaneCheckpointsAtOnce(t *testing.T) {
 		if err := simulate.PublishAll(ctx, env.JS, part, 0); err != nil {
 			t.Fatal(err)
 		}
-		if err := app.WaitDrained(ctx, env.JS, 30*time.Second); err != nil {
+		if err := pipelines.WaitDrained(ctx, env.JS, 30*time.Second); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -247,7 +248,7 @@ func TestTerminalSnapshotsExpireAndReadsFallBackToTheWAL(t *testing.T) {
 	if _, err := env.JS.PublishMsg(ctx, late); err != nil {
 		t.Fatal(err)
 	}
-	if err := app.WaitDrained(ctx, env.JS, time.Minute); err != nil {
+	if err := pipelines.WaitDrained(ctx, env.JS, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	e, err := kv.Get(ctx, id)
@@ -364,7 +365,7 @@ func TestRestartedPipelineRebuildsOrdersItDoesNotHold(t *testing.T) {
 	if err := simulate.PublishAll(ctx, env.JS, msgs[:half], 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := app.WaitDrained(ctx, env.JS, time.Minute); err != nil {
+	if err := pipelines.WaitDrained(ctx, env.JS, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	stopFirst()
@@ -376,7 +377,7 @@ func TestRestartedPipelineRebuildsOrdersItDoesNotHold(t *testing.T) {
 	if err := simulate.PublishAll(ctx, env.JS, msgs[half:], 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := app.WaitDrained(ctx, env.JS, time.Minute); err != nil {
+	if err := pipelines.WaitDrained(ctx, env.JS, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	got, err := verify.Snapshots(ctx, env.JS)

@@ -142,12 +142,17 @@ func provisionConsumer(ctx context.Context, js jetstream.JetStream, stream strin
 	if err != nil {
 		return Change{}, fmt.Errorf("look up stream for %s: %w", res, err)
 	}
-	_, err = s.Consumer(ctx, want.Durable)
+	have, err := s.Consumer(ctx, want.Durable)
 	action := "ensured"
-	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+	switch {
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
 		action = "created"
-	} else if err != nil {
+	case err != nil:
 		return Change{}, fmt.Errorf("look up %s: %w", res, err)
+	case have.CachedInfo().Config.AckPolicy != want.AckPolicy:
+		// The server cannot change an ack policy in place, and recreating the
+		// consumer would lose its position: keep the one it has.
+		want.AckPolicy = have.CachedInfo().Config.AckPolicy
 	}
 	if _, err := s.CreateOrUpdateConsumer(ctx, want); err != nil {
 		return Change{}, fmt.Errorf("ensure %s: %w", res, err)

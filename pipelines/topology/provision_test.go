@@ -6,9 +6,10 @@ import (
 	"testing"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/orderflow/orderflow/internal/testenv"
-	"github.com/orderflow/orderflow/internal/wal"
+	"github.com/orderflow/orderflow/internal/testsupport/testenv"
+	"github.com/orderflow/orderflow/internal/adapters/wal"
 	"github.com/orderflow/orderflow/pipelines/topology"
 )
 
@@ -82,5 +83,36 @@ func TestRepartitioningANonEmptyWALIsRefused(t *testing.T) {
 	_, err := topology.Provision(ctx, env.JS, topology.Topology{Partitions: 8})
 	if !errors.Is(err, topology.ErrIncompatible) {
 		t.Fatalf("got %v, want ErrIncompatible", err)
+	}
+}
+
+// Lane consumers are AckAll; one provisioned with explicit acks keeps them (the
+// server cannot change an ack policy, and recreating it would lose its position).
+func TestLaneConsumersKeepTheirAckPolicy(t *testing.T) {
+	env := testenv.NATS(t)
+	ctx := context.Background()
+	topo := topology.Topology{Partitions: 2}
+	if _, err := topology.Provision(ctx, env.JS, topo); err != nil {
+		t.Fatal(err)
+	}
+	old := topo.LaneConsumerConfig(0)
+	old.AckPolicy = jetstream.AckExplicitPolicy
+	if err := env.JS.DeleteConsumer(ctx, topology.EventsStream, old.Durable); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.JS.CreateConsumer(ctx, topology.EventsStream, old); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := topology.Provision(ctx, env.JS, topo); err != nil {
+		t.Fatalf("provisioning over an explicit-ack lane consumer: %v", err)
+	}
+	for lane, want := range []jetstream.AckPolicy{jetstream.AckExplicitPolicy, jetstream.AckAllPolicy} {
+		c, err := env.JS.Consumer(ctx, topology.EventsStream, topology.LaneConsumer(lane))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.CachedInfo().Config.AckPolicy; got != want {
+			t.Fatalf("lane %d acks %s, want %s", lane, got, want)
+		}
 	}
 }

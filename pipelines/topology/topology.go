@@ -263,12 +263,16 @@ func (t Topology) LanesBucketConfig() jetstream.KeyValueConfig {
 
 // LaneConsumerConfig is the durable consumer of one lane. Pinned-client priority groups
 // give each lane to exactly one instance at a time and move it when that instance dies.
+// A lane handles its events in order, so acking the last event of a batch acks the
+// batch (AckAll): one ack per pulled batch instead of one per event. Consumers
+// provisioned before keep their explicit acks (the server cannot change an ack
+// policy in place); the lanes ack whichever way their consumer asks.
 func (t Topology) LaneConsumerConfig(partition int) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:        LaneConsumer(partition),
 		Description:    fmt.Sprintf("orderflow status lane %d", partition),
 		FilterSubject:  LaneSubject(partition),
-		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckPolicy:      jetstream.AckAllPolicy,
 		AckWait:        t.LaneAckWait,
 		MaxAckPending:  4096,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,

@@ -20,14 +20,15 @@ import (
 
 	"github.com/orderflow/orderflow/handlers/fold"
 	"github.com/orderflow/orderflow/handlers/resolver"
+	"github.com/orderflow/orderflow/internal/adapters/snapshot"
+	"github.com/orderflow/orderflow/internal/adapters/wal"
 	"github.com/orderflow/orderflow/internal/app"
-	"github.com/orderflow/orderflow/internal/orders"
-	"github.com/orderflow/orderflow/internal/simulate"
-	"github.com/orderflow/orderflow/internal/snapshot"
-	"github.com/orderflow/orderflow/internal/testenv"
-	"github.com/orderflow/orderflow/internal/testrun"
-	"github.com/orderflow/orderflow/internal/verify"
-	"github.com/orderflow/orderflow/internal/wal"
+	"github.com/orderflow/orderflow/internal/services/orders"
+	"github.com/orderflow/orderflow/internal/services/verify"
+	"github.com/orderflow/orderflow/internal/testsupport/testenv"
+	"github.com/orderflow/orderflow/internal/testsupport/testrun"
+	"github.com/orderflow/orderflow/internal/tools/simulate"
+	"github.com/orderflow/orderflow/pipelines"
 	"github.com/orderflow/orderflow/pipelines/topology"
 	"github.com/orderflow/orderflow/schemas"
 	"github.com/orderflow/orderflow/sinks/archive"
@@ -206,7 +207,7 @@ func TestRecentEventHoldsItsOrderBack(t *testing.T) {
 	if _, err := w.env.JS.Publish(ctx, "orders.events.estimator."+id, []byte(body)); err != nil {
 		t.Fatal(err)
 	}
-	if err := app.WaitDrained(ctx, w.env.JS, time.Minute); err != nil {
+	if err := pipelines.WaitDrained(ctx, w.env.JS, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	// The recent event must stay younger than MinAge until the run starts: 2 s is far
@@ -394,7 +395,7 @@ func TestLateEvent(t *testing.T) {
 	}
 
 	// Once the pipeline has it and it is old enough, the late event is archived too.
-	if err := app.WaitDrained(ctx, w.env.JS, time.Minute); err != nil {
+	if err := pipelines.WaitDrained(ctx, w.env.JS, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	rep, err := a.RunOnce(ctx)

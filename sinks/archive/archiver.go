@@ -13,11 +13,10 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/orderflow/orderflow/handlers"
 	"github.com/orderflow/orderflow/handlers/resolver"
+	"github.com/orderflow/orderflow/internal/adapters/snapshot"
+	"github.com/orderflow/orderflow/internal/adapters/wal"
 	"github.com/orderflow/orderflow/internal/retry"
-	"github.com/orderflow/orderflow/internal/snapshot"
-	"github.com/orderflow/orderflow/internal/wal"
 	"github.com/orderflow/orderflow/pipelines/topology"
 	"github.com/orderflow/orderflow/schemas"
 )
@@ -557,9 +556,8 @@ func (a *Archiver) durableUpTo(ctx context.Context, last uint64) ([]uint64, erro
 	return safe, nil
 }
 
-// failpoint crashes (ORDERFLOW_FAILPOINT) or stops the run (Config.Failpoint) at step.
+// failpoint stops the run, or crashes the process, at step (Config.Failpoint).
 func (a *Archiver) failpoint(step string) error {
-	handlers.Failpoint(step)
 	if a.cfg.Failpoint != nil {
 		if err := a.cfg.Failpoint(step); err != nil {
 			return fmt.Errorf("failpoint %s: %w", step, err)

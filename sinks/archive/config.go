@@ -10,8 +10,8 @@ import (
 )
 
 // Failpoints: a crash at each of these must lose nothing and archive nothing twice.
-// ORDERFLOW_FAILPOINT arms them in a real process (handlers.Failpoint);
-// Config.Failpoint in tests.
+// ORDERFLOW_FAILPOINT arms them in a real process (serve wires handlers.Failpoints
+// into Config.Failpoint); tests set Config.Failpoint.
 const (
 	// FailAfterFiles: the batch's files are durable, the index does not name them.
 	FailAfterFiles = "archive-after-files"

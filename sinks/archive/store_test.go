@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/orderflow/orderflow/internal/testenv"
+	"github.com/orderflow/orderflow/internal/testsupport/testenv"
 	"github.com/orderflow/orderflow/sinks/archive"
 )
 

@@ -10,7 +10,7 @@ import (
 
 	"github.com/orderflow/orderflow/handlers/fold"
 	"github.com/orderflow/orderflow/handlers/resolver"
-	"github.com/orderflow/orderflow/internal/wal"
+	"github.com/orderflow/orderflow/internal/adapters/wal"
 	"github.com/orderflow/orderflow/schemas"
 )
 
@@ -60,10 +60,17 @@ func newEntry(id string) *entry {
 // apply folds one valid event. ok is false when the resolver panicked; the state
 // may then be damaged and the caller rebuilds it.
 func (e *entry) apply(rec wal.Record, ev *schemas.Event) (d resolver.Decision, o outcome, ok bool) {
-	before := e.view
 	if d, ok = fold.Apply(e.st, ev, rec.Seq); !ok {
 		return d, o, false
 	}
+	return d, e.note(rec, ev, d), true
+}
+
+// note records what the tables need of an event fold applied to e.st with
+// decision d, beyond the resolver's state: times, counts, transitions and the
+// milestones reached.
+func (e *entry) note(rec wal.Record, ev *schemas.Event, d resolver.Decision) (o outcome) {
+	before := e.view
 	if e.events == 0 {
 		e.createdAt = rec.Time
 	}
@@ -86,7 +93,7 @@ func (e *entry) apply(rec wal.Record, ev *schemas.Event) (d resolver.Decision, o
 			}
 		}
 	}
-	return d, o, true
+	return o
 }
 
 // OrderLog reads one order's events in WAL order, after < seq <= upto (upto 0:
@@ -220,45 +227,27 @@ func (f *folder) rebuildInto(ctx context.Context, e *entry, upto uint64) error {
 }
 
 // readOrder folds the order's WAL events up to upto into a new entry. An event the
-// resolver panics on is left out, as fold leaves it out.
+// resolver panics on is left out, as the lanes leave it out.
 func (f *folder) readOrder(ctx context.Context, id string, upto uint64) (*entry, error) {
-	skip := map[uint64]bool{}
-	for {
-		e := newEntry(id)
+	var e *entry
+	err := fold.Rebuild(func(skip map[uint64]bool) error {
+		e = newEntry(id)
 		f.lookups.Add(1)
-		var panicked uint64
-		if upto > 0 {
-			err := f.log.ReadOrder(ctx, id, 0, upto, func(rec wal.Record) error {
-				if skip[rec.Seq] {
-					return nil
-				}
-				ev, rej := fold.Classify(rec)
-				if rej != nil {
-					return nil
-				}
-				if _, _, ok := e.apply(rec, ev); !ok {
-					panicked = rec.Seq
-					return errPanicked
-				}
-				return nil
-			})
-			if panicked != 0 {
-				skip[panicked] = true
-				continue
-			}
-			if err != nil {
-				return nil, err
-			}
+		if upto == 0 {
+			return nil
 		}
-		return e, nil
+		c := fold.Into(e.st, skip)
+		c.Then = func(_ *resolver.State, rec wal.Record, ev *schemas.Event, d resolver.Decision) error {
+			e.note(rec, ev, d)
+			return nil
+		}
+		return f.log.ReadOrder(ctx, id, 0, upto, c.Record)
+	})
+	if err != nil {
+		return nil, err
 	}
+	return e, nil
 }
-
-type sentinel string
-
-func (s sentinel) Error() string { return string(s) }
-
-const errPanicked = sentinel("resolver panicked")
 
 // put caches e, evicting when the cache is full.
 func (f *folder) put(e *entry) {

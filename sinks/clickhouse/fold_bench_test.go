@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/orderflow/orderflow/handlers/fold"
-	"github.com/orderflow/orderflow/internal/simulate"
+	"github.com/orderflow/orderflow/internal/tools/simulate"
 )
 
 // BenchmarkFold measures the sink's CPU per event without I/O: classify, resolve,

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/orderflow/orderflow/internal/testenv"
+	"github.com/orderflow/orderflow/internal/testsupport/testenv"
 )
 
 // TestMigrateIdempotent applies the migrations twice: the second run applies none.

@@ -1,0 +1,295 @@
+package auth_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/orderflow/orderflow/internal/services/auth"
+	"github.com/orderflow/orderflow/internal/adapters/embedded"
+	"github.com/orderflow/orderflow/pipelines/topology"
+	"github.com/orderflow/orderflow/schemas"
+)
+
+// secureServer is an embedded JetStream server that trusts only the authority of
+// its data directory, provisioned with orderflow's topology by the pipeline user.
+type secureServer struct {
+	url   string
+	dir   string
+	authz *auth.Authority
+	admin jetstream.JetStream
+}
+
+func startSecure(t *testing.T) *secureServer {
+	t.Helper()
+	dir := t.TempDir()
+	authz, err := auth.LoadOrCreateAuthority(auth.Dir(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	srv, err := embedded.Start(ctx, embedded.Config{
+		DataDir: dir, Listen: "127.0.0.1:-1", Configure: authz.Configure,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError + 4})), // the violations these tests provoke are logged as errors
+	})
+	if err != nil {
+		t.Fatalf("start nats with auth: %v", err)
+	}
+	t.Cleanup(srv.Shutdown)
+	s := &secureServer{url: srv.ClientURL(), dir: dir, authz: authz}
+	nc := s.connect(t, s.credsFile(t, auth.RolePipeline), nil)
+	t.Cleanup(nc.Close)
+	if s.admin, err = jetstream.New(nc); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := topology.Provision(ctx, s.admin, topology.Topology{Partitions: 2}); err != nil {
+		t.Fatalf("the pipeline user cannot provision: %v", err)
+	}
+	return s
+}
+
+// credsFile writes a role's .creds file, as `orderflow creds issue` does.
+func (s *secureServer) credsFile(t *testing.T, role auth.Role) string {
+	t.Helper()
+	b, err := s.authz.UserCreds(role, "", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(s.dir, string(role)+".creds")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// connect reads the file as a client of the role does: credentials from the
+// .creds file, and the role's inbox prefix.
+func (s *secureServer) connect(t *testing.T, creds string, onErr func(error)) *nats.Conn {
+	t.Helper()
+	b, err := os.ReadFile(creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts, err := auth.ConnectOptions(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts = append(opts, nats.UserCredentials(creds))
+	if onErr != nil {
+		opts = append(opts, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { onErr(err) }))
+	}
+	nc, err := nats.Connect(s.url, opts...)
+	if err != nil {
+		t.Fatalf("connect with %s: %v", creds, err)
+	}
+	return nc
+}
+
+// op is one thing a client may try; name says what, run does it.
+type op struct {
+	name string
+	run  func(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, role auth.Role) error
+}
+
+func ops() []op {
+	var out []op
+	for _, src := range schemas.Sources {
+		out = append(out, op{"publish " + string(src), func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream, role auth.Role) error {
+			_, err := js.Publish(ctx, schemas.Subject(src, "pm-1"), []byte(`{}`), jetstream.WithMsgID(string(role)+"-"+string(src)))
+			return err
+		}})
+	}
+	return append(out,
+		op{"publish milestone", func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream, role auth.Role) error {
+			_, err := js.Publish(ctx, "orders.milestones.delivered.pm-"+string(role), []byte(`{}`))
+			return err
+		}},
+		op{"purge stream", func(ctx context.Context, nc *nats.Conn, _ jetstream.JetStream, role auth.Role) error {
+			return apiCall(ctx, nc, "$JS.API.STREAM.PURGE."+scratch(role))
+		}},
+		op{"delete stream", func(ctx context.Context, nc *nats.Conn, _ jetstream.JetStream, role auth.Role) error {
+			return apiCall(ctx, nc, "$JS.API.STREAM.DELETE."+scratch(role))
+		}},
+		op{"create consumer on the WAL", func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream, role auth.Role) error {
+			_, err := js.CreateOrUpdateConsumer(ctx, topology.EventsStream, jetstream.ConsumerConfig{Durable: "t-" + string(role), AckPolicy: jetstream.AckExplicitPolicy})
+			return err
+		}},
+		op{"create consumer on milestones", func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream, role auth.Role) error {
+			_, err := js.CreateOrUpdateConsumer(ctx, topology.MilestonesStream, jetstream.ConsumerConfig{Durable: "t-" + string(role), AckPolicy: jetstream.AckExplicitPolicy})
+			return err
+		}},
+		op{"KV put", func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream, role auth.Role) error {
+			// What kv.Put sends, without the bucket lookup a denied role cannot make.
+			_, err := js.Publish(ctx, "$KV."+topology.StatusBucket+".pm-"+string(role), []byte(`{}`))
+			return err
+		}},
+		op{"KV get", func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream, _ auth.Role) error {
+			kv, err := js.KeyValue(ctx, topology.StatusBucket)
+			if err != nil {
+				return err
+			}
+			_, err = kv.Get(ctx, "pm-0")
+			return err
+		}},
+		op{"subscribe to WAL subjects", func(ctx context.Context, nc *nats.Conn, _ jetstream.JetStream, _ auth.Role) error {
+			_, err := nc.SubscribeSync(schemas.SubjectPrefix + ">")
+			return err
+		}},
+	)
+}
+
+func scratch(role auth.Role) string { return "SCRATCH_" + strings.ToUpper(string(role)) }
+
+// apiCall sends a JetStream API request and turns an error answer into an error.
+func apiCall(ctx context.Context, nc *nats.Conn, subject string) error {
+	m, err := nc.RequestWithContext(ctx, subject, nil)
+	if err != nil {
+		return err
+	}
+	var r struct {
+		Error *struct{ Description string } `json:"error"`
+	}
+	if err := json.Unmarshal(m.Data, &r); err != nil {
+		return err
+	}
+	if r.Error != nil {
+		return errors.New(r.Error.Description)
+	}
+	return nil
+}
+
+// allowed is the matrix the permissions must implement.
+func allowed(role auth.Role, opName string) bool {
+	switch role {
+	case auth.RolePipeline:
+		return true
+	case auth.RoleIngest:
+		return strings.HasPrefix(opName, "publish ") && opName != "publish milestone"
+	case auth.RoleReader:
+		return opName == "KV get" || opName == "subscribe to WAL subjects"
+	case auth.RoleAnalyst:
+		return opName == "KV get" || opName == "create consumer on milestones"
+	default: // a producer
+		return opName == "publish "+string(role)
+	}
+}
+
+// TestPermissionMatrix: every role × every operation against the real server,
+// through each role's .creds file. Allowed ones succeed; the others fail with the
+// server's permissions violation, and leave no trace.
+func TestPermissionMatrix(t *testing.T) {
+	s := startSecure(t)
+	ctx := context.Background()
+	kv, err := s.admin.KeyValue(ctx, topology.StatusBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "pm-0", []byte(`{"order_id":"pm-0"}`)); err != nil {
+		t.Fatal(err)
+	}
+	for _, role := range auth.Roles {
+		if _, err := s.admin.CreateStream(ctx, jetstream.StreamConfig{Name: scratch(role), Subjects: []string{"scratch." + string(role)}}); err != nil {
+			t.Fatal(err)
+		}
+		creds := s.credsFile(t, role)
+		for _, o := range ops() {
+			perm := make(chan error, 4)
+			nc := s.connect(t, creds, func(err error) {
+				if errors.Is(err, nats.ErrPermissionViolation) {
+					select {
+					case perm <- err:
+					default:
+					}
+				}
+			})
+			js, _ := jetstream.New(nc)
+			opCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			// A denied request is never answered: the violation ends the wait.
+			done := make(chan error, 1)
+			go func() { done <- o.run(opCtx, nc, js, role) }()
+			var err, violation error
+			select {
+			case err = <-done:
+			case violation = <-perm:
+				cancel()
+				err = <-done
+			}
+			if violation == nil && err == nil {
+				// A denied subscription returns nil; the violation follows the flush.
+				_ = nc.Flush()
+				select {
+				case violation = <-perm:
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
+			cancel()
+			nc.Close()
+			want := allowed(role, o.name)
+			switch {
+			case want && (err != nil || violation != nil):
+				t.Errorf("%s: %s should be allowed: err=%v violation=%v", role, o.name, err, violation)
+			case !want && violation == nil:
+				t.Errorf("%s: %s should fail with a permissions violation: err=%v", role, o.name, err)
+			}
+		}
+	}
+	// Denied writes left nothing: only the pipeline's and the ingest user's
+	// publishes and each producer's own are in the WAL.
+	info, err := s.admin.Stream(ctx, topology.EventsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := info.CachedInfo().State.Msgs, uint64(2*len(schemas.Sources)+len(schemas.Sources)); got != want {
+		t.Errorf("WAL holds %d messages, want %d", got, want)
+	}
+}
+
+// TestUnauthenticatedClientsCannotConnect: no credentials, or credentials another
+// authority signed, are refused at connect.
+func TestUnauthenticatedClientsCannotConnect(t *testing.T) {
+	s := startSecure(t)
+	if nc, err := nats.Connect(s.url); err == nil {
+		nc.Close()
+		t.Fatal("a client without credentials connected")
+	} else if !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+		t.Fatalf("want an authorization error, got %v", err)
+	}
+	other, err := auth.LoadOrCreateAuthority(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := other.UserCreds(auth.RolePipeline, "", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "foreign.creds")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if nc, err := nats.Connect(s.url, nats.UserCredentials(path)); err == nil {
+		nc.Close()
+		t.Fatal("a foreign authority's user connected")
+	}
+	expired, err := s.authz.UserCreds(auth.RolePipeline, "", time.Nanosecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond) // JWT expiry has a one-second resolution
+	if err := os.WriteFile(path, expired, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if nc, err := nats.Connect(s.url, nats.UserCredentials(path)); err == nil {
+		nc.Close()
+		t.Fatal("an expired user connected")
+	}
+}
