@@ -23,7 +23,7 @@ func Decode(subject string, body []byte) (*Event, error) {
 	if err == nil && e.Source.Valid() && e.Source != src {
 		ps.add(fieldPaths[fSource], strconv.Quote(string(e.Source))+" differs from the subject's source "+strconv.Quote(string(src)))
 	}
-	if err == nil && validOrderID(e.OrderID) && e.OrderID != orderID {
+	if err == nil && ValidOrderID(e.OrderID) && e.OrderID != orderID {
 		ps.add(fieldPaths[fOrderID], strconv.Quote(e.OrderID)+" differs from the subject's order id "+strconv.Quote(orderID))
 	}
 	if len(ps) > 0 {

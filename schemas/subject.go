@@ -22,8 +22,8 @@ func ParseSubject(subject string) (src Source, orderID string, err error) {
 		return "", "", Problems{{Path: "subject", Message: "must be " + SubjectPrefix + "<source>.<order_id>"}}
 	case !Source(tok).Valid():
 		return "", "", Problems{{Path: "subject", Message: "source token " + msgSources}}
-	case !validOrderID(id):
-		return "", "", Problems{{Path: "subject", Message: "order id token must match ^[A-Za-z0-9_-]{1,64}$"}}
+	case !ValidOrderID(id):
+		return "", "", Problems{{Path: "subject", Message: "order id token " + msgOrderID}}
 	}
 	return Source(tok), id, nil
 }

@@ -178,8 +178,8 @@ func (e *Event) check(seen, done fieldSet, ps *Problems) {
 		case fEventID:
 			checkText(ps, path, e.EventID, MaxIDLen, true)
 		case fOrderID:
-			if !validOrderID(e.OrderID) {
-				ps.add(path, "must match ^[A-Za-z0-9_-]{1,64}$")
+			if !ValidOrderID(e.OrderID) {
+				ps.add(path, msgOrderID)
 			}
 		case fSource:
 			if !e.Source.Valid() {
@@ -267,19 +267,6 @@ func checkTime(ps *Problems, path string, t time.Time) {
 	if y, u := t.Year(), t.UTC().Year(); y < 0 || y > 9999 || u < 0 || u > 9999 || off%60 != 0 || off <= -24*3600 || off >= 24*3600 {
 		ps.add(path, "must be an RFC 3339 date-time (year 0000..9999, offset in whole minutes)")
 	}
-}
-
-func validOrderID(s string) bool {
-	if len(s) < 1 || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 // escapePointer escapes a property name as a JSON pointer token (RFC 6901).

@@ -15,9 +15,21 @@ import (
 	chsink "github.com/orderflow/orderflow/sinks/clickhouse"
 )
 
-// clickhouseFlag is the DSN every ClickHouse command takes.
+// defaultClickHouseDSN is the one default ClickHouse DSN: the database commands
+// that need ClickHouse (query, migrate) use when none is given, and the one to give
+// serve and verify, for which ClickHouse is optional and off unless a DSN is set.
+// ORDERFLOW_CLICKHOUSE_DSN (or clickhouse-dsn in --config) sets it for all four.
+const defaultClickHouseDSN = "clickhouse://127.0.0.1:9000/orderflow"
+
+// clickhouseFlag is the DSN a command that needs ClickHouse takes.
 func clickhouseFlag(cmd *cobra.Command, dsn *string) {
-	cmd.Flags().StringVar(dsn, "clickhouse-dsn", "clickhouse://127.0.0.1:9000/orderflow", "ClickHouse (native protocol)")
+	cmd.Flags().StringVar(dsn, "clickhouse-dsn", defaultClickHouseDSN, "ClickHouse (native protocol)")
+}
+
+// optionalClickHouseFlag is the DSN of a command for which ClickHouse is optional:
+// empty (the default) leaves it off; what. says what setting it does.
+func optionalClickHouseFlag(cmd *cobra.Command, dsn *string, what string) {
+	cmd.Flags().StringVar(dsn, "clickhouse-dsn", "", what+", e.g. "+defaultClickHouseDSN+" (native protocol; the DSN query and migrate use by default)")
 }
 
 func openClickHouse(ctx context.Context, dsn string) (driver.Conn, error) {

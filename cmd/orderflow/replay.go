@@ -70,12 +70,24 @@ where it differs. Safe while the pipeline runs (compare-and-set writes).`,
 					return fmt.Errorf("not confirmed: pass --force, or --dry-run to look first")
 				}
 			}
+			// --json prints one JSON object per target replayed, a line each, with
+			// "target" naming it (kv's is the replay.Report).
+			emit := func(v any, text string, args ...any) error {
+				if asJSON {
+					return json.NewEncoder(out).Encode(v)
+				}
+				_, err := fmt.Fprintf(out, text, args...)
+				return err
+			}
 			if target == "archive" || (target == "all" && archiveLocation != "") {
 				// The archive holds history the WAL no longer has, so it is never rebuilt
 				// from the WAL: replaying it means finishing any interrupted batch and
 				// archiving what qualifies now.
+				res := archiveReplay{Target: "archive", DryRun: o.DryRun, Location: archiveLocation, MinAge: archiveAfter.String()}
 				if o.DryRun {
-					fmt.Fprintf(out, "archive: would archive orders terminal for longer than %s into %s\n", archiveAfter, archiveLocation)
+					if err := emit(res, "archive: would archive orders terminal for longer than %s into %s\n", archiveAfter, archiveLocation); err != nil {
+						return err
+					}
 				} else {
 					a, err := archive.New(ctx, js, archive.Config{Location: archiveLocation, MinAge: archiveAfter})
 					if err != nil {
@@ -85,8 +97,11 @@ where it differs. Safe while the pipeline runs (compare-and-set writes).`,
 					if err != nil {
 						return err
 					}
-					fmt.Fprintf(out, "archive: %d orders, %d events, %d files, %d bytes (finished interrupted batch: %q)\n",
-						rep.Orders, rep.Events, len(rep.Files), rep.Bytes, rep.Recovered)
+					res.Orders, res.Events, res.Files, res.Bytes, res.Recovered = rep.Orders, rep.Events, len(rep.Files), rep.Bytes, rep.Recovered
+					if err := emit(res, "archive: %d orders, %d events, %d files, %d bytes (finished interrupted batch: %q)\n",
+						rep.Orders, rep.Events, len(rep.Files), rep.Bytes, rep.Recovered); err != nil {
+						return err
+					}
 				}
 				if target == "archive" {
 					return nil
@@ -97,16 +112,17 @@ where it differs. Safe while the pipeline runs (compare-and-set writes).`,
 				if err != nil {
 					return err
 				}
+				res := clickhouseReplay{Target: "clickhouse", DryRun: o.DryRun, FromSeq: from}
 				if o.DryRun {
-					fmt.Fprintf(out, "clickhouse: would reset the sink consumer to WAL sequence %d\n", from)
+					err = emit(res, "clickhouse: would reset the sink consumer to WAL sequence %d\n", from)
 				} else {
 					if err := chsink.ResetConsumer(ctx, js, chsink.Config{}, from); err != nil {
 						return err
 					}
-					fmt.Fprintf(out, "clickhouse: the sink consumer restarts at WAL sequence %d; rows are replacing, so nothing double-counts\n", from)
+					err = emit(res, "clickhouse: the sink consumer restarts at WAL sequence %d; rows are replacing, so nothing double-counts\n", from)
 				}
-				if target == "clickhouse" {
-					return nil
+				if err != nil || target == "clickhouse" {
+					return err
 				}
 			}
 			o.Progress = progress(errOut)
@@ -115,7 +131,7 @@ where it differs. Safe while the pipeline runs (compare-and-set writes).`,
 				return err
 			}
 			if asJSON {
-				return json.NewEncoder(out).Encode(rep)
+				return json.NewEncoder(out).Encode(kvReplay{Target: "kv", Report: rep})
 			}
 			done := fmt.Sprintf("rewrote %d", rep.Written)
 			if o.DryRun {
@@ -137,9 +153,36 @@ where it differs. Safe while the pipeline runs (compare-and-set writes).`,
 	f.StringVar(&from, "from-time", "", "first WAL event at or after this RFC 3339 time (instead of --from-seq)")
 	f.StringVar(&o.OrderID, "order", "", "only this order")
 	f.BoolVar(&o.DryRun, "dry-run", false, "report what would change, write nothing")
+	f.DurationVar(&o.TerminalTTL, "terminal-ttl", 0, "how long the delivered/cancelled snapshots replay writes stay in KV: give serve's --terminal-ttl (default 24h, as serve; ORDERFLOW_TERMINAL_TTL serves both)")
 	f.BoolVar(&force, "force", false, "do not ask for confirmation")
 	f.BoolVar(&asJSON, "json", false, "machine-readable output")
 	return cmd
+}
+
+// archiveReplay is replay --target archive's --json line.
+type archiveReplay struct {
+	Target    string `json:"target"`
+	DryRun    bool   `json:"dry_run"`
+	Location  string `json:"location"`
+	MinAge    string `json:"min_age"`
+	Orders    int    `json:"orders"`
+	Events    int    `json:"events"`
+	Files     int    `json:"files"`
+	Bytes     int64  `json:"bytes"`
+	Recovered string `json:"recovered_batch,omitempty"`
+}
+
+// clickhouseReplay is replay --target clickhouse's --json line.
+type clickhouseReplay struct {
+	Target  string `json:"target"`
+	DryRun  bool   `json:"dry_run"`
+	FromSeq uint64 `json:"from_seq"`
+}
+
+// kvReplay is replay --target kv's --json line: the report, and the target.
+type kvReplay struct {
+	Target string `json:"target"`
+	replay.Report
 }
 
 func newVerify(g *globals) *cobra.Command {
@@ -200,7 +243,7 @@ func newVerify(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "machine-readable output")
-	cmd.Flags().StringVar(&dsn, "clickhouse-dsn", "", "also check the ClickHouse tables (native protocol)")
+	optionalClickHouseFlag(cmd, &dsn, "also check the ClickHouse tables")
 	return cmd
 }
 

@@ -21,6 +21,23 @@ func orderflow(t *testing.T, args ...string) (string, error) {
 	return string(out), err
 }
 
+// decodeJSONLine decodes the last line of out that holds a JSON object into v, and
+// fails the test, showing out, when there is none or it does not decode: progress
+// lines go to stderr, which out may include.
+func decodeJSONLine(t *testing.T, out string, v any) {
+	t.Helper()
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if line := strings.TrimSpace(lines[i]); strings.HasPrefix(line, "{") {
+			if err := json.Unmarshal([]byte(line), v); err != nil {
+				t.Fatalf("output's JSON line: %v\n%s", err, out)
+			}
+			return
+		}
+	}
+	t.Fatalf("no JSON line in the output:\n%s", out)
+}
+
 // TestReplayRepairsCorruptedSnapshots corrupts snapshots (garbage, a wrong state, a
 // deleted key) while the pipeline runs, checks verify reports them, replays from
 // sequence 1, and checks verify then reports zero differences and that a second
@@ -116,9 +133,7 @@ func TestReplayFromTimeTakesTheOrdersSinceThen(t *testing.T) {
 		Orders int `json:"orders"`
 		Differ int `json:"differ"`
 	}
-	if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &rep); err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
+	decodeJSONLine(t, out, &rep)
 	if rep.Orders != len(later) || rep.Differ != 0 {
 		t.Fatalf("replay --from-time covered %d orders (%d differ), want the %d with an event since then", rep.Orders, rep.Differ, len(later))
 	}

@@ -31,10 +31,20 @@ type globals struct {
 	natsCreds  string
 }
 
+// logger logs at --log-level, which PersistentPreRunE has checked.
 func (g *globals) logger() *slog.Logger {
-	var lvl slog.Level
-	_ = lvl.UnmarshalText([]byte(strings.ToUpper(g.logLevel)))
+	lvl, _ := parseLogLevel(g.logLevel)
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+}
+
+// parseLogLevel reads debug, info, warn or error (any case; slog's offsets such as
+// warn+2 too). Anything else is an error: a typo must not silently log at info.
+func parseLogLevel(s string) (slog.Level, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(strings.ToUpper(s))); err != nil {
+		return 0, fmt.Errorf("--log-level %q: want debug, info, warn or error", s)
+	}
+	return lvl, nil
 }
 
 func newRoot() *cobra.Command {
@@ -51,6 +61,9 @@ func newRoot() *cobra.Command {
 				cfg = os.Getenv(config.EnvName("config"))
 			}
 			if err := config.Apply(cmd.Flags(), cfg, os.Getenv); err != nil {
+				return usageError{err}
+			}
+			if _, err := parseLogLevel(g.logLevel); err != nil {
 				return usageError{err}
 			}
 			return nil

@@ -44,7 +44,9 @@ func newStatus(g *globals) *cobra.Command {
 				v, err = r.Get(ctx, args[0])
 			}
 			if errors.Is(err, orders.ErrNotFound) && archiveLocation != "" {
-				a, aerr := archive.New(ctx, js, archive.Config{Location: archiveLocation})
+				// A read-only reader: a lookup binds to the index and the files, not
+				// to what an archiver needs to run.
+				a, aerr := archive.OpenReader(ctx, js, archiveLocation)
 				if aerr != nil {
 					return aerr
 				}

@@ -52,7 +52,8 @@ type ServeConfig struct {
 	// per-entity order lists.
 	ClickHouse chsink.Config
 	// Archive moves orders terminal for longer than Archive.MinAge into Parquet files
-	// and purges them from the WAL. Off when Archive.Location is empty.
+	// and purges them from the WAL. Off when Archive.Location is empty. When
+	// Archive.MaxFailures runs in a row fail, Serve stops and returns the error.
 	Archive archive.Config
 	// Security configures the ingest API's tokens and limits.
 	Security SecurityConfig
@@ -193,13 +194,8 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 			return fmt.Errorf("clickhouse: %w", err)
 		}
 		defer chConn.Close()
-		applied, err := chsink.Migrate(ctx, chConn)
-		if err != nil {
-			return fmt.Errorf("clickhouse migrations: %w", err)
-		}
-		for _, m := range applied {
-			log.Info("clickhouse migration applied", "version", m)
-		}
+		// The sink migrates the schema when it starts, waiting out a server that is
+		// not up yet: serve does not migrate too (nor fail while ClickHouse is down).
 		if sink, err = chsink.NewSink(cfg.ClickHouse, js, chConn, reg, log); err != nil {
 			return fmt.Errorf("clickhouse sink: %w", err)
 		}
@@ -260,8 +256,14 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// An archive that keeps failing no longer purges the WAL, which then
+			// grows until the disk is full: serve stops with the error (exit 1) rather
+			// than run on with a WAL nobody trims. --archive-max-failures sets how
+			// patient it is; --no-archive runs without the archive meanwhile.
 			if err := archiver.Run(runCtx); err != nil && runCtx.Err() == nil {
-				log.Error("archive stopped", "err", err)
+				log.Error("archive keeps failing: stopping", "err", err)
+				errs <- fmt.Errorf("archive: %w", err)
+				stop()
 			}
 		}()
 	}

@@ -60,6 +60,7 @@ func startServeConfig(t *testing.T, cfg app.ServeConfig) string {
 	case a := <-addrs:
 		return a.HTTP
 	case err := <-done:
+		done <- err // for the cleanup, which waits for serve to return
 		t.Fatalf("serve stopped before serving: %v", err)
 	case <-time.After(20 * time.Second):
 		t.Fatal("serve did not start within 20s")

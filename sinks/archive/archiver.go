@@ -1,7 +1,6 @@
 package archive
 
 import (
-	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -14,8 +13,10 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/orderflow/orderflow/handlers/resolver"
 	"github.com/orderflow/orderflow/internal/adapters/snapshot"
 	"github.com/orderflow/orderflow/internal/adapters/wal"
+	"github.com/orderflow/orderflow/internal/retry"
 	"github.com/orderflow/orderflow/pipelines/topology"
 	"github.com/orderflow/orderflow/schemas"
 )
@@ -23,15 +24,13 @@ import (
 // Archiver moves finished orders from the WAL and KV to the archive (see the
 // package doc for the protocol). Run one per instance; several instances are safe.
 type Archiver struct {
+	// Reader answers reads of archived orders (Lookup, ReadOrder) alongside runs.
+	*Reader
 	cfg    Config
 	js     jetstream.JetStream
-	stream jetstream.Stream // ORDER_EVENTS
-	log    *wal.Log
-	snaps  *snapshot.Store
-	status jetstream.KeyValue // order_status, to remove snapshots
+	stream jetstream.Stream   // ORDER_EVENTS
+	snaps  *snapshot.Store    // order_status, to remove snapshots
 	lanes  jetstream.KeyValue // order_lanes, the lane checkpoints
-	idx    *index
-	store  Store
 	m      *metrics
 
 	// nextPartition is where the next scan starts, so a backlog in low partitions
@@ -46,37 +45,29 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Archiver, er
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	store, err := OpenStore(ctx, cfg.Location)
+	if err != nil {
+		return nil, err
+	}
 	a := &Archiver{cfg: cfg, js: js}
-	var err error
-	if a.store, err = OpenStore(ctx, cfg.Location); err != nil {
+	if a.Reader, err = newReader(ctx, js, store); err != nil {
 		return nil, err
 	}
 	if a.stream, err = js.Stream(ctx, topology.EventsStream); err != nil {
 		return nil, fmt.Errorf("open WAL stream %s: %w", topology.EventsStream, err)
 	}
-	if a.log, err = wal.Open(ctx, js); err != nil {
-		return nil, err
-	}
+	// The archiver only removes snapshots: it never writes one, so it needs no TTL.
 	if a.snaps, err = snapshot.Open(ctx, js, 0); err != nil {
 		return nil, err
 	}
-	if a.status, err = js.KeyValue(ctx, topology.StatusBucket); err != nil {
-		return nil, fmt.Errorf("open KV bucket %s: %w", topology.StatusBucket, err)
-	}
 	if a.lanes, err = js.KeyValue(ctx, topology.LanesBucket); err != nil {
 		return nil, fmt.Errorf("open KV bucket %s: %w", topology.LanesBucket, err)
-	}
-	if a.idx, err = openIndex(ctx, js); err != nil {
-		return nil, err
 	}
 	if a.m, err = newMetrics(cfg.Registerer); err != nil {
 		return nil, err
 	}
 	return a, nil
 }
-
-// Store is where the archiver writes its files.
-func (a *Archiver) Store() Store { return a.store }
 
 // Report says what one run did.
 type Report struct {
@@ -97,21 +88,49 @@ type Report struct {
 	Busy bool
 }
 
+// ErrFailing wraps the error Run returns when MaxFailures runs in a row failed.
+var ErrFailing = errors.New("archive keeps failing")
+
 // Run archives every Interval until ctx ends; after a full batch it goes on at once.
+// A failed run is tried again after Interval; once MaxFailures runs in a row have
+// failed, Run returns the last error wrapped in ErrFailing (nil when ctx ended).
 func (a *Archiver) Run(ctx context.Context) error {
+	attempts := a.cfg.MaxFailures
+	if attempts < 0 {
+		attempts = 0 // retry.Do: until ctx ends
+	}
 	for {
-		rep, err := a.RunOnce(ctx)
+		var rep Report
+		var since time.Time
+		err := retry.Do(ctx, retry.Backoff{Initial: a.cfg.Interval, Attempts: attempts}, func(ctx context.Context, attempt int) error {
+			var err error
+			rep, err = a.RunOnce(ctx)
+			if err == nil || ctx.Err() != nil {
+				return err
+			}
+			if attempt == 0 {
+				since = time.Now()
+			}
+			switch {
+			case a.cfg.MaxFailures < 0 && attempt > 0:
+				a.cfg.Logger.Error("archive keeps failing; the WAL is not purged", "err", err, "failed_runs", attempt+1, "since", since)
+			case attempt+1 < attempts || attempts == 0:
+				a.cfg.Logger.Warn("archive run failed; retrying", "err", err, "failed_runs", attempt+1, "max_failures", a.cfg.MaxFailures, "retry_in", a.cfg.Interval)
+			}
+			return err
+		})
 		if ctx.Err() != nil {
 			return nil
 		}
-		switch {
-		case err != nil:
-			a.cfg.Logger.Warn("archive run failed; retrying next interval", "err", err)
-		case rep.Orders > 0 || rep.Recovered != "":
+		if err != nil {
+			return fmt.Errorf("%w: %d runs in a row failed since %s (the WAL is not purged meanwhile): %w",
+				ErrFailing, attempts, since.UTC().Format(time.RFC3339), err)
+		}
+		if rep.Orders > 0 || rep.Recovered != "" {
 			a.cfg.Logger.Info("archived", "batch", rep.Batch, "recovered", rep.Recovered,
 				"orders", rep.Orders, "events", rep.Events, "bytes", rep.Bytes, "held_back", rep.HeldBack)
 		}
-		if err == nil && rep.Batch != "" && rep.Orders >= a.cfg.BatchOrders {
+		if rep.Batch != "" && rep.Orders >= a.cfg.BatchOrders {
 			continue // a backlog: next batch now
 		}
 		select {
@@ -330,60 +349,12 @@ func (a *Archiver) build(ctx context.Context, b *batch, orders []batchOrder) ([]
 	return events, rows, nil
 }
 
-// history folds the order's archived parts.
-func (a *Archiver) history(ctx context.Context, id string, parts []Part, keep bool) (*folder, error) {
-	f := newFolder(id, keep)
-	rows, err := a.partRows(ctx, id, parts)
-	if err != nil {
-		return nil, err
-	}
-	for i := range rows {
-		rec, err := rows[i].record()
-		if err != nil {
-			return nil, err
-		}
-		f.add(rec)
-		if keep {
-			f.rows[len(f.rows)-1].BatchID = rows[i].BatchID
-		}
-	}
-	return f, nil
-}
-
 // foldWAL folds the order's WAL events with after < seq <= upto into f.
 func (a *Archiver) foldWAL(ctx context.Context, f *folder, after, upto uint64) error {
 	return a.log.ReadOrder(ctx, f.id, after, upto, func(r wal.Record) error {
 		f.add(r)
 		return nil
 	})
-}
-
-// partRows reads the order's archived events, in WAL order, checking each part is
-// whole.
-func (a *Archiver) partRows(ctx context.Context, id string, parts []Part) ([]EventRow, error) {
-	var out []EventRow
-	for _, p := range parts {
-		b, err := a.store.Get(ctx, p.EventsFile)
-		if err != nil {
-			return nil, fmt.Errorf("archived events of %s: %w", id, err)
-		}
-		rows, err := decode[EventRow](b)
-		if err != nil {
-			return nil, fmt.Errorf("archived events of %s: read %s: %w", id, p.EventsFile, err)
-		}
-		n := 0
-		for _, r := range rows {
-			if r.OrderID == id && r.WalSeq > p.After && r.WalSeq <= p.Upto {
-				out = append(out, r)
-				n++
-			}
-		}
-		if n != p.Events {
-			return nil, fmt.Errorf("archived events of %s: %s holds %d, the index says %d", id, p.EventsFile, n, p.Events)
-		}
-	}
-	slices.SortFunc(out, func(x, y EventRow) int { return cmp.Compare(x.WalSeq, y.WalSeq) })
-	return out, nil
 }
 
 // purge removes the order's archived events from the WAL, and its snapshot from KV
@@ -397,26 +368,18 @@ func (a *Archiver) purge(ctx context.Context, o batchOrder) error {
 		return fmt.Errorf("purge WAL of %s up to %d: %w", o.ID, o.Upto, err)
 	}
 	a.m.purges.Inc()
-	for range 5 {
-		st, _, rev, err := a.snaps.Get(ctx, o.ID)
-		if err != nil {
-			return err
-		}
-		if st == nil || st.WalSeq() > o.Upto {
-			return nil
-		}
-		// The marker's TTL keeps KV from holding one marker per archived order forever.
-		err = a.status.Purge(ctx, o.ID, jetstream.LastRevision(rev), jetstream.PurgeTTL(a.cfg.MarkerTTL))
-		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-			continue // the lane wrote meanwhile: look again
-		}
-		if err != nil {
-			return fmt.Errorf("remove snapshot of %s: %w", o.ID, err)
-		}
-		a.m.snapshots.Inc()
-		return nil
+	// The snapshot stays when it has folded a later event. The marker's TTL keeps KV
+	// from holding one marker per archived order forever.
+	removed, err := a.snaps.Remove(ctx, o.ID, a.cfg.MarkerTTL, func(st *resolver.State) bool {
+		return st != nil && st.WalSeq() > o.Upto
+	})
+	if err != nil {
+		return fmt.Errorf("remove snapshot of %s: %w", o.ID, err)
 	}
-	return fmt.Errorf("remove snapshot of %s: it kept changing", o.ID)
+	if removed {
+		a.m.snapshots.Inc()
+	}
+	return nil
 }
 
 // candidates scans the WAL partition by partition for orders whose newest event is

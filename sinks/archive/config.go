@@ -38,8 +38,14 @@ type Config struct {
 	// BatchOrders bounds the orders of one batch (the slot lists them in one KV
 	// value, so keep it well under the server's max payload). Default 1000.
 	BatchOrders int
-	// Interval is the pause between runs of Run. Default 1m.
+	// Interval is the pause between runs of Run, and after a failed run. Default 1m.
 	Interval time.Duration
+	// MaxFailures is how many runs in a row may fail before Run gives up and
+	// returns the last error: an archive that keeps failing no longer purges the
+	// WAL, which then grows until the disk is full, so the caller must hear of it.
+	// Default 10 (ten minutes at the default Interval); negative: Run never gives
+	// up and logs every failed run at error.
+	MaxFailures int
 	// OpenTimeout is how long a batch slot may stay open (its owner checking
 	// candidates, which takes a few KV reads) before another archiver deletes it as
 	// abandoned. Default 2m.
@@ -63,6 +69,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.Interval == 0 {
 		c.Interval = time.Minute
+	}
+	if c.MaxFailures == 0 {
+		c.MaxFailures = 10
 	}
 	if c.OpenTimeout == 0 {
 		c.OpenTimeout = 2 * time.Minute

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/orderflow/orderflow/internal/retry"
 	"github.com/orderflow/orderflow/pipelines/topology"
 )
 
@@ -127,10 +128,10 @@ var errIndexMoved = errors.New("archive index moved under a batch")
 // addPart appends the batch's part to the order's entry, once: a part of this batch
 // already there (a batch finished twice) is left as it is.
 func (x *index) addPart(ctx context.Context, orderID string, p Part) error {
-	for {
+	return retry.Do(ctx, retry.CompareAndSet, func(ctx context.Context, _ int) error {
 		e, rev, err := x.entry(ctx, orderID)
 		if err != nil {
-			return err
+			return retry.Permanent(err)
 		}
 		if e == nil {
 			e = &Entry{OrderID: orderID}
@@ -141,12 +142,12 @@ func (x *index) addPart(ctx context.Context, orderID string, p Part) error {
 			}
 		}
 		if e.upto() != p.After {
-			return fmt.Errorf("%w: %s ends at %d, batch %s starts after %d", errIndexMoved, orderID, e.upto(), p.Batch, p.After)
+			return retry.Permanent(fmt.Errorf("%w: %s ends at %d, batch %s starts after %d", errIndexMoved, orderID, e.upto(), p.Batch, p.After))
 		}
 		e.Parts = append(e.Parts, p)
 		b, err := json.Marshal(e)
 		if err != nil {
-			return err
+			return retry.Permanent(err)
 		}
 		if rev == 0 {
 			_, err = x.kv.Create(ctx, entryKey(orderID), b)
@@ -154,13 +155,13 @@ func (x *index) addPart(ctx context.Context, orderID string, p Part) error {
 			_, err = x.kv.Update(ctx, entryKey(orderID), b, rev)
 		}
 		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-			continue // another archiver finishing the same batch: look again
+			return fmt.Errorf("archive index %s: %w", orderID, err) // another archiver finishing the same batch: look again
 		}
 		if err != nil {
-			return fmt.Errorf("archive index %s: %w", orderID, err)
+			return retry.Permanent(fmt.Errorf("archive index %s: %w", orderID, err))
 		}
 		return nil
-	}
+	})
 }
 
 // slot returns the batch in progress and the slot's revision and creation time;

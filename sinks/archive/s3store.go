@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"net/url"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -175,4 +176,19 @@ func OpenStore(ctx context.Context, location string) (Store, error) {
 		return nil, errors.New("archive location " + strconv.Quote(location) + ": a directory or s3://bucket/prefix")
 	}
 	return NewDirStore(location)
+}
+
+// openStoreForRead opens the store at location as OpenStore does, except that a
+// directory must exist already: a reader never creates one.
+func openStoreForRead(ctx context.Context, location string) (Store, error) {
+	if !strings.Contains(location, "://") {
+		info, err := os.Stat(location)
+		if err != nil {
+			return nil, fmt.Errorf("archive dir %s: %w", location, err)
+		}
+		if !info.IsDir() {
+			return nil, fmt.Errorf("archive dir %s: not a directory", location)
+		}
+	}
+	return OpenStore(ctx, location)
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/orderflow/orderflow/handlers/outbox"
 	"github.com/orderflow/orderflow/handlers/resolver"
+	"github.com/orderflow/orderflow/internal/retry"
 	"github.com/orderflow/orderflow/pipelines/topology"
 )
 
@@ -31,7 +32,10 @@ type Store struct {
 	terminalTTL time.Duration
 }
 
-// Open binds to the order_status bucket.
+// Open binds to the order_status bucket. terminalTTL is how long KV keeps the
+// snapshot of a delivered or cancelled order: every writer of snapshots (the lane,
+// replay) must open the store with the lane's --terminal-ttl, or the snapshots it
+// writes never expire. 0 writes them without a TTL (readers only write nothing).
 func Open(ctx context.Context, js jetstream.JetStream, terminalTTL time.Duration) (*Store, error) {
 	s, err := js.Stream(ctx, "KV_"+topology.StatusBucket)
 	if err != nil {
@@ -152,21 +156,27 @@ func Decode(b []byte) (*resolver.State, outbox.Outbox, error) {
 // the key has never been written). Terminal snapshots carry a TTL so KV forgets
 // finished orders; their reads then fall back to the WAL.
 func (s *Store) WriteAsync(orderID string, data []byte, rev uint64, terminal bool) (jetstream.PubAckFuture, error) {
-	m := nats.NewMsg(Key(orderID))
-	m.Data = data
-	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(rev, 10))
-	if terminal && s.terminalTTL > 0 {
-		m.Header.Set(jetstream.MsgTTLHeader, s.terminalTTL.String())
-	}
-	f, err := s.js.PublishMsgAsync(m)
+	f, err := s.js.PublishMsgAsync(s.writeMsg(orderID, data, rev, terminal))
 	if err != nil {
 		return nil, fmt.Errorf("write snapshot %s: %w", orderID, err)
 	}
 	return f, nil
 }
 
-// Write is the synchronous form of WriteAsync, for cold paths (replay, repair).
-// It returns the new revision, or ErrConflict.
+// writeMsg is the compare-and-set write of data as the order's snapshot.
+func (s *Store) writeMsg(orderID string, data []byte, rev uint64, terminal bool) *nats.Msg {
+	m := nats.NewMsg(Key(orderID))
+	m.Data = data
+	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(rev, 10))
+	if terminal && s.terminalTTL > 0 {
+		m.Header.Set(jetstream.MsgTTLHeader, s.terminalTTL.String())
+	}
+	return m
+}
+
+// Write is the synchronous form of WriteAsync, for cold paths and tests that
+// write one snapshot as it is. It returns the new revision, or ErrConflict. A
+// read-modify-write is Update.
 func (s *Store) Write(ctx context.Context, orderID string, data []byte, rev uint64, terminal bool) (uint64, error) {
 	f, err := s.WriteAsync(orderID, data, rev, terminal)
 	if err != nil {
@@ -191,4 +201,91 @@ func Classify(err error) error {
 		return fmt.Errorf("%w: %v", ErrConflict, err)
 	}
 	return err
+}
+
+// Update reads the order's snapshot, calls fn with it and writes what fn returns
+// with a compare-and-set on the revision it read. When another writer moved the key
+// meanwhile it reads again and calls fn again, so fn must be safe to call more than
+// once (a write it made, such as publishing a milestone, must be idempotent).
+//
+// fn gets the stored state and its outbox; the state is nil when the key holds no
+// snapshot, or a value that does not decode (a write then replaces it). It returns
+// the state to store with its outbox, or a nil state to leave the key as it is.
+// Terminal states are written with the store's TTL. Update reports whether it
+// wrote; an error of fn is returned as it is, after no write.
+func (s *Store) Update(ctx context.Context, orderID string, fn func(st *resolver.State, ob outbox.Outbox) (*resolver.State, outbox.Outbox, error)) (bool, error) {
+	return s.compareAndSet(ctx, orderID, func(data []byte, rev uint64) (*nats.Msg, error) {
+		var st *resolver.State
+		var ob outbox.Outbox
+		if data != nil {
+			if got, gotOb, err := Decode(data); err == nil {
+				st, ob = got, gotOb
+			}
+		}
+		next, nextOb, err := fn(st, ob)
+		if err != nil || next == nil {
+			return nil, err
+		}
+		enc, err := Encode(next, nextOb)
+		if err != nil {
+			return nil, fmt.Errorf("encode snapshot %s: %w", orderID, err)
+		}
+		return s.writeMsg(orderID, enc, rev, next.Terminal()), nil
+	})
+}
+
+// Remove deletes the order's snapshot unless keep says it stays, with a
+// compare-and-set like Update (keep may be called more than once). It leaves a
+// purge marker that KV forgets after markerTTL (0: keeps it). keep gets the stored
+// state, nil when the value does not decode; a key with no snapshot is left alone.
+// Remove reports whether it removed.
+func (s *Store) Remove(ctx context.Context, orderID string, markerTTL time.Duration, keep func(st *resolver.State) bool) (bool, error) {
+	return s.compareAndSet(ctx, orderID, func(data []byte, rev uint64) (*nats.Msg, error) {
+		if data == nil {
+			return nil, nil
+		}
+		st, _, err := Decode(data)
+		if err != nil {
+			st = nil
+		}
+		if keep(st) {
+			return nil, nil
+		}
+		m := nats.NewMsg(Key(orderID))
+		m.Header.Set("KV-Operation", "PURGE")
+		m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(rev, 10))
+		if markerTTL > 0 {
+			m.Header.Set(jetstream.MsgTTLHeader, markerTTL.String())
+		}
+		return m, nil
+	})
+}
+
+// compareAndSet is the one read, decide, conditional-write loop behind Update and
+// Remove: decide returns the message to publish (expecting rev), or nil for none.
+func (s *Store) compareAndSet(ctx context.Context, orderID string, decide func(data []byte, rev uint64) (*nats.Msg, error)) (bool, error) {
+	wrote := false
+	err := retry.Do(ctx, retry.CompareAndSet, func(ctx context.Context, _ int) error {
+		data, rev, err := s.GetRaw(ctx, orderID)
+		if err != nil {
+			return retry.Permanent(err)
+		}
+		m, err := decide(data, rev)
+		if err != nil || m == nil {
+			return retry.Permanent(err)
+		}
+		if _, err := s.js.PublishMsg(ctx, m); err != nil {
+			if err = Classify(err); errors.Is(err, ErrConflict) {
+				return err // another writer moved the key: read again
+			}
+			return retry.Permanent(fmt.Errorf("write snapshot %s: %w", orderID, err))
+		}
+		wrote = true
+		return nil
+	})
+	if errors.Is(err, ErrConflict) {
+		return false, fmt.Errorf("snapshot %s kept changing under %d compare-and-set attempts: %w", orderID, retry.CompareAndSet.Attempts, err)
+	}
+	return wrote, err
 }

@@ -35,6 +35,10 @@ type Options struct {
 	OrderID string
 	// DryRun computes and reports without writing.
 	DryRun bool
+	// TerminalTTL is how long KV keeps the snapshots replay writes for delivered and
+	// cancelled orders: the lane's --terminal-ttl, so a replayed snapshot expires
+	// like one the lane wrote. 0 takes the topology's default, as the lane does.
+	TerminalTTL time.Duration
 	// Progress, if set, is called as orders are processed.
 	Progress func(done, total int)
 }
@@ -72,7 +76,7 @@ func Snapshots(ctx context.Context, js jetstream.JetStream, o Options) (Report, 
 		return rep, err
 	}
 	rep.Events = events
-	store, err := snapshot.Open(ctx, js, 0)
+	store, err := snapshot.Open(ctx, js, o.terminalTTL())
 	if err != nil {
 		return rep, err
 	}
@@ -132,6 +136,13 @@ func Snapshots(ctx context.Context, js jetstream.JetStream, o Options) (Report, 
 	return rep, nil
 }
 
+// terminalTTL is the TTL the lane gives terminal snapshots under the same setting.
+func (o Options) terminalTTL() time.Duration {
+	t := topology.Topology{TerminalTTL: o.TerminalTTL}
+	t.SetDefaults()
+	return t.TerminalTTL
+}
+
 // fold reads the WAL once and returns every order's recomputed state plus the set
 // of orders with an event at or after from.
 func fold(ctx context.Context, js jetstream.JetStream, from uint64, only string) (map[string]*resolver.State, map[string]bool, int, error) {
@@ -153,47 +164,39 @@ func fold(ctx context.Context, js jetstream.JetStream, from uint64, only string)
 // rebuildOne writes the recomputed state of one order if the stored one differs. It
 // keeps the order's outbox and first publishes any milestone the recomputed state owes:
 // the milestone stream keeps one message per subject, so publishing before recording
-// can never duplicate one.
+// can never duplicate one (nor can publishing again when the write has to be retried).
 func rebuildOne(ctx context.Context, store *snapshot.Store, ms *handlers.MilestonePublisher, id string, want *resolver.State, dryRun bool) (bool, *verify.Difference, error) {
-	for attempt := 0; ; attempt++ {
-		data, rev, err := store.GetRaw(ctx, id)
-		if err != nil {
-			return false, nil, err
-		}
-		if want != nil && data != nil && snapshot.Holds(data, want) {
-			return false, nil, nil // the common case, without decoding
-		}
-		var got *resolver.State
-		var ob outbox.Outbox
-		if data != nil {
-			got, ob, err = snapshot.Decode(data)
-		}
+	// The common case, a snapshot that holds the recomputed state, costs one read
+	// and no decoding.
+	data, _, err := store.GetRaw(ctx, id)
+	if err != nil {
+		return false, nil, err
+	}
+	if want != nil && data != nil && snapshot.Holds(data, want) {
+		return false, nil, nil
+	}
+	var diff *verify.Difference
+	wrote, err := store.Update(ctx, id, func(got *resolver.State, ob outbox.Outbox) (*resolver.State, outbox.Outbox, error) {
+		diff = nil
 		diffs := verify.Diff(map[string]*resolver.State{id: want}, map[string]*resolver.State{id: got})
-		if err == nil && len(diffs) == 0 {
-			return false, nil, nil
+		if len(diffs) == 0 {
+			return nil, ob, nil
 		}
-		diff := &verify.Difference{OrderID: id}
+		diff = &verify.Difference{OrderID: id}
 		if len(diffs) > 0 {
 			diff = &diffs[0]
 		}
 		if dryRun || want == nil {
-			return false, diff, nil
+			return nil, ob, nil
 		}
 		ob.Update(want.Milestones())
 		for _, kind := range slices.Clone(ob.Pending) {
 			if err := ms.Publish(ctx, id, kind); err != nil {
-				return false, diff, err
+				return nil, ob, err
 			}
 			ob.Published(kind)
 		}
-		enc, err := snapshot.Encode(want, ob)
-		if err != nil {
-			return false, diff, err
-		}
-		_, err = store.Write(ctx, id, enc, rev, want.Terminal())
-		if errors.Is(err, snapshot.ErrConflict) && attempt < 5 {
-			continue // a lane wrote meanwhile: look again
-		}
-		return err == nil, diff, err
-	}
+		return want, ob, nil
+	})
+	return wrote, diff, err
 }
