@@ -63,6 +63,7 @@ func launch(t *testing.T, env []string, args ...string) *instance {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(binary, args...)
+	cmd.Dir = t.TempDir() // defaults such as ./orderflow-data land there, not in the source tree
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout = logFile
 	stderr, err := cmd.StderrPipe()

@@ -17,7 +17,9 @@ import (
 
 func orderflow(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	out, err := exec.Command(binary, args...).CombinedOutput()
+	cmd := exec.Command(binary, args...)
+	cmd.Dir = t.TempDir() // defaults such as ./orderflow-data land there, not in the source tree
+	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
 
