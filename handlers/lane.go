@@ -11,6 +11,7 @@ import (
 	"github.com/orderflow/orderflow/handlers/fold"
 	"github.com/orderflow/orderflow/handlers/lanecore"
 	"github.com/orderflow/orderflow/internal/adapters/snapshot"
+	"github.com/orderflow/orderflow/internal/retry"
 )
 
 // LaneConfig tunes one lane.
@@ -226,7 +227,7 @@ func (l *Lane) fold(ctx context.Context, ins []lanecore.Input, recs []fold.Recor
 // setAside stores rec in the DLQ, retrying until it is durable there, and tells the
 // core, which holds the checkpoint below it until then.
 func (l *Lane) setAside(ctx context.Context, rec fold.Record, rej fold.Rejection) error {
-	if err := retry(ctx, l.cfg.RetryBackoff, l.log, func() error { return l.d.DLQ.Send(ctx, rec, rej) }); err != nil {
+	if err := l.untilDone(ctx, "store in the DLQ", func() error { return l.d.DLQ.Send(ctx, rec, rej) }); err != nil {
 		return err
 	}
 	l.d.Metrics.DLQ.WithLabelValues(rej.Reason).Inc()
@@ -328,24 +329,14 @@ func signal(ch chan struct{}) {
 	}
 }
 
-// retry calls fn until it succeeds or ctx ends, logging every tenth failure so a
-// stalled lane is visible.
-func retry(ctx context.Context, backoff time.Duration, log *slog.Logger, fn func() error) error {
-	for attempt := 0; ; attempt++ {
+// untilDone calls fn until it succeeds or ctx ends, logging every tenth failure so
+// a stalled lane is visible: a lane cannot skip what fn does.
+func (l *Lane) untilDone(ctx context.Context, what string, fn func() error) error {
+	return retry.Do(ctx, retry.Backoff{Initial: l.cfg.RetryBackoff, Max: 10 * l.cfg.RetryBackoff}, func(ctx context.Context, attempt int) error {
 		err := fn()
-		if err == nil {
-			return nil
+		if err != nil && attempt%10 == 0 {
+			l.log.Warn("retrying", "what", what, "attempt", attempt+1, "err", err)
 		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if attempt%10 == 0 {
-			log.Warn("retrying", "attempt", attempt+1, "err", err)
-		}
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+		return err
+	})
 }

@@ -25,7 +25,7 @@ func (l *Lane) resync(ctx context.Context) error {
 		return err
 	}
 	var ckpt, delivered uint64
-	err := retry(ctx, l.cfg.RetryBackoff, l.log, func() (err error) {
+	err := l.untilDone(ctx, "read the lane positions", func() (err error) {
 		if ckpt, err = l.d.Lanes.Checkpoint(ctx, l.partition); err != nil {
 			return err
 		}

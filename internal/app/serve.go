@@ -177,6 +177,7 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 		return nil
 	}
 	var archiver *archive.Archiver
+	var archiveReader *archive.Reader // reads of archived orders; nil without an archive
 	if cfg.Archive.Location != "" {
 		acfg := cfg.Archive
 		acfg.Logger, acfg.Registerer = log, reg
@@ -186,6 +187,7 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 		if archiver, err = archive.New(ctx, js, acfg); err != nil {
 			return fmt.Errorf("archive: %w", err)
 		}
+		archiveReader = archiver.Reader
 	}
 	var sink *chsink.Sink
 	var chConn driver.Conn
@@ -223,7 +225,7 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	}
 	srv := api.New(api.Config{
 		Reader: orders.NewReader(walLog, snaps, 0), JS: js, Log: walLog, Registry: reg, Ready: ready, Logger: log,
-		Archive: archiver, ClickHouse: chConn, Ingest: ingestHandler,
+		Archive: archiveReader, ClickHouse: chConn, Ingest: ingestHandler,
 	})
 	ln, err := net.Listen("tcp", cfg.HTTPListen)
 	if err != nil {

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"regexp"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -22,11 +21,10 @@ import (
 	"github.com/orderflow/orderflow/internal/adapters/wal"
 	"github.com/orderflow/orderflow/internal/services/orders"
 	"github.com/orderflow/orderflow/pipelines/topology"
+	"github.com/orderflow/orderflow/schemas"
 	"github.com/orderflow/orderflow/sinks/archive"
 	chsink "github.com/orderflow/orderflow/sinks/clickhouse"
 )
-
-var orderIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 // Server is the HTTP API.
 type Server struct {
@@ -37,7 +35,7 @@ type Server struct {
 	ready    func() error
 	logger   *slog.Logger
 	duration *prometheus.HistogramVec
-	archive  *archive.Archiver
+	archive  *archive.Reader
 	ch       driver.Conn
 	ingest   http.Handler
 }
@@ -52,7 +50,7 @@ type Config struct {
 	Ready  func() error
 	Logger *slog.Logger
 	// Archive, when set, answers for orders whose WAL history was archived.
-	Archive *archive.Archiver
+	Archive *archive.Reader
 	// ClickHouse, when set, serves the per-entity order lists.
 	ClickHouse driver.Conn
 	// Ingest, when set, serves POST /v1/orders/{id}/events (package ingest).
@@ -118,7 +116,7 @@ func (s *Server) timed(route string, h http.HandlerFunc) http.Handler {
 
 func (s *Server) orderID(w http.ResponseWriter, r *http.Request) (string, bool) {
 	id := r.PathValue("id")
-	if !orderIDPattern.MatchString(id) {
+	if !schemas.ValidOrderID(id) {
 		writeError(w, http.StatusBadRequest, "order id must match ^[A-Za-z0-9_-]{1,64}$")
 		return "", false
 	}
