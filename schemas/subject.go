@@ -28,6 +28,10 @@ func ParseSubject(subject string) (src Source, orderID string, err error) {
 	return Source(tok), id, nil
 }
 
+// MilestonesPrefix starts every milestone subject:
+// orders.milestones.<milestone>.<order_id>.
+const MilestonesPrefix = "orders.milestones"
+
 // WALPrefix starts every stored WAL subject: the stream's subject transform turns
 // orders.events.<source>.<order_id> into orders.wal.<partition>.<source>.<order_id>.
 const WALPrefix = "orders.wal"

@@ -19,7 +19,6 @@ package outbox
 import (
 	"slices"
 
-	"github.com/orderflow/orderflow/pipelines/topology"
 	"github.com/orderflow/orderflow/schemas"
 )
 
@@ -90,7 +89,7 @@ func (o *Outbox) Empty() bool { return len(o.Pending) == 0 }
 
 // Subject is where a milestone message goes: orders.milestones.<kind>.<order_id>.
 func Subject(orderID, kind string) string {
-	return topology.MilestonesPrefix + "." + kind + "." + orderID
+	return schemas.MilestonesPrefix + "." + kind + "." + orderID
 }
 
 // MsgID is the deterministic Nats-Msg-Id of a milestone message.

@@ -36,7 +36,7 @@ const (
 	// DLQPrefix is the DLQ subject prefix: orders.dlq.<reason>.
 	DLQPrefix = "orders.dlq"
 	// MilestonesPrefix is orders.milestones.<milestone>.<order_id>.
-	MilestonesPrefix = "orders.milestones"
+	MilestonesPrefix = schemas.MilestonesPrefix
 
 	// LaneGroup is the consumer priority group whose pinned client owns a lane.
 	LaneGroup = "lanes"
