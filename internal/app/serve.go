@@ -22,12 +22,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/orderflow/orderflow/handlers"
-	"github.com/orderflow/orderflow/internal/services/api"
-	"github.com/orderflow/orderflow/internal/services/auth"
 	"github.com/orderflow/orderflow/internal/adapters/embedded"
-	"github.com/orderflow/orderflow/internal/services/orders"
 	"github.com/orderflow/orderflow/internal/adapters/snapshot"
 	"github.com/orderflow/orderflow/internal/adapters/wal"
+	"github.com/orderflow/orderflow/internal/services/api"
+	"github.com/orderflow/orderflow/internal/services/auth"
+	"github.com/orderflow/orderflow/internal/services/orders"
 	"github.com/orderflow/orderflow/pipelines"
 	"github.com/orderflow/orderflow/pipelines/topology"
 	"github.com/orderflow/orderflow/sinks/archive"
@@ -225,8 +225,9 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	if err != nil {
 		return err
 	}
+	reader := orders.NewReader(walLog, snaps, 0)
 	srv := api.New(api.Config{
-		Reader: orders.NewReader(walLog, snaps, 0), JS: js, Log: walLog, Registry: reg, Ready: ready, Logger: log,
+		Reader: reader, JS: js, Log: walLog, Registry: reg, Ready: ready, Logger: log,
 		Archive: archiver, ClickHouse: chConn, Ingest: ingestHandler,
 	})
 	ln, err := net.Listen("tcp", cfg.HTTPListen)
@@ -236,6 +237,9 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	handler := srv.Handler()
 	if cfg.Security.Auth {
 		handler = requireToken(handler, tokens)
+	}
+	if handler, err = withConsole(handler, srv, reader, tokens, ingestHandler, js, archiver, chConn, log); err != nil {
+		return err
 	}
 	if tlsCfg != nil {
 		ln = tls.NewListener(ln, tlsCfg)

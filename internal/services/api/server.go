@@ -19,8 +19,8 @@ import (
 
 	"github.com/orderflow/orderflow/handlers/fold"
 	"github.com/orderflow/orderflow/handlers/resolver"
-	"github.com/orderflow/orderflow/internal/services/orders"
 	"github.com/orderflow/orderflow/internal/adapters/wal"
+	"github.com/orderflow/orderflow/internal/services/orders"
 	"github.com/orderflow/orderflow/pipelines/topology"
 	"github.com/orderflow/orderflow/sinks/archive"
 	chsink "github.com/orderflow/orderflow/sinks/clickhouse"
@@ -215,6 +215,10 @@ func (s *Server) entityOrders(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, page)
 }
+
+// Watch is the SSE status watch, for routes that authenticate differently (the
+// support console mounts it behind its session); it reads the {id} path value.
+func (s *Server) Watch() http.Handler { return http.HandlerFunc(s.watch) }
 
 // watch streams one SSE event per status change. It folds the order's WAL itself,
 // from the first event and then live, so it sees every change, even those that a
