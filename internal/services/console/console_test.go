@@ -151,6 +151,20 @@ func (c *client) signIn(tok string) string {
 	return field(c.t, csrfField, home.body)
 }
 
+// correction is the order page's correction form as a browser sends it: the
+// page's CSRF token, nonce and version vector, and the given fields.
+func correction(t *testing.T, page answer, status, reason string, confirm bool) url.Values {
+	t.Helper()
+	v := url.Values{
+		"csrf": {field(t, csrfField, page.body)}, "nonce": {field(t, nonceField, page.body)}, "observed": {field(t, observedField, page.body)},
+		"status": {status}, "reason": {reason},
+	}
+	if confirm {
+		v.Set("confirm", "yes")
+	}
+	return v
+}
+
 func (f *fixture) publish(t *testing.T, evs ...schemas.Event) {
 	t.Helper()
 	for _, ev := range evs {
@@ -313,10 +327,7 @@ func TestForgedCSRFIsRefused(t *testing.T) {
 		c := f.client(t)
 		csrf := c.signIn(tok)
 		page := c.get("/console/orders/o-1")
-		form := url.Values{
-			"status": {"arrived"}, "reason": {"customer says not delivered"}, "confirm": {"yes"},
-			"nonce": {field(t, nonceField, page.body)}, "observed": {field(t, observedField, page.body)},
-		}
+		form := correction(t, page, "arrived", "customer says not delivered", true)
 		for name, forged := range map[string][]string{"missing": nil, "wrong": {"x" + csrf[1:]}, "empty": {""}} {
 			form["csrf"] = forged
 			a := c.post("/console/orders/o-1/correct", form)
@@ -340,7 +351,7 @@ func TestExpiredSession(t *testing.T) {
 	f := newFixture(t)
 	f.publish(t, delivered("o-1")...)
 	c := f.client(t)
-	csrf := c.signIn(f.token(t, schemas.SourceAgent, "alice", time.Now(), time.Hour))
+	c.signIn(f.token(t, schemas.SourceAgent, "alice", time.Now(), time.Hour))
 	page := c.get("/console/orders/o-1")
 
 	// The session is the token: one that expired since sign-in is an ended session.
@@ -352,10 +363,7 @@ func TestExpiredSession(t *testing.T) {
 	if a.code != http.StatusUnauthorized || !strings.Contains(a.body, "Your session has ended") || !strings.Contains(a.body, `name="next" value="/console/orders/o-1"`) {
 		t.Fatalf("page with an expired session: %d\n%s", a.code, a.body)
 	}
-	a = c.post("/console/orders/o-1/correct", url.Values{
-		"csrf": {csrf}, "status": {"arrived"}, "reason": {"late"}, "confirm": {"yes"},
-		"nonce": {field(t, nonceField, page.body)}, "observed": {field(t, observedField, page.body)},
-	})
+	a = c.post("/console/orders/o-1/correct", correction(t, page, "arrived", "late", true))
 	if a.code != http.StatusUnauthorized || !strings.Contains(a.body, "Your session has ended") || !strings.Contains(a.body, "Nothing was sent") {
 		t.Fatalf("correction with an expired session: %d\n%s", a.code, a.body)
 	}
@@ -373,12 +381,9 @@ func TestBadCorrectionsSendNothing(t *testing.T) {
 	f := newFixture(t)
 	f.publish(t, delivered("o-1")...)
 	c := f.client(t)
-	csrf := c.signIn(f.token(t, schemas.SourceAgent, "alice", time.Now(), time.Hour))
+	c.signIn(f.token(t, schemas.SourceAgent, "alice", time.Now(), time.Hour))
 	page := c.get("/console/orders/o-1")
-	good := func() url.Values {
-		return url.Values{"csrf": {csrf}, "status": {"arrived"}, "reason": {"customer says not delivered"}, "confirm": {"yes"},
-			"nonce": {field(t, nonceField, page.body)}, "observed": {field(t, observedField, page.body)}}
-	}
+	good := func() url.Values { return correction(t, page, "arrived", "customer says not delivered", true) }
 	for name, tc := range map[string]struct {
 		set       func(url.Values)
 		code      int
@@ -433,13 +438,10 @@ func TestReasonIsEscaped(t *testing.T) {
 	f.publish(t, delivered("o-1")...)
 	const evil = `<script>alert("owned")</script><img src=x onerror=alert(1)>`
 	c := f.client(t)
-	csrf := c.signIn(f.token(t, schemas.SourceAgent, "alice", time.Now(), time.Hour))
+	c.signIn(f.token(t, schemas.SourceAgent, "alice", time.Now(), time.Hour))
 	// The console's own form is one way in; it must escape on the way out too.
 	page := c.get("/console/orders/o-1")
-	a := c.post("/console/orders/o-1/correct", url.Values{
-		"csrf": {csrf}, "status": {"arrived"}, "reason": {evil}, "confirm": {"yes"},
-		"nonce": {field(t, nonceField, page.body)}, "observed": {field(t, observedField, page.body)},
-	})
+	a := c.post("/console/orders/o-1/correct", correction(t, page, "arrived", evil, true))
 	if a.code != http.StatusSeeOther {
 		t.Fatalf("correction: %d\n%s", a.code, a.body)
 	}
@@ -461,10 +463,9 @@ func TestCorrectBackwardsConfirmsAndNamesTheMilestone(t *testing.T) {
 	f := newFixture(t)
 	f.publish(t, delivered("o-1")...)
 	c := f.client(t)
-	csrf := c.signIn(f.token(t, schemas.SourceAgent, "alice", time.Now(), time.Hour))
+	c.signIn(f.token(t, schemas.SourceAgent, "alice", time.Now(), time.Hour))
 	page := c.get("/console/orders/o-1")
-	form := url.Values{"csrf": {csrf}, "status": {"arrived"}, "reason": {"customer never got it"},
-		"nonce": {field(t, nonceField, page.body)}, "observed": {field(t, observedField, page.body)}}
+	form := correction(t, page, "arrived", "customer never got it", false)
 
 	confirm := c.post("/console/orders/o-1/correct", form)
 	if confirm.code != http.StatusOK {

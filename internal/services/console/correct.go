@@ -68,14 +68,11 @@ func (c *Console) correct(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	id, ok := c.orderID(w, r, s)
+	ov, ok := c.load(w, r, s)
 	if !ok {
 		return
 	}
-	ov, ok := c.load(w, r, s, id)
-	if !ok {
-		return
-	}
+	id := ov.ID
 	f := correctionForm{
 		Status:   r.PostForm.Get("status"),
 		Reason:   strings.TrimSpace(r.PostForm.Get("reason")),

@@ -206,11 +206,7 @@ func (c *Console) order(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	id, ok := c.orderID(w, r, s)
-	if !ok {
-		return
-	}
-	ov, ok := c.load(w, r, s, id)
+	ov, ok := c.load(w, r, s)
 	if !ok {
 		return
 	}
@@ -246,8 +242,13 @@ func (c *Console) orderID(w http.ResponseWriter, r *http.Request, s *session) (s
 	return id, true
 }
 
-// load reads the order or answers: 404 with the find form when it is unknown.
-func (c *Console) load(w http.ResponseWriter, r *http.Request, s *session, id string) (*orderView, bool) {
+// load reads the order of the {id} path value, or answers: 400 for a bad id, 404
+// with the find form when the order is unknown.
+func (c *Console) load(w http.ResponseWriter, r *http.Request, s *session) (*orderView, bool) {
+	id, ok := c.orderID(w, r, s)
+	if !ok {
+		return nil, false
+	}
 	ov, err := c.loadOrder(r.Context(), id)
 	switch {
 	case errors.Is(err, orders.ErrNotFound):
