@@ -38,7 +38,7 @@ type fixture struct {
 	srv    *httptest.Server
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T, options ...func(*console.Config)) *fixture {
 	t.Helper()
 	env := testenv.WAL(t, 4)
 	rp := orderstest.New(t, env)
@@ -58,7 +58,11 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	apiSrv := api.New(api.Config{Reader: rp.Reader, JS: env.JS, Log: rp.Log, Registry: reg, Ready: func() error { return nil }, Logger: logger})
-	con, err := console.New(console.Config{Reader: rp.Reader, Tokens: tokens, Ingest: ing, Watch: apiSrv.Watch(), JS: env.JS, Logger: logger})
+	cfg := console.Config{Reader: rp.Reader, Tokens: tokens, Ingest: ing, Watch: apiSrv.Watch(), JS: env.JS, Logger: logger}
+	for _, o := range options {
+		o(&cfg)
+	}
+	con, err := console.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

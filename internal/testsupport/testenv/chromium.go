@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"errors"
 	"os/exec"
 	"testing"
 )
@@ -12,11 +13,18 @@ const errNoChromium = "chromium not found: run `apt-get install -y chromium` (De
 // headless. The test fails (never skips) when it is not installed.
 func Chromium(t testing.TB) string {
 	t.Helper()
+	p, err := findChromium(exec.LookPath)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	return p
+}
+
+func findChromium(lookPath func(string) (string, error)) (string, error) {
 	for _, name := range []string{"chromium", "/usr/bin/chromium", "chromium-browser"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
+		if p, err := lookPath(name); err == nil {
+			return p, nil
 		}
 	}
-	t.Fatalf("testenv: %s", errNoChromium)
-	return ""
+	return "", errors.New(errNoChromium)
 }
