@@ -3,6 +3,7 @@ package console_test
 import (
 	"context"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -111,16 +112,16 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 	t.Logf("screenshot: %s", path)
 }
 
-// waitText polls until the text of the element sel selects contains want.
+// waitText polls until the text of the element sel selects contains want. It
+// reads the text in the page in one step: the live part is replaced whole on
+// updates, so a node looked up first may be gone by the time it is read.
 func waitText(t *testing.T, ctx context.Context, sel, want string, within time.Duration) {
 	t.Helper()
+	expr := fmt.Sprintf(`(function () { var e = document.querySelector(%q); return e ? e.innerText : ""; })()`, sel)
 	var got string
 	deadline := time.Now().Add(within)
 	for {
-		var err error
-		if got, err = chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel), chromedp.NodeVisible)); err != nil {
-			t.Fatalf("text of %s: %v", sel, err)
-		}
+		got = eval[string](t, ctx, expr)
 		if strings.Contains(got, want) {
 			return
 		}
@@ -251,6 +252,35 @@ func TestBrowserSupportConsole(t *testing.T) {
 	// The lanes revoke the milestone; the page shows it once it is published.
 	waitText(t, ctx, "#milestones ol", "delivered revoked", 15*time.Second)
 	screenshot(t, ctx, "4-corrected")
+
+	// Bad input gets a clear message, and sends nothing. The browser's own checks
+	// (required fields) come first; without them the server says the same.
+	do(t, ctx, "empty reason",
+		chromedp.Evaluate[chromedp.Void](`document.getElementById('reason').removeAttribute('required')`),
+		chromedp.SetValue(chromedp.ID("status"), "delivered"),
+		chromedp.SetValue(chromedp.ID("reason"), "   "),
+		chromedp.Click(chromedp.CSS("#correct-form button[type=submit]")),
+		chromedp.WaitVisible(chromedp.ID("page-error")),
+	)
+	waitText(t, ctx, "#page-error", "Write a reason for the correction", time.Second)
+	do(t, ctx, "forged CSRF token",
+		chromedp.SetValue(chromedp.CSS("#correct-form input[name=csrf]"), "forged"),
+		chromedp.SetValue(chromedp.ID("reason"), "a page of another site posted this"),
+		chromedp.Click(chromedp.CSS("#correct-form button[type=submit]")),
+		chromedp.WaitVisible(chromedp.ID("page-error")),
+	)
+	waitText(t, ctx, "#page-error", "CSRF token is missing or wrong", time.Second)
+	do(t, ctx, "unknown order",
+		chromedp.Navigate(base+"/console"),
+		chromedp.SendKeys(chromedp.ID("order-id"), "o-nobody\r"),
+		chromedp.WaitVisible(chromedp.ID("page-error")),
+	)
+	waitText(t, ctx, "#page-error", "No order o-nobody", time.Second)
+	do(t, ctx, "back to the order", chromedp.Navigate(base+"/console/orders/"+id), chromedp.WaitVisible(chromedp.ID("events")))
+	waitText(t, ctx, "#current-status", "arrived", time.Second)
+	if n := eval[int](t, ctx, `document.querySelectorAll('#events li.ev').length`); n != 11 {
+		t.Fatalf("timeline shows %d events after the refused posts, want 11: something was sent", n)
+	}
 
 	// Phone width: no sideways scrolling.
 	do(t, ctx, "phone width",
