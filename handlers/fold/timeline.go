@@ -19,6 +19,12 @@ type TimelineEvent struct {
 	StoredAt   time.Time      `json:"stored_at"`
 	Decision   string         `json:"decision"`
 	Reason     string         `json:"reason"`
+	// ActorID, Note and Observed are what the producer said about itself: who sent
+	// the event, the reason a person wrote (the body's "reason", named apart from the
+	// decision's reason code), and the version vector an agent had seen.
+	ActorID  string                    `json:"actor_id,omitempty"`
+	Note     string                    `json:"note,omitempty"`
+	Observed map[schemas.Source]uint64 `json:"observed,omitempty"`
 	// Detail explains an event set aside in the DLQ.
 	Detail string `json:"detail,omitempty"`
 }
@@ -36,6 +42,10 @@ func Step(st *resolver.State, rec Record) TimelineEvent {
 	}
 	occurred := ev.OccurredAt
 	te.EventID, te.Source, te.SourceSeq, te.Status, te.ETA, te.OccurredAt = ev.EventID, ev.Source, ev.SourceSeq, ev.Status, ev.ETA, &occurred
+	te.ActorID, te.Note = ev.ActorID, ev.Reason
+	if ev.Source == schemas.SourceAgent { // the resolver ignores observed on other events
+		te.Observed = ev.Observed
+	}
 	d, ok := Apply(st, ev, rec.Seq)
 	if !ok {
 		te.Decision, te.Reason = string(resolver.Rejected), ReasonHandlerPanic

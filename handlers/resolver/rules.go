@@ -58,6 +58,11 @@ func rankOf(st schemas.Status) rank {
 
 func (r rank) status() schemas.Status { return rankStatus[r] }
 
+// Precedes reports whether status a ranks below status b (rule 2): moving an order
+// from b to a goes backwards, which only an agent override does. Unknown or empty
+// statuses rank below every known one.
+func Precedes(a, b schemas.Status) bool { return rankOf(a) < rankOf(b) }
+
 // terminal reports delivered or cancelled: only an agent override leaves them.
 func (r rank) terminal() bool { return r >= rankCancelled }
 

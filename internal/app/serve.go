@@ -223,8 +223,9 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	if err != nil {
 		return err
 	}
+	reader := orders.NewReader(walLog, snaps, 0)
 	srv := api.New(api.Config{
-		Reader: orders.NewReader(walLog, snaps, 0), JS: js, Log: walLog, Registry: reg, Ready: ready, Logger: log,
+		Reader: reader, JS: js, Log: walLog, Registry: reg, Ready: ready, Logger: log,
 		Archive: archiveReader, ClickHouse: chConn, Ingest: ingestHandler,
 	})
 	ln, err := net.Listen("tcp", cfg.HTTPListen)
@@ -234,6 +235,9 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	handler := srv.Handler()
 	if cfg.Security.Auth {
 		handler = requireToken(handler, tokens)
+	}
+	if handler, err = withConsole(handler, srv, reader, tokens, ingestHandler, js, archiveReader, chConn, log); err != nil {
+		return err
 	}
 	if tlsCfg != nil {
 		ln = tls.NewListener(ln, tlsCfg)

@@ -214,6 +214,10 @@ func (s *Server) entityOrders(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, page)
 }
 
+// Watch is the SSE status watch, for routes that authenticate differently (the
+// support console mounts it behind its session); it reads the {id} path value.
+func (s *Server) Watch() http.Handler { return http.HandlerFunc(s.watch) }
+
 // watch streams one SSE event per status change. It folds the order's WAL itself,
 // from the first event and then live, so it sees every change, even those that a
 // coalesced snapshot write never showed.
