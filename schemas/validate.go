@@ -116,7 +116,7 @@ var (
 	msgMaxCount   = "must be <= " + strconv.Itoa(MaxCounter)
 	msgID         = "must be 1.." + strconv.Itoa(MaxIDLen) + " characters with no control characters"
 	msgReason     = "must be 1.." + strconv.Itoa(MaxReasonLen) + " characters"
-	msgNeedStatus = "must have status or eta (or both), or be a platform assignment carrying dasher_id"
+	msgNeedStatus = "must have status or eta (or both)" // or, from the platform, dasher_id alone
 )
 
 func joinStrings[S ~string](v []S) string {
