@@ -200,8 +200,8 @@ func TestDecodeEdges(t *testing.T) {
 }
 
 func TestProblemsError(t *testing.T) {
-	err := error(Problems{{"", msgNeedStatus}, {"/reason", "is required for agent events"}})
-	want := "invalid event: (body): " + msgNeedStatus + "; /reason: is required for agent events"
+	err := error(Problems{{"", "must have status or eta (or both)"}, {"/reason", "is required for agent events"}})
+	want := "invalid event: (body): must have status or eta (or both); /reason: is required for agent events"
 	if err.Error() != want {
 		t.Fatalf("%q", err.Error())
 	}
