@@ -26,3 +26,15 @@ func BenchmarkHandle(b *testing.B) {
 		l.Handle(subjects[i%len(subjects)], bodies[i%len(bodies)])
 	}
 }
+
+func BenchmarkNearby100k(b *testing.B) {
+	ix := NewIndex(0)
+	c := Point{Lat: 40.7484, Lng: -73.9857}
+	for i := range 100_000 {
+		ix.Update(fmt.Sprint("d", i), Position{Point: Destination(c, float64(i*7919%360), float64(i*104729%15000)), At: t0}, 0)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		ix.Nearby(Query{Center: Destination(c, float64(i%360), float64(i%10000)), RadiusM: 2000, Limit: 10})
+	}
+}

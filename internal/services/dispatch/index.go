@@ -192,19 +192,21 @@ type Query struct {
 }
 
 // Nearby returns the dashers within q.RadiusM of q.Center, nearest first (ties by
-// id, so answers are deterministic), each with its distance.
+// id, so answers are deterministic), each with its distance. With a Limit it keeps
+// only the best Limit candidates as it goes (a bounded max-heap), so a search in a
+// dense city costs a distance per candidate, not a sort of every dasher in range.
 func (ix *Index) Nearby(q Query) []Hit {
 	cells, scan := queryCells(q.Center, q.RadiusM)
-	var hits []Hit
+	top := hitHeap{limit: q.Limit}
 	consider := func(id string, e *entry) {
 		if !q.Since.IsZero() && e.pos.At.Before(q.Since) {
 			return
 		}
 		d := DistanceM(q.Center, e.pos.Point)
-		if d > q.RadiusM || (q.Skip != nil && q.Skip(id)) {
+		if d > q.RadiusM || !top.wants(d, id) || (q.Skip != nil && q.Skip(id)) {
 			return
 		}
-		hits = append(hits, Hit{DasherID: id, DistanceM: d, Lat: e.pos.Lat, Lng: e.pos.Lng, At: e.pos.At, SpeedMPS: e.pos.SpeedMPS})
+		top.push(Hit{DasherID: id, DistanceM: d, Lat: e.pos.Lat, Lng: e.pos.Lng, At: e.pos.At, SpeedMPS: e.pos.SpeedMPS})
 	}
 	for i := range ix.shards {
 		s := &ix.shards[i]
@@ -222,25 +224,72 @@ func (ix *Index) Nearby(q Query) []Hit {
 		}
 		s.mu.RUnlock()
 	}
-	slices.SortFunc(hits, func(a, b Hit) int {
-		if a.DistanceM != b.DistanceM {
-			if a.DistanceM < b.DistanceM {
-				return -1
-			}
-			return 1
-		}
-		if a.DasherID < b.DasherID {
-			return -1
-		}
-		if a.DasherID > b.DasherID {
-			return 1
-		}
-		return 0
-	})
-	if q.Limit > 0 && len(hits) > q.Limit {
-		hits = hits[:q.Limit]
-	}
+	hits := top.hits
+	slices.SortFunc(hits, compareHits)
 	return hits
+}
+
+// compareHits orders by distance, then id.
+func compareHits(a, b Hit) int {
+	switch {
+	case a.DistanceM < b.DistanceM:
+		return -1
+	case a.DistanceM > b.DistanceM:
+		return 1
+	case a.DasherID < b.DasherID:
+		return -1
+	case a.DasherID > b.DasherID:
+		return 1
+	}
+	return 0
+}
+
+// hitHeap keeps the limit best hits seen (all of them when limit is 0), as a
+// max-heap on (distance, id) so the worst kept is at the root.
+type hitHeap struct {
+	limit int
+	hits  []Hit
+}
+
+func (h *hitHeap) full() bool { return h.limit > 0 && len(h.hits) >= h.limit }
+
+// wants reports whether a hit at distance d with this id would be kept.
+func (h *hitHeap) wants(d float64, id string) bool {
+	return !h.full() || compareHits(Hit{DistanceM: d, DasherID: id}, h.hits[0]) < 0
+}
+
+func (h *hitHeap) push(x Hit) {
+	if h.limit <= 0 {
+		h.hits = append(h.hits, x)
+		return
+	}
+	if !h.full() {
+		h.hits = append(h.hits, x)
+		for i := len(h.hits) - 1; i > 0; {
+			p := (i - 1) / 2
+			if compareHits(h.hits[p], h.hits[i]) >= 0 {
+				break
+			}
+			h.hits[p], h.hits[i] = h.hits[i], h.hits[p]
+			i = p
+		}
+		return
+	}
+	h.hits[0] = x
+	for i, n := 0, len(h.hits); ; {
+		l, r, big := 2*i+1, 2*i+2, i
+		if l < n && compareHits(h.hits[l], h.hits[big]) > 0 {
+			big = l
+		}
+		if r < n && compareHits(h.hits[r], h.hits[big]) > 0 {
+			big = r
+		}
+		if big == i {
+			return
+		}
+		h.hits[i], h.hits[big] = h.hits[big], h.hits[i]
+		i = big
+	}
 }
 
 // queryCells lists the cells that intersect the bounding box of the circle, wrapping

@@ -97,8 +97,12 @@ func TestNearbyEqualsBruteForce(t *testing.T) {
 			pos[id] = p
 			ix.Update(id, at(p, 1), 0)
 		}
-		q := Query{Center: c, RadiusM: radius}
-		if got, want := ids(ix.Nearby(q)), bruteNearby(pos, q); !slices.Equal(got, want) {
+		q := Query{Center: c, RadiusM: radius, Limit: rapid.IntRange(0, 8).Draw(t, "limit")}
+		want := bruteNearby(pos, q)
+		if q.Limit > 0 && len(want) > q.Limit {
+			want = want[:q.Limit]
+		}
+		if got := ids(ix.Nearby(q)); !slices.Equal(got, want) {
 			t.Fatalf("centre %+v radius %v:\n got %v\nwant %v", c, radius, got, want)
 		}
 	})
