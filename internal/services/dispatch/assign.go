@@ -436,13 +436,18 @@ func (d *Dispatcher) answer(id, dasherID string, l Lease) Assignment {
 
 // AssignmentEventID is the deterministic event id of an order's seq-th assignment:
 // retries publish the same event, which JetStream and the resolver deduplicate.
-func AssignmentEventID(orderID string, seq uint64) string {
-	id := "assign-" + orderID + "-" + strconv.FormatUint(seq, 10)
+func AssignmentEventID(orderID string, seq uint64) string { return EventID("assign", orderID, seq) }
+
+// EventID is a deterministic event id, <kind>-<order id>-<seq>, for services that
+// derive their events from state (dispatch, the estimator). An order id too long
+// for that is replaced by a hash of it, so the id stays within schemas.MaxIDLen.
+func EventID(kind, orderID string, seq uint64) string {
+	id := kind + "-" + orderID + "-" + strconv.FormatUint(seq, 10)
 	if len(id) <= schemas.MaxIDLen {
 		return id
 	}
 	h := sha256.Sum256([]byte(orderID))
-	return "assign-" + hex.EncodeToString(h[:12]) + "-" + strconv.FormatUint(seq, 10)
+	return kind + "-" + hex.EncodeToString(h[:12]) + "-" + strconv.FormatUint(seq, 10)
 }
 
 // AssignmentEvent is the platform event that puts an assignment in the WAL.

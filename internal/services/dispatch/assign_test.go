@@ -122,30 +122,11 @@ func cut(s string) (string, string, bool) {
 	return s, "", false
 }
 
-// walAssignments reads every platform assignment event in the WAL: per order, the
-// events in WAL order.
+// walAssignments reads every platform event in the WAL: per order, in WAL order.
 func walAssignments(t *testing.T, env *testenv.NATSEnv) map[string][]schemas.Event {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := env.JS.OrderedConsumer(ctx, topology.EventsStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{topology.WALPrefix + ".*.platform.*"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := c.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	out := map[string][]schemas.Event{}
-	for n := info.NumPending; n > 0; n-- {
-		m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var ev schemas.Event
-		if err := json.Unmarshal(m.Data(), &ev); err != nil {
-			t.Fatal(err)
-		}
+	for _, ev := range env.WALEvents(t, schemas.SourcePlatform) {
 		out[ev.OrderID] = append(out[ev.OrderID], ev)
 	}
 	return out

@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"slices"
@@ -26,36 +27,16 @@ func bruteNearby(pos map[string]Point, q Query) []string {
 		}
 	}
 	slices.SortFunc(hits, func(a, b Hit) int {
-		if c := cmpFloat(a.DistanceM, b.DistanceM); c != 0 {
+		if c := cmp.Compare(a.DistanceM, b.DistanceM); c != 0 {
 			return c
 		}
-		return cmpString(a.DasherID, b.DasherID)
+		return cmp.Compare(a.DasherID, b.DasherID)
 	})
 	ids := make([]string, len(hits))
 	for i, h := range hits {
 		ids[i] = h.DasherID
 	}
 	return ids
-}
-
-func cmpFloat(a, b float64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func ids(hits []Hit) []string {

@@ -27,9 +27,6 @@
 package estimator
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
-	"strconv"
 	"time"
 
 	"github.com/orderflow/orderflow/internal/services/dispatch"
@@ -301,14 +298,7 @@ func (m *Model) Decide(id string, now time.Time) (schemas.Event, bool) {
 }
 
 // EventID is the deterministic id of the seq-th estimator event of an order.
-func EventID(orderID string, seq uint64) string {
-	id := "est-" + orderID + "-" + strconv.FormatUint(seq, 10)
-	if len(id) <= schemas.MaxIDLen {
-		return id
-	}
-	h := sha256.Sum256([]byte(orderID))
-	return "est-" + hex.EncodeToString(h[:12]) + "-" + strconv.FormatUint(seq, 10)
-}
+func EventID(orderID string, seq uint64) string { return dispatch.EventID("est", orderID, seq) }
 
 func absDur(d time.Duration) time.Duration {
 	if d < 0 {

@@ -2,47 +2,21 @@ package estimator_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/orderflow/orderflow/internal/services/dispatch"
 	"github.com/orderflow/orderflow/internal/services/estimator"
 	"github.com/orderflow/orderflow/internal/testsupport/testenv"
-	"github.com/orderflow/orderflow/pipelines/topology"
 	"github.com/orderflow/orderflow/schemas"
 )
 
 func estimatorEvents(t *testing.T, env *testenv.NATSEnv) []schemas.Event {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := env.JS.OrderedConsumer(ctx, topology.EventsStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{topology.WALPrefix + ".*.estimator.*"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := c.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []schemas.Event
-	for n := info.NumPending; n > 0; n-- {
-		m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var ev schemas.Event
-		if err := json.Unmarshal(m.Data(), &ev); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, ev)
-	}
-	return out
+	return env.WALEvents(t, schemas.SourceEstimator)
 }
 
 // run starts an estimator and returns a stop function that waits for it.
