@@ -111,11 +111,12 @@ const required = 1<<fSchemaVersion | 1<<fEventID | 1<<fOrderID | 1<<fSource | 1<
 func (s fieldSet) has(f field) bool { return s&(1<<f) != 0 }
 
 var (
-	msgSources  = "must be one of " + joinStrings(Sources)
-	msgStatuses = "must be one of " + joinStrings(Statuses)
-	msgMaxCount = "must be <= " + strconv.Itoa(MaxCounter)
-	msgID       = "must be 1.." + strconv.Itoa(MaxIDLen) + " characters with no control characters"
-	msgReason   = "must be 1.." + strconv.Itoa(MaxReasonLen) + " characters"
+	msgSources    = "must be one of " + joinStrings(Sources)
+	msgStatuses   = "must be one of " + joinStrings(Statuses)
+	msgMaxCount   = "must be <= " + strconv.Itoa(MaxCounter)
+	msgID         = "must be 1.." + strconv.Itoa(MaxIDLen) + " characters with no control characters"
+	msgReason     = "must be 1.." + strconv.Itoa(MaxReasonLen) + " characters"
+	msgNeedStatus = "must have status or eta (or both)" // or, from the platform, dasher_id alone
 )
 
 func joinStrings[S ~string](v []S) string {
@@ -213,8 +214,11 @@ func (e *Event) check(seen, done fieldSet, ps *Problems) {
 			e.checkObserved(ps)
 		}
 	}
-	if !seen.has(fStatus) && !seen.has(fETA) {
-		ps.add("", "must have status or eta (or both)")
+	// A platform event may carry only dasher_id: a dispatch assignment, which
+	// changes who delivers the order, not its status.
+	assignment := seen.has(fSource) && e.Source == SourcePlatform && seen.has(fDasherID)
+	if !seen.has(fStatus) && !seen.has(fETA) && !assignment {
+		ps.add("", msgNeedStatus)
 	}
 	if seen.has(fSource) && e.Source == SourceAgent && !seen.has(fReason) {
 		ps.add(fieldPaths[fReason], "is required for agent events")

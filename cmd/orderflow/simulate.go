@@ -21,10 +21,11 @@ import (
 
 func newSimulate(g *globals) *cobra.Command {
 	var (
-		cfg    simulate.Config
-		rate   float64
-		report bool
-		asJSON bool
+		cfg     simulate.Config
+		rate    float64
+		report  bool
+		asJSON  bool
+		dashers simulate.DashersConfig
 	)
 	cmd := &cobra.Command{
 		Use:   "simulate",
@@ -41,6 +42,19 @@ func newSimulate(g *globals) *cobra.Command {
 				return err
 			}
 			defer nc.Close()
+			if dashers.N > 0 {
+				// Moving dashers run alongside the orders until interrupted.
+				dctx, cancel := context.WithCancel(cmd.Context())
+				defer cancel()
+				go func() {
+					n, err := simulate.Dashers(dctx, nc, dashers)
+					fmt.Fprintf(cmd.ErrOrStderr(), "dashers: %d positions sent (%v)\n", n, err)
+				}()
+				if cfg.Orders == 0 {
+					<-dctx.Done()
+					return nil
+				}
+			}
 			gen, err := simulate.NewGenerator(cfg)
 			if err != nil {
 				return usageError{err}
@@ -83,6 +97,8 @@ func newSimulate(g *globals) *cobra.Command {
 	f.Float64Var(&cfg.InvalidRate, "invalid", 0, "fraction of bad messages, for DLQ drills (default 0)")
 	f.BoolVar(&report, "report", false, "wait until the pipeline has folded everything, then print the status summary")
 	f.BoolVar(&asJSON, "json", false, "machine-readable output")
+	f.IntVar(&dashers.N, "dashers", 0, "dashers moving through the city, publishing positions (dead-band policy) while the orders are published; with --orders 0, until interrupted")
+	f.Uint64Var(&dashers.Seed, "dasher-seed", 1, "random seed of the dashers' routes")
 	return cmd
 }
 

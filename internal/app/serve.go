@@ -224,9 +224,14 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 		return err
 	}
 	reader := orders.NewReader(walLog, snaps, 0)
+	disp, err := newDispatch(ctx, url, ids.pipeline, js, reader, cfg.Security.Auth, tokens, reg, log)
+	if err != nil {
+		return err
+	}
+	defer disp.close()
 	srv := api.New(api.Config{
 		Reader: reader, JS: js, Log: walLog, Registry: reg, Ready: ready, Logger: log,
-		Archive: archiveReader, ClickHouse: chConn, Ingest: ingestHandler,
+		Archive: archiveReader, ClickHouse: chConn, Ingest: ingestHandler, Dispatch: disp.Handler(),
 	})
 	ln, err := net.Listen("tcp", cfg.HTTPListen)
 	if err != nil {
@@ -247,7 +252,7 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	var wg sync.WaitGroup
-	errs := make(chan error, 4)
+	errs := make(chan error, 5)
 	if sink != nil {
 		wg.Add(1)
 		go func() {
@@ -273,7 +278,14 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 			}
 		}()
 	}
-	wg.Add(2)
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		if err := disp.Run(runCtx); err != nil && runCtx.Err() == nil {
+			errs <- fmt.Errorf("dispatch: %w", err)
+			stop()
+		}
+	}()
 	go func() {
 		defer wg.Done()
 		if err := status.Run(runCtx); err != nil {

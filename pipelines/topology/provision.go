@@ -33,7 +33,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, t Topology) ([]Chang
 		}
 		changes = append(changes, c)
 	}
-	for _, cfg := range []jetstream.KeyValueConfig{t.StatusBucketConfig(), t.LanesBucketConfig(), t.ArchiveBucketConfig()} {
+	for _, cfg := range append([]jetstream.KeyValueConfig{t.StatusBucketConfig(), t.LanesBucketConfig(), t.ArchiveBucketConfig()}, t.DispatchBuckets()...) {
 		c, err := provisionBucket(ctx, js, cfg)
 		if err != nil {
 			return changes, err

@@ -19,6 +19,7 @@ import (
 	"github.com/orderflow/orderflow/handlers/fold"
 	"github.com/orderflow/orderflow/handlers/resolver"
 	"github.com/orderflow/orderflow/internal/adapters/wal"
+	"github.com/orderflow/orderflow/internal/services/dispatch"
 	"github.com/orderflow/orderflow/internal/services/orders"
 	"github.com/orderflow/orderflow/pipelines/topology"
 	"github.com/orderflow/orderflow/schemas"
@@ -38,6 +39,7 @@ type Server struct {
 	archive  *archive.Reader
 	ch       driver.Conn
 	ingest   http.Handler
+	dispatch http.Handler
 }
 
 // Config wires the server's dependencies.
@@ -55,12 +57,15 @@ type Config struct {
 	ClickHouse driver.Conn
 	// Ingest, when set, serves POST /v1/orders/{id}/events (package ingest).
 	Ingest http.Handler
+	// Dispatch, when set, serves the dasher search and assignment routes
+	// (package dispatch, dispatch.Routes).
+	Dispatch http.Handler
 }
 
 // New returns the API server.
 func New(cfg Config) *Server {
 	s := &Server{
-		reader: cfg.Reader, js: cfg.JS, log: cfg.Log, gatherer: cfg.Registry, ready: cfg.Ready, logger: cfg.Logger, archive: cfg.Archive, ch: cfg.ClickHouse, ingest: cfg.Ingest,
+		reader: cfg.Reader, js: cfg.JS, log: cfg.Log, gatherer: cfg.Registry, ready: cfg.Ready, logger: cfg.Logger, archive: cfg.Archive, ch: cfg.ClickHouse, ingest: cfg.Ingest, dispatch: cfg.Dispatch,
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "orderflow_http_request_duration_seconds",
 			Help:    "HTTP request latency by route and status code.",
@@ -80,6 +85,11 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /v1/{entity}/{id}/orders", s.timed("entity_orders", s.entityOrders))
 	if s.ingest != nil {
 		mux.Handle("POST /v1/orders/{id}/events", s.ingest)
+	}
+	if s.dispatch != nil {
+		for _, p := range dispatch.Routes {
+			mux.Handle(p, s.dispatch)
+		}
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})

@@ -1,0 +1,40 @@
+package main
+
+import (
+	"encoding/json"
+
+	"github.com/spf13/cobra"
+
+	"github.com/orderflow/orderflow/internal/tools/bench"
+)
+
+func newBenchDispatch() *cobra.Command {
+	var (
+		cfg    bench.DispatchConfig
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "dispatch",
+		Short: "Measure location ingest against raw core NATS pub+sub, nearby latency while ingesting, and assign latency, on a private embedded server",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg.Progress = cmd.ErrOrStderr()
+			res, err := bench.RunDispatch(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(res)
+			}
+			res.Print(cmd.OutOrStdout())
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&cfg.Updates, "updates", 300_000, "position messages per ingest run")
+	f.IntVar(&cfg.Dashers, "dashers", 100_000, "dashers in the index during the search run")
+	f.IntVar(&cfg.Searches, "searches", 2000, "nearby searches timed")
+	f.IntVar(&cfg.Assigns, "assigns", 500, "assigns timed")
+	f.BoolVar(&asJSON, "json", false, "machine-readable output")
+	return cmd
+}

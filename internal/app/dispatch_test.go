@@ -1,0 +1,128 @@
+package app_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/orderflow/orderflow/internal/services/dispatch"
+	"github.com/orderflow/orderflow/internal/testsupport/testenv"
+	"github.com/orderflow/orderflow/pipelines/topology"
+	"github.com/orderflow/orderflow/schemas"
+)
+
+// TestDispatchThroughServe: dashers publish positions on the firehose, the API finds
+// them, assigns the nearest to an order, and the order's status shows the dasher.
+func TestDispatchThroughServe(t *testing.T) {
+	env := testenv.NATS(t)
+	addr := startServe(t, env, topology.Topology{Partitions: 2})
+	base := "http://" + addr
+	restaurant := dispatch.Point{Lat: 40.7484, Lng: -73.9857}
+	for i := range 5 {
+		p := dispatch.Position{Point: dispatch.Destination(restaurant, float64(70*i), float64(150*(i+1))), At: time.Now(), SpeedMPS: 4}
+		if err := env.Conn.Publish(dispatch.LocationsSubject(fmt.Sprintf("d%d", i)), dispatch.EncodePosition(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Bad positions are dropped, and do not stop the subscriber.
+	for _, bad := range []string{`{"lat":"x"}`, `{"lat":91,"lng":0,"at":"2026-01-01T00:00:00Z"}`, `not json`} {
+		_ = env.Conn.Publish("dashers.locations.dbad", []byte(bad))
+	}
+	var near struct{ Dashers []dispatch.Hit }
+	deadline := time.Now().Add(10 * time.Second)
+	for len(near.Dashers) < 5 && time.Now().Before(deadline) {
+		httpGetJSON(t, fmt.Sprintf("%s/v1/dashers/nearby?lat=%v&lng=%v&radius_m=1000&limit=3", base, restaurant.Lat, restaurant.Lng), &near)
+		if len(near.Dashers) == 3 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(near.Dashers) != 3 || near.Dashers[0].DasherID != "d0" || near.Dashers[0].DistanceM > 151 || near.Dashers[0].DistanceM < 149 {
+		t.Fatalf("nearby: %+v, want d0 at 150 m first, 3 answers", near.Dashers)
+	}
+	if code := httpCode(t, base+"/v1/dashers/nearby?lat=91&lng=x"); code != http.StatusBadRequest {
+		t.Fatalf("bad search: %d", code)
+	}
+
+	env.Publish(t, testenv.Event("o1", schemas.SourcePlatform, 1, schemas.StatusCreated))
+	if code := httpPostJSON(t, base+"/v1/orders/nope/assign", `{"pickup":{"lat":40.7,"lng":-73.9}}`, nil); code != http.StatusNotFound {
+		t.Fatalf("assign an unknown order: %d, want 404", code)
+	}
+	var a dispatch.Assignment
+	if code := httpPostJSON(t, base+"/v1/orders/o1/assign", fmt.Sprintf(`{"pickup":{"lat":%v,"lng":%v}}`, restaurant.Lat, restaurant.Lng), &a); code != http.StatusCreated {
+		t.Fatalf("assign: %d", code)
+	}
+	if a.DasherID != "d0" || a.SourceSeq != 2 {
+		t.Fatalf("assignment %+v, want d0 with source_seq 2 (after the platform's created)", a)
+	}
+	var order struct {
+		DasherID string `json:"dasher_id"`
+		Status   string `json:"status"`
+	}
+	for deadline := time.Now().Add(10 * time.Second); order.DasherID == "" && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		httpGetJSON(t, base+"/v1/orders/o1", &order)
+	}
+	if order.DasherID != "d0" || order.Status != "created" {
+		t.Fatalf("order %+v, want created with dasher d0", order)
+	}
+	if code := httpPostJSON(t, base+"/v1/orders/o1/assign/accept", `{"dasher_id":"d0"}`, &a); code != http.StatusOK || a.State != dispatch.LeaseConfirmed {
+		t.Fatalf("accept: %d %+v", code, a)
+	}
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`orderflow_dasher_locations_rejected_total{reason="non_numeric"} 1`, `orderflow_dasher_locations_rejected_total{reason="lat_out_of_range"} 1`, `orderflow_dasher_locations_rejected_total{reason="malformed_json"} 1`} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
+
+func httpGetJSON(t *testing.T, url string, v any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusOK {
+		if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func httpCode(t *testing.T, url string) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func httpPostJSON(t *testing.T, url, body string, v any) int {
+	t.Helper()
+	resp, err := http.Post(url, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if v != nil && resp.StatusCode < 300 {
+		if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return resp.StatusCode
+}

@@ -1,0 +1,43 @@
+package testenv
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/orderflow/orderflow/pipelines/topology"
+	"github.com/orderflow/orderflow/schemas"
+)
+
+// WALEvents reads every event from src stored in the WAL so far, in WAL order.
+func (e *NATSEnv) WALEvents(t testing.TB, src schemas.Source) []schemas.Event {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := e.JS.OrderedConsumer(ctx, topology.EventsStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{topology.WALPrefix + ".*." + string(src) + ".*"},
+	})
+	if err != nil {
+		t.Fatalf("testenv: read the WAL: %v", err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		t.Fatalf("testenv: read the WAL: %v", err)
+	}
+	var out []schemas.Event
+	for n := info.NumPending; n > 0; n-- {
+		m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second))
+		if err != nil {
+			t.Fatalf("testenv: read the WAL: %v", err)
+		}
+		var ev schemas.Event
+		if err := json.Unmarshal(m.Data(), &ev); err != nil {
+			t.Fatalf("testenv: WAL event at %s: %v", m.Subject(), err)
+		}
+		out = append(out, ev)
+	}
+	return out
+}

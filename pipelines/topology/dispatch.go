@@ -1,0 +1,49 @@
+package topology
+
+import (
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Dispatch resources (DESIGN §8.4). The location firehose itself,
+// dashers.locations.<dasher_id>, is core NATS and needs no stream.
+const (
+	// LocationsBucket keeps the latest position per dasher (key = dasher id), so an
+	// instance rebuilds its nearby index on start.
+	LocationsBucket = "dasher_locations"
+	// LeasesBucket holds one lease per reserved dasher (key = dasher id): created
+	// with compare-and-set, so a dasher serves one order at a time, with a per-key TTL,
+	// so a lease nobody confirms expires.
+	LeasesBucket = "dasher_leases"
+	// DispatchBucket holds, per order (key = order id), who it was assigned to, the
+	// assignment's source_seq, the dashers who declined it, and its pickup and
+	// drop-off points (the estimator reads them).
+	DispatchBucket = "order_dispatch"
+
+	// LocationsTTL forgets a dasher's stored position after this much silence.
+	LocationsTTL = time.Hour
+	// DispatchTTL forgets an order's dispatch record; a day outlives any delivery.
+	DispatchTTL = 24 * time.Hour
+)
+
+// DispatchBuckets are the dispatch service's buckets.
+func (t Topology) DispatchBuckets() []jetstream.KeyValueConfig {
+	return []jetstream.KeyValueConfig{
+		{
+			Bucket: LocationsBucket, Description: "orderflow latest position per dasher",
+			History: 1, TTL: LocationsTTL, Storage: jetstream.FileStorage, Replicas: t.Replicas,
+		},
+		{
+			Bucket: LeasesBucket, Description: "orderflow dasher leases: the order each dasher is reserved for",
+			History: 1, Storage: jetstream.FileStorage, Replicas: t.Replicas,
+			// Turns on per-key TTLs (leases expire), and keeps a marker of each
+			// expiry for a minute so watchers see it.
+			LimitMarkerTTL: time.Minute,
+		},
+		{
+			Bucket: DispatchBucket, Description: "orderflow dispatch record per order",
+			History: 1, TTL: DispatchTTL, Storage: jetstream.FileStorage, Replicas: t.Replicas,
+		},
+	}
+}
