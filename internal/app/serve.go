@@ -22,12 +22,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/orderflow/orderflow/handlers"
-	"github.com/orderflow/orderflow/internal/services/api"
-	"github.com/orderflow/orderflow/internal/services/auth"
 	"github.com/orderflow/orderflow/internal/adapters/embedded"
-	"github.com/orderflow/orderflow/internal/services/orders"
+	"github.com/orderflow/orderflow/internal/adapters/regions"
 	"github.com/orderflow/orderflow/internal/adapters/snapshot"
 	"github.com/orderflow/orderflow/internal/adapters/wal"
+	"github.com/orderflow/orderflow/internal/services/api"
+	"github.com/orderflow/orderflow/internal/services/auth"
+	"github.com/orderflow/orderflow/internal/services/orders"
 	"github.com/orderflow/orderflow/pipelines"
 	"github.com/orderflow/orderflow/pipelines/topology"
 	"github.com/orderflow/orderflow/sinks/archive"
@@ -56,7 +57,10 @@ type ServeConfig struct {
 	Archive archive.Config
 	// Security configures the ingest API's tokens and limits.
 	Security SecurityConfig
-	Logger   *slog.Logger
+	// Region joins this instance's region to its peers (README "Regions"); the zero
+	// value is the single-region deployment.
+	Region regions.Config
+	Logger *slog.Logger
 	// Started, if set, receives the bound addresses once the instance serves.
 	Started func(Addrs)
 }
@@ -77,6 +81,9 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	if err := checkListen(cfg); err != nil {
 		return err
 	}
+	if err := prepareRegion(&cfg); err != nil {
+		return err
+	}
 	tlsCfg, err := tlsConfig(cfg.Security)
 	if err != nil {
 		return err
@@ -94,7 +101,12 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 		}
 		srv, err := embedded.Start(ctx, embedded.Config{
 			DataDir: cfg.DataDir, Listen: cfg.NATSListen, SyncInterval: cfg.SyncInterval, Logger: log,
-			Configure: func(o *natsserver.Options) error { return secureNATS(o, authz, tlsCfg) },
+			Configure: func(o *natsserver.Options) error {
+				if err := secureNATS(o, authz, tlsCfg); err != nil {
+					return err
+				}
+				return cfg.Region.Configure(o)
+			},
 		})
 		if err != nil {
 			return err
@@ -256,6 +268,7 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 			}
 		}()
 	}
+	runRegionMetrics(runCtx, &wg, cfg, nc, reg, log)
 	if archiver != nil {
 		wg.Add(1)
 		go func() {
