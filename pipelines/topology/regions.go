@@ -38,18 +38,12 @@ func (t Topology) Regional() bool { return t.Region != "" }
 // keeps the WAL's limits (dedupe window, message size, discard new) because a
 // producer's acknowledgement now comes from it.
 func (t Topology) IngestConfig() jetstream.StreamConfig {
-	return jetstream.StreamConfig{
-		Name:        IngestStream,
-		Description: "orderflow events published in this region, sourced into every region's ORDER_EVENTS",
-		Subjects:    []string{EventsSubjects},
-		Retention:   jetstream.LimitsPolicy,
-		Storage:     jetstream.FileStorage,
-		Replicas:    t.Replicas,
-		Duplicates:  t.DuplicateWindow,
-		MaxMsgSize:  t.MaxPayload,
-		MaxAge:      t.WALMaxAge,
-		Discard:     jetstream.DiscardNew,
-	}
+	single := t
+	single.Region = ""
+	c := single.EventsConfig()
+	c.Name, c.SubjectTransform = IngestStream, nil
+	c.Description = "orderflow events published in this region, sourced into every region's ORDER_EVENTS"
+	return c
 }
 
 // regional turns the single-region ORDER_EVENTS into the regional one: no subjects,
@@ -68,17 +62,6 @@ func (t Topology) regional(c jetstream.StreamConfig) jetstream.StreamConfig {
 		c.Sources = append(c.Sources, &jetstream.StreamSource{Name: IngestStream, Domain: p})
 	}
 	return c
-}
-
-// PeerOfSource names the region a stream source of ORDER_EVENTS replicates from
-// (t.Region for the local ingest log).
-func (t Topology) PeerOfSource(api string) string {
-	for _, p := range t.Peers {
-		if api == "$JS."+p+".API" {
-			return p
-		}
-	}
-	return t.Region
 }
 
 // streamsInOrder lists the streams to provision. ORDER_INGEST and ORDER_EVENTS may
