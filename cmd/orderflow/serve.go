@@ -56,5 +56,6 @@ func newServe(g *globals) *cobra.Command {
 	f.IntVar(&cfg.ClickHouse.BatchSize, "clickhouse-batch", 0, "rows per ClickHouse insert (default 20000)")
 	f.DurationVar(&cfg.ClickHouse.BatchWait, "clickhouse-batch-wait", 0, "longest wait before a partial batch is inserted (default 500ms)")
 	sec.register(f, &cfg)
+	registerRegionFlags(f, &cfg)
 	return cmd
 }

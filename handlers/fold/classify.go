@@ -65,10 +65,14 @@ func classify(walSubject string, data []byte, header map[string][]string) (*sche
 }
 
 // ReservedHeader reports a Nats-* header a producer may not send: all but
-// Nats-Msg-Id and the Nats-Expected-* publish conditions.
+// Nats-Msg-Id and the Nats-Expected-* publish conditions. Nats-Stream-Source is not
+// a producer's either, but it is never one: JetStream refuses a publish carrying it
+// and replaces it on every sourced message, so in the WAL it always names the region
+// stream the event was replicated from (multi-region WALs carry it on every event).
 func ReservedHeader(k string) bool {
 	l := strings.ToLower(k)
-	return strings.HasPrefix(l, "nats-") && l != "nats-msg-id" && !strings.HasPrefix(l, "nats-expected-")
+	return strings.HasPrefix(l, "nats-") && l != "nats-msg-id" && !strings.HasPrefix(l, "nats-expected-") &&
+		l != "nats-stream-source"
 }
 
 // reasonOf picks the most specific reason: a subject or identity problem outranks

@@ -86,7 +86,7 @@ func TestReservedHeader(t *testing.T) {
 	for h, want := range map[string]bool{
 		"Nats-Msg-Id": false, "nats-msg-id": false, "Nats-Expected-Stream": false, "Nats-Expected-Last-Subject-Sequence": false,
 		"Nats-Sequence": true, "Nats-Subject": true, "Nats-Time-Stamp": true, "Nats-Pin-Id": true, "NATS-STREAM": true,
-		"Traceparent": false, "X-Nats": false,
+		"Traceparent": false, "X-Nats": false, "Nats-Stream-Source": false, "nats-stream-source": false,
 	} {
 		if got := fold.ReservedHeader(h); got != want {
 			t.Errorf("ReservedHeader(%q) = %v, want %v", h, got, want)

@@ -23,6 +23,7 @@ import (
 
 	"github.com/orderflow/orderflow/handlers"
 	"github.com/orderflow/orderflow/internal/adapters/embedded"
+	"github.com/orderflow/orderflow/internal/adapters/regions"
 	"github.com/orderflow/orderflow/internal/adapters/snapshot"
 	"github.com/orderflow/orderflow/internal/adapters/wal"
 	"github.com/orderflow/orderflow/internal/services/api"
@@ -57,7 +58,10 @@ type ServeConfig struct {
 	Archive archive.Config
 	// Security configures the ingest API's tokens and limits.
 	Security SecurityConfig
-	Logger   *slog.Logger
+	// Region joins this instance's region to its peers (README "Regions"); the zero
+	// value is the single-region deployment.
+	Region regions.Config
+	Logger *slog.Logger
 	// Started, if set, receives the bound addresses once the instance serves.
 	Started func(Addrs)
 }
@@ -78,6 +82,9 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	if err := checkListen(cfg); err != nil {
 		return err
 	}
+	if err := prepareRegion(&cfg); err != nil {
+		return err
+	}
 	tlsCfg, err := tlsConfig(cfg.Security)
 	if err != nil {
 		return err
@@ -95,7 +102,12 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 		}
 		srv, err := embedded.Start(ctx, embedded.Config{
 			DataDir: cfg.DataDir, Listen: cfg.NATSListen, SyncInterval: cfg.SyncInterval, Logger: log,
-			Configure: func(o *natsserver.Options) error { return secureNATS(o, authz, tlsCfg) },
+			Configure: func(o *natsserver.Options) error {
+				if err := secureNATS(o, authz, tlsCfg); err != nil {
+					return err
+				}
+				return cfg.Region.Configure(o)
+			},
 		})
 		if err != nil {
 			return err
@@ -263,6 +275,7 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 			}
 		}()
 	}
+	runRegionMetrics(runCtx, &wg, cfg, nc, reg, log)
 	if archiver != nil {
 		wg.Add(1)
 		go func() {

@@ -26,7 +26,11 @@ func Provision(ctx context.Context, js jetstream.JetStream, t Topology) ([]Chang
 		return nil, err
 	}
 	var changes []Change
-	for _, cfg := range []jetstream.StreamConfig{t.EventsConfig(), t.DLQConfig(), t.MilestonesConfig()} {
+	streams, err := t.streamsInOrder(ctx, js)
+	if err != nil {
+		return nil, err
+	}
+	for _, cfg := range streams {
 		c, err := provisionStream(ctx, js, cfg)
 		if err != nil {
 			return changes, err
@@ -107,7 +111,7 @@ func streamEqual(a, b jetstream.StreamConfig) bool {
 		unlimited(int64(a.MaxMsgSize)) == unlimited(int64(b.MaxMsgSize)) && a.MaxAge == b.MaxAge &&
 		unlimited(a.MaxMsgsPerSubject) == unlimited(b.MaxMsgsPerSubject) && a.Discard == b.Discard &&
 		a.DiscardNewPerSubject == b.DiscardNewPerSubject && a.Description == b.Description &&
-		a.AllowDirect == b.AllowDirect
+		a.AllowDirect == b.AllowDirect && sourcesEqual(a.Sources, b.Sources)
 }
 
 // unlimited normalises "no limit": the server reports -1 where a config sent 0.

@@ -65,6 +65,12 @@ type Topology struct {
 	LaneAckWait time.Duration
 	// LanePinnedTTL is how long a silent instance keeps its lanes before another takes over.
 	LanePinnedTTL time.Duration
+	// Region, when set, is this region's name and JetStream domain: producers'
+	// events land in ORDER_INGEST and ORDER_EVENTS sources it and every peer's
+	// (regions.go). Empty: the single-region topology.
+	Region string
+	// Peers are the other regions' names (= their JetStream domains).
+	Peers []string
 }
 
 // SetDefaults fills unset fields.
@@ -159,7 +165,7 @@ func PartitionsOf(c jetstream.StreamConfig) (int, error) {
 // EventsConfig is ORDER_EVENTS: the WAL. The subject transform partitions by order id
 // so every event of one order lands on one lane, in WAL order.
 func (t Topology) EventsConfig() jetstream.StreamConfig {
-	return jetstream.StreamConfig{
+	return t.regional(jetstream.StreamConfig{
 		Name:        EventsStream,
 		Description: "orderflow write-ahead log of order events, partitioned by order id",
 		Subjects:    []string{EventsSubjects},
@@ -179,7 +185,7 @@ func (t Topology) EventsConfig() jetstream.StreamConfig {
 		// forge them. STREAM.MSG.GET returns metadata apart from headers, from the
 		// leader, so reads never see a lagging replica either.
 		AllowDirect: false,
-	}
+	})
 }
 
 // DLQConfig is ORDER_EVENTS_DLQ: bad input kept byte-for-byte with its reason.

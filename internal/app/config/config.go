@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sort"
 	"strings"
 
 	"github.com/goccy/go-yaml"
@@ -57,10 +58,34 @@ func Apply(fs *pflag.FlagSet, path string, getenv func(string) string) error {
 			return
 		}
 		if v, ok := file[f.Name]; ok {
-			if err := fs.Set(f.Name, fmt.Sprint(v)); err != nil {
-				errs = append(errs, fmt.Errorf("config file key %s=%v: %w", f.Name, v, err))
+			for _, s := range fileValues(v) {
+				if err := fs.Set(f.Name, s); err != nil {
+					errs = append(errs, fmt.Errorf("config file key %s=%v: %w", f.Name, v, err))
+				}
 			}
 		}
 	})
 	return errors.Join(errs...)
+}
+
+// fileValues turns a YAML value into what a repeatable flag is given once per
+// occurrence: a list item by item, a map as sorted key=value pairs (a region map
+// `peer: {eu: "10.0.0.7:7422"}`), anything else as one value.
+func fileValues(v any) []string {
+	switch v := v.(type) {
+	case []any:
+		out := make([]string, 0, len(v))
+		for _, x := range v {
+			out = append(out, fmt.Sprint(x))
+		}
+		return out
+	case map[string]any:
+		out := make([]string, 0, len(v))
+		for k, x := range v {
+			out = append(out, k+"="+fmt.Sprint(x))
+		}
+		sort.Strings(out)
+		return out
+	}
+	return []string{fmt.Sprint(v)}
 }

@@ -1,0 +1,209 @@
+// Package regions joins orderflow's embedded JetStream servers of several regions
+// with NATS's own links and reports how far each region's copy of its peers' events
+// lags (DESIGN §8.1).
+//
+// # Topology
+//
+// Each region is its own JetStream domain, named after the region, so every region
+// has streams of the same names (ORDER_EVENTS, ORDER_INGEST, ...) apart from the
+// others'. Two regions are joined by one leafnode connection: the region whose name
+// sorts first solicits the other's --region-listen address (one link per pair; a
+// second link the other way would be a loop NATS refuses). Over that link, each
+// region's ORDER_EVENTS sources the peer's ORDER_INGEST through the peer's domain
+// API ($JS.<peer>.API), so replication is JetStream's own stream sourcing, resumed
+// from the last sourced sequence after any cut. The stream design that keeps this
+// free of cycles and echo is in pipelines/topology (regions.go).
+package regions
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// DefaultName is the region of an instance started without --region.
+const DefaultName = "local"
+
+var nameRE = regexp.MustCompile(`^[a-z0-9-]{1,16}$`)
+
+// LocalSubjects never cross a region link: producers' events, milestones, DLQ
+// (orders.>) and KV writes ($KV.>) each belong to the region they were sent to.
+var LocalSubjects = []string{"orders.>", "$KV.>", "$O.>"}
+
+// Peer is another region: its name (= its JetStream domain) and, for the embedded
+// server, the address of its --region-listen.
+type Peer struct {
+	Name string
+	Addr string // host:port; may be empty with --nats-url, where NATS links are the operator's
+}
+
+// Config is this instance's region and its peers. The zero value is the
+// single-region deployment: no domain, no links, the topology of DESIGN §2.
+type Config struct {
+	// Name is this region, [a-z0-9-]{1,16}. Empty: single-region.
+	Name string
+	// Listen is where peer regions' servers connect (a leafnode listener).
+	Listen string
+	// Peers are the other regions.
+	Peers []Peer
+	// ReconnectInterval is how long a cut link waits between reconnect attempts.
+	// Default 1s (NATS's own default is 1s too, but says so explicitly here because
+	// it bounds how soon replication resumes after a heal).
+	ReconnectInterval time.Duration
+}
+
+// Enabled reports whether this instance runs as one of several regions.
+func (c Config) Enabled() bool { return c.Name != "" || len(c.Peers) > 0 }
+
+// ParsePeer reads NAME=HOST:PORT (or NAME alone, for --nats-url deployments).
+func ParsePeer(s string) (Peer, error) {
+	name, addr, _ := strings.Cut(s, "=")
+	p := Peer{Name: strings.TrimSpace(name), Addr: strings.TrimSpace(addr)}
+	if !nameRE.MatchString(p.Name) {
+		return Peer{}, fmt.Errorf("peer %q: region name must match [a-z0-9-]{1,16}", s)
+	}
+	if p.Addr != "" {
+		if _, _, err := net.SplitHostPort(p.Addr); err != nil {
+			return Peer{}, fmt.Errorf("peer %q: address: %w", s, err)
+		}
+	}
+	return p, nil
+}
+
+// SetDefaults fills unset fields of an enabled config.
+func (c *Config) SetDefaults() {
+	if c.Enabled() && c.Name == "" {
+		c.Name = DefaultName
+	}
+	if c.ReconnectInterval == 0 {
+		c.ReconnectInterval = time.Second
+	}
+	sort.Slice(c.Peers, func(i, j int) bool { return c.Peers[i].Name < c.Peers[j].Name })
+}
+
+// Validate reports every problem at once.
+func (c Config) Validate() error {
+	if !c.Enabled() {
+		return nil
+	}
+	var errs []error
+	if !nameRE.MatchString(c.Name) {
+		errs = append(errs, fmt.Errorf("region %q: name must match [a-z0-9-]{1,16}", c.Name))
+	}
+	if len(c.Peers) > 1 {
+		// Leafnode links among three regions form a triangle, which NATS detects as a
+		// loop and refuses; more than two regions need a hub, which is not built yet.
+		errs = append(errs, fmt.Errorf("%d peers: orderflow joins two regions for now (one leafnode link); see README \"Regions\"", len(c.Peers)))
+	}
+	seen := map[string]bool{}
+	for _, p := range c.Peers {
+		if p.Name == c.Name {
+			errs = append(errs, fmt.Errorf("peer %q is this region", p.Name))
+		}
+		if seen[p.Name] {
+			errs = append(errs, fmt.Errorf("peer %q given twice", p.Name))
+		}
+		seen[p.Name] = true
+	}
+	if c.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+			errs = append(errs, fmt.Errorf("region listen %q: %w", c.Listen, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// PeerNames are the peers' names, sorted.
+func (c Config) PeerNames() []string {
+	var names []string
+	for _, p := range c.Peers {
+		names = append(names, p.Name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Solicits reports whether this region opens the link to peer (the one whose name
+// sorts first does; the other only accepts).
+func (c Config) Solicits(peer string) bool { return c.Name < peer }
+
+// ServerName is the embedded server's name in this region. Servers joined by
+// leafnodes must have distinct names, even across JetStream domains.
+func (c Config) ServerName() string { return "orderflow-" + c.Name }
+
+// Configure sets the embedded server's JetStream domain, its leafnode listener and
+// the links it opens. It runs on the options before the server starts.
+func (c Config) Configure(o *server.Options) error {
+	if !c.Enabled() {
+		return nil
+	}
+	o.JetStreamDomain = c.Name
+	o.ServerName = c.ServerName()
+	if c.Listen != "" {
+		host, port, err := splitPort(c.Listen)
+		if err != nil {
+			return fmt.Errorf("region listen %q: %w", c.Listen, err)
+		}
+		o.LeafNode.Host, o.LeafNode.Port = host, port
+	}
+	o.LeafNode.ReconnectInterval = c.ReconnectInterval
+	for _, p := range c.Peers {
+		if !c.Solicits(p.Name) {
+			continue
+		}
+		if p.Addr == "" {
+			return fmt.Errorf("peer %s: an address is needed (this region opens the link to it)", p.Name)
+		}
+		u, err := parseURL("nats-leaf://" + p.Addr)
+		if err != nil {
+			return fmt.Errorf("peer %s: %w", p.Name, err)
+		}
+		o.LeafNode.Remotes = append(o.LeafNode.Remotes, &server.RemoteLeafOpts{
+			URLs: u,
+			// Both regions' streams and buckets live in the same account, so without
+			// these a stream's subject interest would cross the link: an event
+			// published in one region would be stored by both regions' ingest logs,
+			// and a snapshot write by both regions' KV buckets. Only JetStream's own
+			// traffic crosses ($JS.<domain>.API requests, source deliveries, flow
+			// control, replies); denying both ways on the soliciting side covers the
+			// link in both directions.
+			DenyImports: LocalSubjects,
+			DenyExports: LocalSubjects,
+			// Faster than the default backoff: replication resumes within about a
+			// second of the link coming back.
+			FirstInfoTimeout: 2 * time.Second,
+		})
+	}
+	return nil
+}
+
+// splitPort parses host:port; port 0 picks a free one (nats-server spells it -1).
+func splitPort(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	var port int
+	if _, err := fmt.Sscanf(p, "%d", &port); err != nil || port < -1 || port > 65535 {
+		return "", 0, fmt.Errorf("bad port %q", p)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	return host, port, nil
+}
+
+func parseURL(s string) ([]*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, err
+	}
+	return []*url.URL{u}, nil
+}

@@ -1,0 +1,100 @@
+package regions
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the per-peer replication gauges of /metrics.
+type Metrics struct {
+	lagEvents, lagSeconds, linkUp, replicated *prometheus.GaugeVec
+	resumes                                   *prometheus.CounterVec
+}
+
+// NewMetrics registers the region gauges on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	g := func(name, help string) *prometheus.GaugeVec {
+		v := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, []string{"peer"})
+		reg.MustRegister(v)
+		return v
+	}
+	resumes := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "orderflow_region_source_restarts_total",
+		Help: "Times a stalled stream source from the peer region was restarted."}, []string{"peer"})
+	reg.MustRegister(resumes)
+	return &Metrics{
+		resumes:    resumes,
+		lagEvents:  g("orderflow_region_replication_lag_events", "Events of the peer region's ingest log this region's WAL does not hold yet (JetStream's source lag)."),
+		lagSeconds: g("orderflow_region_replication_lag_seconds", "Age of the oldest peer event not replicated here yet; while the link is down, time since the peer was last heard from."),
+		linkUp:     g("orderflow_region_link_up", "1 when the peer region's JetStream answers through the link, else 0."),
+		replicated: g("orderflow_region_replicated_sequence", "Last sequence of the peer's ORDER_INGEST held in this region's WAL."),
+	}
+}
+
+// Observe sets the gauges from a status.
+func (m *Metrics) Observe(st Status) {
+	for _, p := range st.Peers {
+		m.lagEvents.WithLabelValues(p.Peer).Set(float64(p.LagEvents))
+		m.lagSeconds.WithLabelValues(p.Peer).Set(p.LagSeconds)
+		m.replicated.WithLabelValues(p.Peer).Set(float64(p.ReplicatedSeq))
+		up := 0.0
+		if p.Link == "up" {
+			up = 1
+		}
+		m.linkUp.WithLabelValues(p.Peer).Set(up)
+	}
+}
+
+// resumeGrace is how long a stall must last before Poll restarts the source.
+const resumeGrace = 3 * time.Second
+
+// Poll reads the status every interval until ctx ends, updates m, and restarts a
+// stalled peer source (see Resume). Reading it costs a few JetStream API calls,
+// local and over the link, so it is polled rather than read on each scrape (a cut
+// link would slow every scrape down).
+func (m *Metrics) Poll(ctx context.Context, nc *nats.Conn, every time.Duration, log *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		log.Error("region status", "err", err)
+		return
+	}
+	since := map[string]time.Time{} // when each peer's source was first seen stalled
+	for {
+		st, err := Read(ctx, nc)
+		if err == nil {
+			m.Observe(st)
+			for _, p := range st.Peers {
+				if !stalled(p) {
+					delete(since, p.Peer)
+					continue
+				}
+				if _, ok := since[p.Peer]; !ok {
+					since[p.Peer] = time.Now()
+				}
+				if time.Since(since[p.Peer]) < resumeGrace {
+					continue // give JetStream's own retry a chance first
+				}
+				delete(since, p.Peer)
+				log.Warn("replication from a peer region stalled with the link up; restarting its stream source",
+					"peer", p.Peer, "lag_events", p.LagEvents, "last_heard", p.LastHeard)
+				if err := Resume(ctx, js, p.Peer); err != nil {
+					log.Error("restart stream source", "peer", p.Peer, "err", err)
+				}
+				m.resumes.WithLabelValues(p.Peer).Inc()
+			}
+		} else if ctx.Err() == nil {
+			log.Debug("region status", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,55 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/orderflow/orderflow/internal/adapters/regions"
+)
+
+// regionPollInterval is how often /metrics' region gauges are refreshed.
+const regionPollInterval = time.Second
+
+// prepareRegion checks the region settings and derives the topology's from them.
+// Without --region or --peer it changes nothing: the single-region contract.
+func prepareRegion(cfg *ServeConfig) error {
+	r := &cfg.Region
+	if !r.Enabled() {
+		return nil
+	}
+	r.SetDefaults()
+	if err := r.Validate(); err != nil {
+		return err
+	}
+	if cfg.Security.Auth {
+		// Leafnode links between operator-mode servers need each region to trust the
+		// other's account keys; until that is built, regions run without --auth.
+		return errors.New("--region with --auth is not supported yet: run regions on a private network without --auth, or one region with --auth")
+	}
+	if cfg.NATSURL == "" && r.Listen != "" && !isLoopback(r.Listen) {
+		return fmt.Errorf("refusing to listen for peer regions on %s without auth: anyone who can reach it could join the WAL; use a loopback or private-network address behind a tunnel (--region-listen 127.0.0.1:PORT)", r.Listen)
+	}
+	cfg.Topology.Region = r.Name
+	cfg.Topology.Peers = r.PeerNames()
+	return nil
+}
+
+// runRegionMetrics keeps the region gauges current until ctx ends.
+func runRegionMetrics(ctx context.Context, wg *sync.WaitGroup, cfg ServeConfig, nc *nats.Conn, reg prometheus.Registerer, log *slog.Logger) {
+	if !cfg.Region.Enabled() {
+		return
+	}
+	m := regions.NewMetrics(reg)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		m.Poll(ctx, nc, regionPollInterval, log)
+	}()
+}
