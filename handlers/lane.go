@@ -94,8 +94,8 @@ type Lane struct {
 	lag       prometheus.Gauge
 	events    decisionCounters
 
-	delivery    sync.Mutex
-	consSeq     uint64    // consumer sequence of the last delivery handled
+	delivery    chan struct{} // a lock that waits with a context: held on the delivery path
+	consSeq     uint64        // consumer sequence of the last delivery handled
 	lastHandled time.Time // when a delivery last arrived; an idle lane checks its tail
 	lastFloor   uint64    // the consumer's ack floor at the previous tail check
 
@@ -110,11 +110,6 @@ type Lane struct {
 	ckptKick    chan struct{} // a checkpoint now, not at the next tick
 	settled     chan struct{} // something the delivery path may wait for settled
 	acks        chan pendingWrite
-
-	// runCtx lives as long as Run: replays use it, not a delivery's context, which
-	// may end while a long replay is under way.
-	runMu  sync.Mutex
-	runCtx context.Context
 }
 
 // NewLane returns a lane for one partition. Run must be running for its writes to flow.
@@ -138,6 +133,7 @@ func NewLane(partition int, cfg LaneConfig, d Deps) *Lane {
 		ckptKick:    make(chan struct{}, 1),
 		settled:     make(chan struct{}, 1),
 		acks:        make(chan pendingWrite, cfg.MaxDirty),
+		delivery:    make(chan struct{}, 1),
 	}
 }
 
@@ -145,12 +141,12 @@ func NewLane(partition int, cfg LaneConfig, d Deps) *Lane {
 // only when ctx ends; every other failure is retried here, because skipping an
 // event would break the lane's order and nacking would let later events overtake
 // it. When it returns nil, every event's effect is in memory and the batch may be
-// acked.
-func (l *Lane) HandleBatch(ctx context.Context, batch []Delivery) error {
+// acked. ctx should outlive a delivery's own deadline (a resync may replay a long
+// stretch of the WAL) and end when the process must stop.
+func (l *Lane) HandleBatch(ctx context.Context, batch []Delivery) (err error) {
 	if len(batch) == 0 {
 		return nil
 	}
-	ctx = l.context(ctx)
 	// Decoding is pure and the costliest step: do it before taking any lock.
 	ins := make([]lanecore.Input, len(batch))
 	recs := make([]fold.Record, len(batch))
@@ -158,8 +154,18 @@ func (l *Lane) HandleBatch(ctx context.Context, batch []Delivery) error {
 		recs[i] = batch[i].Record
 		ins[i] = input(recs[i])
 	}
-	l.delivery.Lock()
-	defer l.delivery.Unlock()
+	if err := l.lockDelivery(ctx); err != nil {
+		return err
+	}
+	defer l.unlockDelivery()
+	defer func() {
+		// A panic (recovered by the router, which nacks the batch) may leave memory
+		// half-changed: the next delivery resyncs from the checkpoint.
+		if r := recover(); r != nil {
+			l.unsync()
+			panic(r)
+		}
+	}()
 	l.lastHandled = time.Now()
 	for start := 0; start < len(batch); {
 		l.mu.Lock()
@@ -198,21 +204,23 @@ func input(rec fold.Record) lanecore.Input {
 func (l *Lane) fold(ctx context.Context, ins []lanecore.Input, recs []fold.Record) error {
 	var aside []int
 	var rejs []fold.Rejection
-	l.mu.Lock()
-	now := time.Now()
-	l.core.Delivered(now, recs[len(recs)-1].Time)
-	for i := range ins {
-		f := l.core.Fold(ins[i], now)
-		if f.Decision.Outcome != "" {
-			l.events.inc(ins[i].Event.Source, f.Decision.Outcome)
+	coalescing := func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		now := time.Now()
+		l.core.Delivered(now, recs[len(recs)-1].Time)
+		for i := range ins {
+			f := l.core.Fold(ins[i], now)
+			if f.Decision.Outcome != "" {
+				l.events.inc(ins[i].Event.Source, f.Decision.Outcome)
+			}
+			if f.SetAside != nil {
+				aside = append(aside, i)
+				rejs = append(rejs, *f.SetAside)
+			}
 		}
-		if f.SetAside != nil {
-			aside = append(aside, i)
-			rejs = append(rejs, *f.SetAside)
-		}
-	}
-	coalescing := l.core.Coalescing(now)
-	l.mu.Unlock()
+		return l.core.Coalescing(now)
+	}()
 	if !coalescing {
 		l.sendWrites(ctx)
 	}
@@ -264,9 +272,10 @@ func (l *Lane) waitFor(ctx context.Context, cond func() bool) error {
 	}
 }
 
-// flush waits until every handled event's effect is durable. Called on the
-// delivery path.
-func (l *Lane) flush(ctx context.Context) error {
+// flush waits until every handled event's effect is durable: every order written
+// and, unless only the writes matter (a resync, which replays the events a DLQ copy
+// is still owed for), every DLQ copy stored. Called on the delivery path.
+func (l *Lane) flush(ctx context.Context, writesOnly bool) error {
 	l.mu.Lock()
 	l.core.SetFlushing(true)
 	l.mu.Unlock()
@@ -275,19 +284,45 @@ func (l *Lane) flush(ctx context.Context) error {
 		l.core.SetFlushing(false)
 		l.mu.Unlock()
 	}()
+	if writesOnly {
+		return l.waitFor(ctx, func() bool { return l.core.Dirty() == 0 })
+	}
 	return l.waitFor(ctx, l.core.Clean)
 }
 
-// Flush waits until every handled event's effect is durable and records the checkpoint.
+// Flush waits until every handled event's effect is durable and records the
+// checkpoint, or ctx ends.
 func (l *Lane) Flush(ctx context.Context) error {
-	l.delivery.Lock()
-	defer l.delivery.Unlock()
-	if err := l.flush(ctx); err != nil {
+	if err := l.lockDelivery(ctx); err != nil {
+		return err
+	}
+	defer l.unlockDelivery()
+	if err := l.flush(ctx, false); err != nil {
 		return err
 	}
 	l.writeCheckpoint(ctx)
 	return nil
 }
+
+func (l *Lane) lockDelivery(ctx context.Context) error {
+	select {
+	case l.delivery <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (l *Lane) tryLockDelivery() bool {
+	select {
+	case l.delivery <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (l *Lane) unlockDelivery() { <-l.delivery }
 
 func (l *Lane) unsync() {
 	l.mu.Lock()
@@ -295,21 +330,9 @@ func (l *Lane) unsync() {
 	l.mu.Unlock()
 }
 
-func (l *Lane) context(ctx context.Context) context.Context {
-	l.runMu.Lock()
-	defer l.runMu.Unlock()
-	if l.runCtx != nil {
-		return l.runCtx
-	}
-	return ctx
-}
-
 // Run writes snapshots, publishes milestones, records checkpoints and recovers
 // the tail until ctx ends.
 func (l *Lane) Run(ctx context.Context) {
-	l.runMu.Lock()
-	l.runCtx = ctx
-	l.runMu.Unlock()
 	var wg sync.WaitGroup
 	for _, loop := range []func(context.Context){l.runWriter, l.collectAcks, l.runRebuilds, l.runRelay, l.runCheckpoints, l.watchTail} {
 		wg.Add(1)

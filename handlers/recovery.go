@@ -21,7 +21,7 @@ const replayChunk = 512
 // themselves already handled; messages never delivered arrive in order. Called on
 // the delivery path.
 func (l *Lane) resync(ctx context.Context) error {
-	if err := l.flush(ctx); err != nil {
+	if err := l.flush(ctx, true); err != nil {
 		return err
 	}
 	var ckpt, delivered uint64
@@ -143,10 +143,10 @@ func (l *Lane) watchTail(ctx context.Context) {
 // gap itself. Any instance may do this: writes are compare-and-set, so a concurrent
 // owner and this replay converge on the same snapshots.
 func (l *Lane) recoverTail(ctx context.Context) error {
-	if !l.delivery.TryLock() {
+	if !l.tryLockDelivery() {
 		return nil // a delivery is being handled: not idle
 	}
-	defer l.delivery.Unlock()
+	defer l.unlockDelivery()
 	if time.Since(l.lastHandled) < tailIdle {
 		return nil
 	}
@@ -170,14 +170,14 @@ func (l *Lane) recoverTail(ctx context.Context) error {
 		return err
 	}
 	l.log.Info("lane recovering its tail", "from", ckpt+1, "to", floor)
-	if err := l.flush(ctx); err != nil {
+	if err := l.flush(ctx, true); err != nil {
 		return err
 	}
 	if err := l.replay(ctx, ckpt, floor); err != nil {
 		l.unsync()
 		return err
 	}
-	if err := l.flush(ctx); err != nil {
+	if err := l.flush(ctx, false); err != nil {
 		l.unsync()
 		return err
 	}

@@ -41,13 +41,18 @@ func (l *Lane) runWriter(ctx context.Context) {
 // hand-off on their way to KV. Concurrent calls are safe: the core hands each
 // write out once.
 func (l *Lane) sendWrites(ctx context.Context) {
-	l.mu.Lock()
-	now := time.Now()
-	writes := l.core.Writes(now)
-	rebuilds := l.core.Rebuilds()
-	l.rebuildQ = append(l.rebuildQ, rebuilds...)
-	ckptDue := l.core.CheckpointDue(now)
-	l.mu.Unlock()
+	var writes []lanecore.Write
+	var rebuilds []lanecore.Rebuild
+	var ckptDue bool
+	func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		now := time.Now()
+		writes = l.core.Writes(now)
+		rebuilds = l.core.Rebuilds()
+		l.rebuildQ = append(l.rebuildQ, rebuilds...)
+		ckptDue = l.core.CheckpointDue(now)
+	}()
 	if ckptDue {
 		signal(l.ckptKick)
 	}
@@ -57,21 +62,31 @@ func (l *Lane) sendWrites(ctx context.Context) {
 	for i, w := range writes {
 		f, err := l.d.Snapshots.WriteAsync(w.OrderID, w.Data, w.Rev, w.Terminal)
 		if err != nil {
-			l.log.Warn("snapshot write not sent", "order", w.OrderID, "err", err)
-			l.mu.Lock()
-			for _, rest := range writes[i:] {
-				l.core.WriteFailed(rest, false)
-			}
-			l.mu.Unlock()
-			time.AfterFunc(l.cfg.RetryBackoff, func() { signal(l.kick) })
+			l.log.Warn("snapshot writes not sent, retrying", "order", w.OrderID, "writes", len(writes)-i, "err", err)
+			l.retryLater(writes[i:])
 			return
 		}
 		select {
 		case l.acks <- pendingWrite{w, f}:
 		case <-ctx.Done():
+			// Stopping: the sent write's result is never read, nor are the rest sent.
+			l.retryLater(writes[i:])
 			return
 		}
 	}
+}
+
+// retryLater hands writes that did not go out back to the core after the retry
+// backoff; until then their orders count as in flight, so nothing spins on them.
+func (l *Lane) retryLater(writes []lanecore.Write) {
+	time.AfterFunc(l.cfg.RetryBackoff, func() {
+		l.mu.Lock()
+		for _, w := range writes {
+			l.core.WriteFailed(w, false)
+		}
+		l.mu.Unlock()
+		signal(l.kick)
+	})
 }
 
 // collectAcks settles write results in the order they were sent.
@@ -120,21 +135,22 @@ func (l *Lane) written(w lanecore.Write, rev uint64) {
 }
 
 func (l *Lane) writeFailed(w lanecore.Write, err error) {
-	conflict := errors.Is(snapshot.Classify(err), snapshot.ErrConflict)
+	if !errors.Is(snapshot.Classify(err), snapshot.ErrConflict) {
+		l.d.Metrics.SnapshotWrites.WithLabelValues("error").Inc()
+		l.log.Warn("snapshot write failed, retrying", "order", w.OrderID, "err", err)
+		l.retryLater([]lanecore.Write{w})
+		return
+	}
 	l.mu.Lock()
-	l.core.WriteFailed(w, conflict)
+	l.core.WriteFailed(w, true)
 	l.mu.Unlock()
-	if conflict {
+	{
 		// Someone else wrote the key (another instance that held this lane, an
 		// operator's replay, or the order existed before this lane assumed it new):
 		// the writer hands the rebuild out.
 		l.d.Metrics.SnapshotWrites.WithLabelValues("conflict").Inc()
 		signal(l.kick)
-		return
 	}
-	l.d.Metrics.SnapshotWrites.WithLabelValues("error").Inc()
-	l.log.Warn("snapshot write failed, retrying", "order", w.OrderID, "err", err)
-	time.AfterFunc(l.cfg.RetryBackoff, func() { signal(l.kick) })
 }
 
 // runRebuilds rebuilds orders from what is durable: the snapshot in KV and the
@@ -157,10 +173,13 @@ func (l *Lane) runRebuilds(ctx context.Context) {
 					return
 				}
 				l.log.Warn("order rebuild failed, retrying", "order", job.OrderID, "err", err)
-				l.mu.Lock()
-				l.core.RebuildFailed(job.OrderID)
-				l.mu.Unlock()
-				time.AfterFunc(l.cfg.RetryBackoff, func() { signal(l.kick) })
+				id := job.OrderID
+				time.AfterFunc(l.cfg.RetryBackoff, func() {
+					l.mu.Lock()
+					l.core.RebuildFailed(id)
+					l.mu.Unlock()
+					signal(l.kick)
+				})
 			}
 		}
 		signal(l.kick)
@@ -174,7 +193,12 @@ func (l *Lane) rebuild(ctx context.Context, job lanecore.Rebuild) error {
 	}
 	var after uint64
 	if data != nil {
-		st, _, err := snapshot.Decode(data)
+		st, ob, err := snapshot.Decode(data)
+		if err == nil {
+			// A state this build can read but not write again (practically never)
+			// is refolded from the start, like an unreadable one.
+			_, err = snapshot.Encode(st, ob)
+		}
 		if err != nil {
 			// The key holds something this build cannot read (corruption, a hand edit,
 			// a newer format): refold the order from the WAL and overwrite it.
@@ -204,10 +228,15 @@ func (l *Lane) rebuild(ctx context.Context, job lanecore.Rebuild) error {
 	l.mu.Lock()
 	aside := l.core.Rebuilt(job.OrderID, base, rev, recs)
 	l.mu.Unlock()
+	// The core now owes these DLQ copies, and holds the checkpoint below them: store
+	// them whatever it takes (only stopping ends the tries).
 	for _, a := range aside {
 		rec, ok := recordAt(recs, a.Seq)
 		if !ok {
-			if rec, err = l.d.Lanes.ReadSeq(ctx, a.Seq); err != nil {
+			if err := l.untilDone(ctx, "read an event to set aside", func() (err error) {
+				rec, err = l.d.Lanes.ReadSeq(ctx, a.Seq)
+				return err
+			}); err != nil {
 				return err
 			}
 		}

@@ -99,6 +99,7 @@ func (r *LaneRouter) Run(ctx context.Context) error {
 		select {
 		case <-idle:
 		case <-time.After(15 * time.Second):
+			_ = r.sub.Close() // what is still in hand is redelivered
 		}
 		stopRouter()
 	}()

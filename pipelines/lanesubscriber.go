@@ -133,7 +133,9 @@ func (s *laneSubscriber) batches(ctx context.Context, cc jetstream.ConsumeContex
 		case <-wm.Acked():
 			// Fire and forget: the lane checkpoint, not the ack, makes effects durable.
 			if ackAll {
-				_ = batch[len(batch)-1].Ack()
+				// The newest event acks all below it; a redelivery at the end of a
+				// batch may be older than what came before it.
+				_ = batch[newest(dls, batch)].Ack()
 				break
 			}
 			for _, m := range batch {
@@ -145,8 +147,25 @@ func (s *laneSubscriber) batches(ctx context.Context, cc jetstream.ConsumeContex
 			}
 		case <-s.closing:
 			return
+		case <-ctx.Done():
+			return // stopping: the batch in hand is redelivered
 		}
 	}
+}
+
+// newest is the index in batch of the message with the highest WAL sequence. dls
+// and batch are index-aligned unless a message had no metadata (then the last).
+func newest(dls []handlers.Delivery, batch []jetstream.Msg) int {
+	if len(dls) != len(batch) {
+		return len(batch) - 1
+	}
+	best := 0
+	for i, dl := range dls {
+		if dl.Record.Seq > dls[best].Record.Seq {
+			best = i
+		}
+	}
+	return best
 }
 
 // deliveryOf reads what a lane needs from a JetStream delivery. A message without

@@ -20,7 +20,17 @@ import (
 type StatusPipeline struct {
 	router *LaneRouter
 	lanes  []*handlers.Lane
+	// handling is the lanes' context for deliveries: it outlives a delivery's own
+	// deadline (a resync may replay a long stretch of the WAL) and ends
+	// ShutdownGrace after Run's context, so a stop never hangs on a NATS that does
+	// not answer. A batch cut short stays unacked and is redelivered.
+	handling     context.Context
+	stopHandling context.CancelFunc
 }
+
+// ShutdownGrace is how long deliveries in hand may take to finish once the
+// pipeline is asked to stop.
+const ShutdownGrace = 10 * time.Second
 
 // NewStatusPipeline puts a handlers.Lane behind each lane's durable consumer. nc must
 // be a connection of its own (see NewLaneRouter), and the lanes' writes (through
@@ -28,11 +38,12 @@ type StatusPipeline struct {
 func NewStatusPipeline(nc *nats.Conn, topo topology.Topology, cfg handlers.LaneConfig, deps handlers.Deps) (*StatusPipeline, error) {
 	topo.SetDefaults()
 	p := &StatusPipeline{}
+	p.handling, p.stopHandling = context.WithCancel(context.Background())
 	for i := 0; i < topo.Partitions; i++ {
 		p.lanes = append(p.lanes, handlers.NewLane(i, cfg, deps))
 	}
 	router, err := NewLaneRouter(nc, topo, deps.Logger, topology.LaneConsumer, func(ctx context.Context, lane int, batch []handlers.Delivery) error {
-		return p.lanes[lane].HandleBatch(ctx, batch)
+		return p.lanes[lane].HandleBatch(p.handling, batch)
 	}, deps.Metrics.HandlerSeconds)
 	if err != nil {
 		return nil, fmt.Errorf("status pipeline: %w", err)
@@ -45,6 +56,9 @@ func NewStatusPipeline(nc *nats.Conn, topo topology.Topology, cfg handlers.LaneC
 func (p *StatusPipeline) Run(ctx context.Context) error {
 	laneCtx, stopLanes := context.WithCancel(context.Background())
 	defer stopLanes()
+	defer p.stopHandling()
+	stopAfter := context.AfterFunc(ctx, func() { time.AfterFunc(ShutdownGrace, p.stopHandling) })
+	defer stopAfter()
 	var wg sync.WaitGroup
 	for _, l := range p.lanes {
 		wg.Add(1)

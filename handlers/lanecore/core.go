@@ -173,10 +173,14 @@ func (c *Core) Synced() bool { return c.synced }
 func (c *Core) Unsync() { c.synced = false }
 
 // Reset forgets every order and starts from checkpoint ckpt: the next events folded
-// are those after it. The lane calls it only when Clean.
+// are those after it. The lane calls it only when no order is dirty, so no write is
+// in flight.
 func (c *Core) Reset(ckpt uint64) {
 	clear(c.orders)
 	clear(c.dirty)
+	// DLQ copies still owed are for events after the checkpoint (it waits for them),
+	// which the replay that follows a Reset folds, and sets aside, again.
+	clear(c.aside)
 	c.due, c.rebuilds = nil, nil
 	c.lastSeq = ckpt
 	c.lastCkpt = max(c.lastCkpt, ckpt)
@@ -445,7 +449,8 @@ func (c *Core) RebuildFailed(id string) {
 }
 
 // Rebuilt replaces the order's state with base (its durable snapshot: nil when the
-// key is missing, deleted, expired or unreadable), its outbox and revision, folds
+// key is missing, deleted, expired, unreadable or cannot be written again; recs
+// then start at the order's first event), its outbox and revision, folds
 // recs (the order's WAL records after base's wal_seq, up to the rebuild's UpTo),
 // then the events held meanwhile. Events that panic the resolver or make the
 // snapshot unencodable are set aside: the caller stores each in the DLQ and calls
@@ -467,8 +472,6 @@ func (c *Core) Rebuilt(id string, base func() (*resolver.State, outbox.Outbox), 
 		st, ob := base()
 		if st == nil {
 			st = resolver.New(id)
-		} else if _, err := c.encode(st, ob); err != nil {
-			st, ob = resolver.New(id), outbox.Outbox{} // not even the durable state encodes again
 		}
 		bad := c.refold(e, st, &ob, held)
 		if bad == nil {
