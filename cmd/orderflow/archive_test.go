@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/orderflow/orderflow/internal/tools/simulate"
+	"github.com/orderflow/orderflow/internal/services/verify"
 	"github.com/orderflow/orderflow/internal/testsupport/testenv"
 	"github.com/orderflow/orderflow/internal/testsupport/testrun"
-	"github.com/orderflow/orderflow/internal/services/verify"
+	"github.com/orderflow/orderflow/internal/tools/simulate"
 	"github.com/orderflow/orderflow/pipelines/topology"
 )
 

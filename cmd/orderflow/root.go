@@ -12,8 +12,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/orderflow/orderflow/internal/app"
-	"github.com/orderflow/orderflow/internal/services/auth"
 	"github.com/orderflow/orderflow/internal/app/config"
+	"github.com/orderflow/orderflow/internal/services/auth"
 )
 
 // run builds the command tree and executes it with args.

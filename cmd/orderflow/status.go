@@ -7,9 +7,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/orderflow/orderflow/internal/services/orders"
 	"github.com/orderflow/orderflow/internal/adapters/snapshot"
 	"github.com/orderflow/orderflow/internal/adapters/wal"
+	"github.com/orderflow/orderflow/internal/services/orders"
 	"github.com/orderflow/orderflow/sinks/archive"
 )
 

@@ -8,8 +8,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/orderflow/orderflow/internal/testsupport/testenv"
 	"github.com/orderflow/orderflow/internal/adapters/wal"
+	"github.com/orderflow/orderflow/internal/testsupport/testenv"
 	"github.com/orderflow/orderflow/pipelines/topology"
 )
 

@@ -4,8 +4,8 @@ import (
 	"context"
 
 	"github.com/orderflow/orderflow/handlers/resolver"
-	"github.com/orderflow/orderflow/internal/services/orders"
 	"github.com/orderflow/orderflow/internal/adapters/wal"
+	"github.com/orderflow/orderflow/internal/services/orders"
 	"github.com/orderflow/orderflow/schemas"
 )
 

@@ -13,8 +13,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderflow/orderflow/handlers/fold"
-	"github.com/orderflow/orderflow/internal/tools/simulate"
 	"github.com/orderflow/orderflow/internal/adapters/wal"
+	"github.com/orderflow/orderflow/internal/tools/simulate"
 	"github.com/orderflow/orderflow/pipelines/topology"
 )
 

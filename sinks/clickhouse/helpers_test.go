@@ -17,9 +17,9 @@ import (
 
 	"github.com/orderflow/orderflow/handlers/fold"
 	"github.com/orderflow/orderflow/handlers/resolver"
-	"github.com/orderflow/orderflow/internal/tools/simulate"
-	"github.com/orderflow/orderflow/internal/testsupport/testenv"
 	"github.com/orderflow/orderflow/internal/adapters/wal"
+	"github.com/orderflow/orderflow/internal/testsupport/testenv"
+	"github.com/orderflow/orderflow/internal/tools/simulate"
 	"github.com/orderflow/orderflow/pipelines/topology"
 )
 

@@ -8,8 +8,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/orderflow/orderflow/internal/tools/simulate"
 	"github.com/orderflow/orderflow/internal/testsupport/testenv"
+	"github.com/orderflow/orderflow/internal/tools/simulate"
 )
 
 var long = flag.Bool("long", false, "run the long variants (a 30s ClickHouse outage)")

@@ -19,8 +19,8 @@ import (
 
 	"github.com/orderflow/orderflow/handlers/fold"
 	"github.com/orderflow/orderflow/handlers/resolver"
-	"github.com/orderflow/orderflow/internal/services/orders"
 	"github.com/orderflow/orderflow/internal/adapters/wal"
+	"github.com/orderflow/orderflow/internal/services/orders"
 	"github.com/orderflow/orderflow/pipelines/topology"
 	"github.com/orderflow/orderflow/sinks/archive"
 	chsink "github.com/orderflow/orderflow/sinks/clickhouse"

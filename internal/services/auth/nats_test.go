@@ -14,8 +14,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/orderflow/orderflow/internal/services/auth"
 	"github.com/orderflow/orderflow/internal/adapters/embedded"
+	"github.com/orderflow/orderflow/internal/services/auth"
 	"github.com/orderflow/orderflow/pipelines/topology"
 	"github.com/orderflow/orderflow/schemas"
 )

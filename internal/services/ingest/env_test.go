@@ -17,10 +17,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/orderflow/orderflow/internal/adapters/wal"
 	"github.com/orderflow/orderflow/internal/services/auth"
 	"github.com/orderflow/orderflow/internal/services/ingest"
 	"github.com/orderflow/orderflow/internal/testsupport/testenv"
-	"github.com/orderflow/orderflow/internal/adapters/wal"
 	"github.com/orderflow/orderflow/pipelines/topology"
 	"github.com/orderflow/orderflow/schemas"
 )

@@ -10,9 +10,9 @@ import (
 
 	"github.com/orderflow/orderflow/handlers/outbox"
 	"github.com/orderflow/orderflow/handlers/resolver"
+	"github.com/orderflow/orderflow/internal/adapters/snapshot"
 	"github.com/orderflow/orderflow/internal/services/orders"
 	"github.com/orderflow/orderflow/internal/testsupport/orderstest"
-	"github.com/orderflow/orderflow/internal/adapters/snapshot"
 	"github.com/orderflow/orderflow/internal/testsupport/testenv"
 	"github.com/orderflow/orderflow/schemas"
 )

@@ -8,10 +8,10 @@ import (
 
 	"github.com/orderflow/orderflow/handlers/outbox"
 	"github.com/orderflow/orderflow/handlers/resolver"
-	"github.com/orderflow/orderflow/internal/tools/simulate"
 	"github.com/orderflow/orderflow/internal/adapters/snapshot"
-	"github.com/orderflow/orderflow/internal/testsupport/testenv"
 	"github.com/orderflow/orderflow/internal/services/verify"
+	"github.com/orderflow/orderflow/internal/testsupport/testenv"
+	"github.com/orderflow/orderflow/internal/tools/simulate"
 	"github.com/orderflow/orderflow/pipelines/topology"
 	"github.com/orderflow/orderflow/schemas"
 )

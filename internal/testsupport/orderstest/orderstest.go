@@ -7,10 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/orderflow/orderflow/internal/services/orders"
 	"github.com/orderflow/orderflow/internal/adapters/snapshot"
-	"github.com/orderflow/orderflow/internal/testsupport/testenv"
 	"github.com/orderflow/orderflow/internal/adapters/wal"
+	"github.com/orderflow/orderflow/internal/services/orders"
+	"github.com/orderflow/orderflow/internal/testsupport/testenv"
 )
 
 // ReadPath is a reader with the WAL and the snapshot store it reads.

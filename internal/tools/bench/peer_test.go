@@ -6,10 +6,10 @@ import (
 	"time"
 
 	"github.com/orderflow/orderflow/handlers/resolver"
-	"github.com/orderflow/orderflow/internal/tools/simulate"
 	"github.com/orderflow/orderflow/internal/adapters/snapshot"
-	"github.com/orderflow/orderflow/internal/testsupport/testenv"
 	"github.com/orderflow/orderflow/internal/services/verify"
+	"github.com/orderflow/orderflow/internal/testsupport/testenv"
+	"github.com/orderflow/orderflow/internal/tools/simulate"
 	"github.com/orderflow/orderflow/pipelines/topology"
 )
 
