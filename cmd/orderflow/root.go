@@ -62,7 +62,7 @@ func newRoot() *cobra.Command {
 	pf.StringVar(&g.logLevel, "log-level", "info", "debug, info, warn or error")
 	pf.StringVar(&g.natsURL, "nats-url", "", "NATS server URL; empty for serve means the embedded server, for clients nats://127.0.0.1:4222")
 	pf.StringVar(&g.natsCreds, "nats-creds", "", "NATS .creds file to connect with (orderflow creds issue); for serve, the pipeline's credentials on --nats-url")
-	root.AddCommand(newServe(g), newPublish(g), newSimulate(g), newStatus(g), newBench(g), newConsume(g), newReplay(g), newVerify(g), newMigrate(), newQuery(), newToken(), newCreds())
+	root.AddCommand(newServe(g), newPublish(g), newSimulate(g), newStatus(g), newBench(g), newConsume(g), newReplay(g), newVerify(g), newMigrate(), newQuery(), newToken(), newCreds(), newHealthcheck())
 	return root
 }
 

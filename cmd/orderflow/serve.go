@@ -33,6 +33,9 @@ func newServe(g *globals) *cobra.Command {
 			if err := sec.apply(&cfg); err != nil {
 				return usageError{err}
 			}
+			if err := checkLimits(cfg); err != nil {
+				return usageError{err}
+			}
 			return app.Serve(cmd.Context(), cfg)
 		},
 	}
@@ -55,5 +58,6 @@ func newServe(g *globals) *cobra.Command {
 	f.IntVar(&cfg.ClickHouse.BatchSize, "clickhouse-batch", 0, "rows per ClickHouse insert (default 20000)")
 	f.DurationVar(&cfg.ClickHouse.BatchWait, "clickhouse-batch-wait", 0, "longest wait before a partial batch is inserted (default 500ms)")
 	sec.register(f, &cfg)
+	registerLimits(f, &cfg)
 	return cmd
 }
