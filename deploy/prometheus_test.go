@@ -366,4 +366,3 @@ func promRules(t testing.TB, api string) map[string]ruleState {
 func alertState(t testing.TB, api, name string) string {
 	return promRules(t, api)[name].State
 }
-
