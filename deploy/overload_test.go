@@ -2,9 +2,11 @@ package deploy_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"net/http"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -185,17 +187,7 @@ func TestOverloadAtTwiceTheMaximumLiveRate(t *testing.T) {
 		t.Errorf("WAL holds %d messages (seq %d..%d); acknowledged %d events and %d probes",
 			st.Msgs, st.FirstSeq, st.LastSeq, len(all), probes)
 	}
-	want, err := verify.FromWAL(ctx, js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := verify.Snapshots(ctx, js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diffs := verify.Diff(want, got); len(diffs) > 0 {
-		t.Errorf("%d orders' snapshots differ from the resolver over the WAL; first: %v", len(diffs), diffs[0])
-	}
+	snapshotsMatchWAL(t, js)
 	m := in.metrics(t)
 	if counted := sum(m, "orderflow_events_total") + sum(m, "orderflow_dlq_events_total"); counted != float64(st.Msgs) {
 		t.Errorf("metrics count %.0f events folded or set aside, the WAL holds %d", counted, st.Msgs)
@@ -240,19 +232,8 @@ func TestWALLimitRefusesProducersAndKeepsWhatItAcknowledged(t *testing.T) {
 	if code != http.StatusInsufficientStorage || !strings.Contains(string(body), "WAL is full") {
 		t.Fatalf("ingest at a full WAL: %d %s, want 507", code, body)
 	}
-	want, err := verify.FromWAL(ctx, js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := verify.Snapshots(ctx, js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(want) != stored {
-		t.Fatalf("the WAL folds to %d orders, %d were acknowledged", len(want), stored)
-	}
-	if diffs := verify.Diff(want, got); len(diffs) > 0 {
-		t.Fatalf("%d snapshots differ at the limit; first: %v", len(diffs), diffs[0])
+	if orders := snapshotsMatchWAL(t, js); orders != stored {
+		t.Fatalf("the WAL folds to %d orders, %d were acknowledged", orders, stored)
 	}
 	m := in.metrics(t)
 	if m[`orderflow_stream_max_bytes{stream="ORDER_EVENTS"}`] != limit || m[`orderflow_stream_bytes{stream="ORDER_EVENTS"}`] < 0.95*limit {
@@ -294,6 +275,25 @@ func publishParallel(t testing.TB, url string, msgs []simulate.Message, rate flo
 	}
 	wg.Wait()
 	return all
+}
+
+// snapshotsMatchWAL checks that every order's snapshot equals the resolver over
+// the WAL (every stored event folded in, none twice) and returns the order count.
+func snapshotsMatchWAL(t testing.TB, js jetstream.JetStream) int {
+	t.Helper()
+	ctx := context.Background()
+	want, err := verify.FromWAL(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := verify.Snapshots(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diffs := verify.Diff(want, got); len(diffs) > 0 {
+		t.Errorf("%d orders' snapshots differ from the resolver over the WAL; first: %v", len(diffs), diffs[0])
+	}
+	return len(want)
 }
 
 func connect(t testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
@@ -363,4 +363,20 @@ func publishPaced(t testing.TB, js jetstream.JetStream, msgs []simulate.Message,
 		}
 	}
 	return seqs
+}
+
+// TestWALAgeLimitNeedsTheArchiveOff: an age limit would delete events the archive
+// has not taken yet, so serve refuses the combination before it starts anything.
+func TestWALAgeLimitNeedsTheArchiveOff(t *testing.T) {
+	dir := t.TempDir()
+	out, err := exec.Command(orderflowBinary(t), "serve", "--data-dir", dir, "--nats-listen", freeAddr(t),
+		"--http-listen", freeAddr(t), "--wal-max-age", "720h").CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), "--no-archive") {
+		t.Fatalf("serve --wal-max-age with the archive on: %v\n%s\nwant exit 2 naming --no-archive", err, out)
+	}
+	out, err = exec.Command(orderflowBinary(t), "serve", "--wal-max-bytes", "12 parsecs").CombinedOutput()
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), "not a size in bytes") {
+		t.Fatalf("serve --wal-max-bytes '12 parsecs': %v\n%s", err, out)
+	}
 }
