@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"sort"
 	"strings"
 	"testing"
 	"text/template"
@@ -330,7 +329,5 @@ func helmCommands(t testing.TB) map[string]command {
 		}
 		out["helm "+name] = command{args: args, env: containerEnv(c)}
 	}
-	keys := sortedKeys(out)
-	sort.Strings(keys)
 	return out
 }
