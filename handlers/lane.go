@@ -96,8 +96,8 @@ type Lane struct {
 
 	delivery    chan struct{} // a lock that waits with a context: held on the delivery path
 	consSeq     uint64        // consumer sequence of the last delivery handled
-	lastHandled time.Time // when a delivery last arrived; an idle lane checks its tail
-	lastFloor   uint64    // the consumer's ack floor at the previous tail check
+	lastHandled time.Time     // when a delivery last arrived; an idle lane checks its tail
+	lastFloor   uint64        // the consumer's ack floor at the previous tail check
 
 	mu         sync.Mutex
 	core       *lanecore.Core

@@ -3,9 +3,12 @@ package handlers
 import (
 	"strconv"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/orderflow/orderflow/handlers/fold"
+	"github.com/orderflow/orderflow/handlers/outbox"
 	"github.com/orderflow/orderflow/handlers/resolver"
 	"github.com/orderflow/orderflow/schemas"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Metrics are the pipeline's Prometheus metrics. Labels never carry order ids.
@@ -16,6 +19,7 @@ type Metrics struct {
 	HandlerSeconds  prometheus.Histogram
 	EndToEndSeconds prometheus.Histogram
 	SnapshotWrites  *prometheus.CounterVec
+	Milestones      *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics and registers them on reg.
@@ -47,9 +51,35 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "orderflow_snapshot_writes_total",
 			Help: "Snapshot compare-and-set writes, by result (ok, conflict, error, unreadable). Conflicts are expected after a start or a failover: the first write of each order a lane did not hold is how it learns the order exists.",
 		}, []string{"result"}),
+		Milestones: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "orderflow_milestones_published_total",
+			Help: "Milestones the lanes' relays saw ORDER_MILESTONES confirm, by kind. A relay retrying after a crash or a failover counts a milestone again; the stream still holds it once.",
+		}, []string{"milestone"}),
 	}
-	reg.MustRegister(m.Events, m.DLQ, m.LaneLag, m.HandlerSeconds, m.EndToEndSeconds, m.SnapshotWrites)
+	reg.MustRegister(m.Events, m.DLQ, m.LaneLag, m.HandlerSeconds, m.EndToEndSeconds, m.SnapshotWrites, m.Milestones)
+	m.initLabels()
 	return m
+}
+
+// initLabels creates every known label value at zero, so that rate() and alert
+// expressions over a value that has not happened yet (a first conflict, a first DLQ
+// reason) see a series that starts at 0 instead of no data.
+func (m *Metrics) initLabels() {
+	for _, src := range schemas.Sources {
+		for _, o := range []resolver.Outcome{resolver.Applied, resolver.Duplicate, resolver.Stale, resolver.Ignored, resolver.Rejected} {
+			m.Events.WithLabelValues(string(src), string(o))
+		}
+	}
+	for _, r := range []string{fold.ReasonPayloadTooLarge, fold.ReasonInvalidSubject, fold.ReasonDuplicateHeader, fold.ReasonReservedHeader,
+		fold.ReasonMalformedJSON, fold.ReasonSourceMismatch, fold.ReasonOrderMismatch, fold.ReasonSchemaViolation, fold.ReasonHandlerPanic} {
+		m.DLQ.WithLabelValues(r)
+	}
+	for _, r := range []string{"ok", "conflict", "error", "unreadable"} {
+		m.SnapshotWrites.WithLabelValues(r)
+	}
+	for _, k := range outbox.Milestones {
+		m.Milestones.WithLabelValues(string(k))
+	}
 }
 
 func laneLabel(p int) string { return strconv.Itoa(p) }

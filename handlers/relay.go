@@ -50,6 +50,7 @@ func (l *Lane) runRelay(ctx context.Context) {
 				continue
 			}
 			l.d.Failpoints.Hit(FailAfterMilestonePublish)
+			l.d.Metrics.Milestones.WithLabelValues(m.kind).Inc()
 			l.mu.Lock()
 			l.core.Published(m.orderID, m.kind)
 			l.mu.Unlock()

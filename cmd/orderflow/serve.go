@@ -33,6 +33,9 @@ func newServe(g *globals) *cobra.Command {
 			if err := sec.apply(&cfg); err != nil {
 				return usageError{err}
 			}
+			if err := checkLimits(cfg); err != nil {
+				return usageError{err}
+			}
 			return app.Serve(cmd.Context(), cfg)
 		},
 	}
@@ -57,5 +60,6 @@ func newServe(g *globals) *cobra.Command {
 	f.DurationVar(&cfg.ClickHouse.BatchWait, "clickhouse-batch-wait", 0, "longest wait before a partial batch is inserted (default 500ms)")
 	sec.register(f, &cfg)
 	registerRegionFlags(f, &cfg)
+	registerLimits(f, &cfg)
 	return cmd
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/orderflow/orderflow/internal/adapters/embedded"
 	"github.com/orderflow/orderflow/internal/adapters/regions"
 	"github.com/orderflow/orderflow/internal/adapters/snapshot"
+	"github.com/orderflow/orderflow/internal/adapters/streamstats"
 	"github.com/orderflow/orderflow/internal/adapters/wal"
 	"github.com/orderflow/orderflow/internal/services/api"
 	"github.com/orderflow/orderflow/internal/services/auth"
@@ -188,6 +189,16 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 		}
 		return nil
 	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "orderflow_ready",
+		Help: "1 while this instance answers /readyz with 200 (connected to NATS, pipeline running), else 0.",
+	}, func() float64 {
+		if ready() != nil {
+			return 0
+		}
+		return 1
+	}))
+	reg.MustRegister(streamstats.New(js, log, topology.EventsStream, topology.DLQStream, topology.MilestonesStream, "KV_"+topology.StatusBucket))
 	var archiver *archive.Archiver
 	var archiveReader *archive.Reader // reads of archived orders; nil without an archive
 	if cfg.Archive.Location != "" {

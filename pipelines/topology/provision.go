@@ -109,6 +109,7 @@ func streamEqual(a, b jetstream.StreamConfig) bool {
 		transformDest(a) == transformDest(b) &&
 		a.Replicas == b.Replicas && a.Duplicates == b.Duplicates &&
 		unlimited(int64(a.MaxMsgSize)) == unlimited(int64(b.MaxMsgSize)) && a.MaxAge == b.MaxAge &&
+		unlimited(a.MaxBytes) == unlimited(b.MaxBytes) &&
 		unlimited(a.MaxMsgsPerSubject) == unlimited(b.MaxMsgsPerSubject) && a.Discard == b.Discard &&
 		a.DiscardNewPerSubject == b.DiscardNewPerSubject && a.Description == b.Description &&
 		a.AllowDirect == b.AllowDirect && sourcesEqual(a.Sources, b.Sources)

@@ -54,7 +54,12 @@ type Topology struct {
 	// below this still reach the WAL so they can be sent to the DLQ with a reason.
 	MaxPayload int32
 	// WALMaxAge bounds the WAL; 0 keeps it until the archive purges completed orders.
+	// Events older than this are removed whether or not anything else kept them, so
+	// use it only with the archive off (see README, "Overload and limits").
 	WALMaxAge time.Duration
+	// WALMaxBytes bounds the WAL's size; 0 = no limit. At the limit the stream refuses
+	// new events (discard new): a producer gets an error and nothing stored is dropped.
+	WALMaxBytes int64
 	// TerminalTTL is how long snapshots of delivered/cancelled orders stay in KV.
 	TerminalTTL time.Duration
 	// ExpiredMarkerTTL is how long KV remembers that a terminal snapshot expired. A
@@ -111,6 +116,12 @@ func (t Topology) Validate() error {
 	}
 	if t.Replicas != 1 && t.Replicas != 3 && t.Replicas != 5 {
 		errs = append(errs, fmt.Errorf("replicas must be 1, 3 or 5, got %d", t.Replicas))
+	}
+	if t.WALMaxBytes < 0 {
+		errs = append(errs, fmt.Errorf("WAL max bytes must be 0 (no limit) or positive, got %d", t.WALMaxBytes))
+	}
+	if t.WALMaxAge < 0 {
+		errs = append(errs, fmt.Errorf("WAL max age must be 0 (no limit) or positive, got %s", t.WALMaxAge))
 	}
 	if t.TerminalTTL < time.Second {
 		errs = append(errs, fmt.Errorf("terminal TTL must be at least 1s, got %s", t.TerminalTTL))
@@ -179,7 +190,10 @@ func (t Topology) EventsConfig() jetstream.StreamConfig {
 		Duplicates: t.DuplicateWindow,
 		MaxMsgSize: t.MaxPayload,
 		MaxAge:     t.WALMaxAge,
-		Discard:    jetstream.DiscardNew,
+		MaxBytes:   t.WALMaxBytes,
+		// At MaxBytes the stream refuses the publish instead of deleting the oldest
+		// events: an acknowledged event is never dropped to make room.
+		Discard: jetstream.DiscardNew,
 		// No direct gets: a direct get appends Nats-Sequence and friends after the
 		// producer's headers, and clients read the first value, so a producer could
 		// forge them. STREAM.MSG.GET returns metadata apart from headers, from the

@@ -53,6 +53,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Archive runs by result: ok, busy (another archiver held the batch slot), error.",
 		}, []string{"result"}),
 	}
+	// Every result exists from the start, so an alert on errors has a series to rate.
+	for _, r := range []string{"ok", "busy", "error"} {
+		m.runs.WithLabelValues(r)
+	}
 	if reg == nil {
 		return m, nil
 	}

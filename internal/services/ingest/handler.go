@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -257,6 +258,13 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, source *string) 
 	ack, err := h.cfg.JS.PublishMsg(ctx, msg, jetstream.WithExpectStream(topology.EventsStream))
 	if err != nil {
 		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && walFull(apiErr) {
+			// Discard-new at --wal-max-bytes: nothing was stored, so a retry is safe
+			// once the archive, an age limit or an operator made room.
+			h.cfg.Logger.Warn("ingest: WAL full, event refused", "subject", subject, "err", err)
+			w.Header().Set("Retry-After", "30")
+			return refuse(w, http.StatusInsufficientStorage, "the WAL is full (its --wal-max-bytes limit): the event was not stored; retry later with the same Idempotency-Key")
+		}
 		if errors.As(err, &apiErr) {
 			h.cfg.Logger.Error("ingest: WAL refused an event", "subject", subject, "err", err)
 			return refuse(w, http.StatusInternalServerError, "the WAL refused the event: "+apiErr.Description)
@@ -292,6 +300,12 @@ func (h *Handler) invalid(w http.ResponseWriter, id auth.Identity, subject strin
 	}
 	writeJSON(w, http.StatusBadRequest, out)
 	return http.StatusBadRequest
+}
+
+// walFull reports JetStream's refusal of a store at a stream's size or count limit
+// (error 10077 with the store's reason).
+func walFull(e *jetstream.APIError) bool {
+	return e.ErrorCode == 10077 && (strings.Contains(e.Description, "maximum bytes") || strings.Contains(e.Description, "maximum messages"))
 }
 
 func refuse(w http.ResponseWriter, code int, msg string) int {
