@@ -10,6 +10,7 @@ import (
 
 	"github.com/orderflow/orderflow/handlers/fold"
 	"github.com/orderflow/orderflow/internal/adapters/wal"
+	"github.com/orderflow/orderflow/internal/retry"
 	"github.com/orderflow/orderflow/pipelines/topology"
 )
 
@@ -127,8 +128,24 @@ func (j *JetStreamLanes) Checkpoint(ctx context.Context, partition int) (uint64,
 	return topology.ParseCheckpoint(kve.Value())
 }
 
-// SaveCheckpoint implements LaneLog.
+// SaveCheckpoint implements LaneLog. A checkpoint only ever rises: the write is a
+// compare-and-set on the value read, so an instance that lost the lane and still
+// writes an older position cannot take it back.
 func (j *JetStreamLanes) SaveCheckpoint(ctx context.Context, partition int, pos uint64) error {
-	_, err := j.ckpts.Put(ctx, topology.LaneConsumer(partition), topology.FormatCheckpoint(pos))
-	return err
+	key := topology.LaneConsumer(partition)
+	return retry.Do(ctx, retry.CompareAndSet, func(ctx context.Context, _ int) error {
+		kve, err := j.ckpts.Get(ctx, key)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			_, err = j.ckpts.Create(ctx, key, topology.FormatCheckpoint(pos))
+			return err
+		case err != nil:
+			return err
+		}
+		if have, perr := topology.ParseCheckpoint(kve.Value()); perr == nil && have >= pos {
+			return nil
+		}
+		_, err = j.ckpts.Update(ctx, key, topology.FormatCheckpoint(pos), kve.Revision())
+		return err
+	})
 }

@@ -77,7 +77,7 @@ func (d *DLQ) Send(ctx context.Context, rec wal.Record, rej fold.Rejection) erro
 	m.Header.Set(nats.MsgIdHdr, "dlq-"+strconv.FormatUint(rec.Seq, 10))
 	_, err := d.js.PublishMsg(ctx, m)
 	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) {
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum {
 		// The server refused the copy itself (too large with its headers, say):
 		// keep the reason and the WAL position, which the WAL still holds the body
 		// for, rather than retrying forever and stalling the lane.

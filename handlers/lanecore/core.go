@@ -127,6 +127,9 @@ type entry struct {
 	// resolver panicked on them, or they made the snapshot unencodable): a rebuild
 	// must not fold them again.
 	skip map[uint64]bool
+	// owed counts this order's events set aside whose DLQ copy is not yet stored:
+	// its snapshot is not written until they are.
+	owed int
 }
 
 // Core is one lane's bookkeeping.
@@ -141,8 +144,8 @@ type Core struct {
 	// them, not at every dirty order (a map that grew during a backlog stays big).
 	due      []*entry
 	rebuilds []*entry
-	aside    map[uint64]bool // WAL sequences owed to the DLQ, not yet stored there
-	lastSeq  uint64          // newest WAL sequence handled
+	aside    map[uint64]*entry // WAL sequences owed to the DLQ, not yet stored there, and their order (nil for a record no order takes)
+	lastSeq  uint64            // newest WAL sequence handled
 	// synced is false until Reset: memory agrees with KV only from a checkpoint on.
 	synced   bool
 	lastCkpt uint64
@@ -160,7 +163,7 @@ func New(cfg Config, encode Encoder) *Core {
 		encode: encode,
 		orders: make(map[string]*entry),
 		dirty:  make(map[string]*entry),
-		aside:  make(map[uint64]bool),
+		aside:  make(map[uint64]*entry),
 	}
 }
 
@@ -231,7 +234,7 @@ func (c *Core) Fold(in Input, now time.Time) Folded {
 	}
 	c.lastSeq = in.Seq
 	if in.Rejected != nil {
-		c.aside[in.Seq] = true
+		c.aside[in.Seq] = nil // a record no order takes: nothing waits for it but the checkpoint
 		return Folded{SetAside: in.Rejected}
 	}
 	e := c.load(in.Event.OrderID)
@@ -246,7 +249,7 @@ func (c *Core) Fold(in Input, now time.Time) Folded {
 	if !ok {
 		// The state may be half-changed: rebuild it from what is durable, without
 		// this event, which goes to the DLQ.
-		c.aside[in.Seq] = true
+		c.owe(e, in.Seq)
 		e.skip[in.Seq] = true
 		c.markDirty(e, in, now)
 		c.startRebuild(e, in.Seq)
@@ -261,7 +264,28 @@ func (c *Core) Fold(in Input, now time.Time) Folded {
 }
 
 // AsideStored records that the DLQ holds the event at seq.
-func (c *Core) AsideStored(seq uint64) { delete(c.aside, seq) }
+func (c *Core) AsideStored(seq uint64) {
+	e, ok := c.aside[seq]
+	if !ok {
+		return
+	}
+	delete(c.aside, seq)
+	if e != nil {
+		if e.owed--; e.owed == 0 {
+			c.enqueue(e)
+		}
+	}
+}
+
+// owe records that the DLQ must hold the event at seq of order e before e's next
+// snapshot is written: a snapshot past an event tells a replay it was handled, so
+// a crash after the write and before the DLQ copy would lose the copy for good.
+func (c *Core) owe(e *entry, seq uint64) {
+	if _, ok := c.aside[seq]; !ok {
+		c.aside[seq] = e
+		e.owed++
+	}
+}
 
 func (c *Core) markDirty(e *entry, in Input, now time.Time) {
 	switch {
@@ -340,9 +364,9 @@ func (c *Core) Writes(now time.Time) []Write {
 		c.due[0] = nil
 		c.due = c.due[1:]
 		e.queued = false
-		if e.inflight || e.rebuild || e.gen == e.writtenGen || c.orders[e.id] != e {
-			// Written or rebuilt first: their results queue the order again if it
-			// still needs a write. An order forgotten by a Reset needs none.
+		if e.inflight || e.rebuild || e.owed > 0 || e.gen == e.writtenGen || c.orders[e.id] != e {
+			// Written, rebuilt or set aside first: their results queue the order
+			// again if it still needs a write. An order forgotten by a Reset needs none.
 			continue
 		}
 		data, err := c.encode(e.state, e.outbox)
@@ -479,7 +503,7 @@ func (c *Core) Rebuilt(id string, base func() (*resolver.State, outbox.Outbox), 
 			break
 		}
 		e.skip[bad.Seq] = true
-		c.aside[bad.Seq] = true
+		c.owe(e, bad.Seq)
 		aside = append(aside, *bad)
 	}
 	e.rev = rev
