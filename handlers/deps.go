@@ -28,9 +28,8 @@ type LaneLog interface {
 	ReadLane(ctx context.Context, partition int, from, upto uint64, fn func(fold.Record) error) error
 	// ReadSeq returns the WAL record at seq, headers included.
 	ReadSeq(ctx context.Context, seq uint64) (fold.Record, error)
-	// Positions are the lane consumer's highest delivered WAL sequence and its
-	// ack floor.
-	Positions(ctx context.Context, partition int) (delivered, ackFloor uint64, err error)
+	// Positions are where the lane consumer stands.
+	Positions(ctx context.Context, partition int) (Positions, error)
 	// Checkpoint reads the lane's checkpoint (0 when there is none).
 	Checkpoint(ctx context.Context, partition int) (uint64, error)
 	// SaveCheckpoint records it.
@@ -103,17 +102,26 @@ func (j *JetStreamLanes) ReadSeq(ctx context.Context, seq uint64) (fold.Record, 
 	return fold.Record{Seq: m.Sequence, Subject: m.Subject, Data: m.Data, Header: m.Header, Time: m.Time}, nil
 }
 
+// Positions is where a lane consumer stands.
+type Positions struct {
+	// Delivered is the highest WAL sequence it delivered, to anyone.
+	Delivered uint64
+	// AckFloor is the WAL sequence at or below which everything is acked, and
+	// AckFloorDelivery the consumer (delivery) sequence that acked it.
+	AckFloor, AckFloorDelivery uint64
+}
+
 // Positions implements LaneLog.
-func (j *JetStreamLanes) Positions(ctx context.Context, partition int) (uint64, uint64, error) {
+func (j *JetStreamLanes) Positions(ctx context.Context, partition int) (Positions, error) {
 	c, err := j.js.Consumer(ctx, topology.EventsStream, topology.LaneConsumer(partition))
 	if err != nil {
-		return 0, 0, err
+		return Positions{}, err
 	}
 	info, err := c.Info(ctx)
 	if err != nil {
-		return 0, 0, err
+		return Positions{}, err
 	}
-	return info.Delivered.Stream, info.AckFloor.Stream, nil
+	return Positions{Delivered: info.Delivered.Stream, AckFloor: info.AckFloor.Stream, AckFloorDelivery: info.AckFloor.Consumer}, nil
 }
 
 // Checkpoint implements LaneLog.

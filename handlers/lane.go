@@ -174,7 +174,7 @@ func (l *Lane) HandleBatch(ctx context.Context, batch []Delivery) (err error) {
 		// A consumer sequence that skips means another instance held the lane (or
 		// messages were redelivered): memory no longer matches KV.
 		if !synced || batch[start].ConsumerSeq != l.consSeq+1 {
-			if err := l.resync(ctx); err != nil {
+			if err := l.resync(ctx, batch[start]); err != nil {
 				l.unsync()
 				return err
 			}

@@ -18,24 +18,34 @@ const replayChunk = 512
 // consumer ever delivered, to anyone. Replaying that far, not just to the message
 // that triggered the resync, matters: messages an earlier holder of the lane received
 // but never acknowledged are redelivered later, out of WAL order, and must find
-// themselves already handled; messages never delivered arrive in order. Called on
-// the delivery path.
-func (l *Lane) resync(ctx context.Context) error {
+// themselves already handled; messages never delivered arrive in order.
+//
+// Unless nobody holds such messages: when next, the delivery in hand, is the first
+// after the consumer's ack floor, everything delivered since is in this lane's own
+// hands and arrives in order, so the replay stops at the ack floor (what was acked
+// but may not be durable yet). A lane starting on a backlog then reads nothing
+// twice. Called on the delivery path.
+func (l *Lane) resync(ctx context.Context, next Delivery) error {
 	if err := l.flush(ctx, true); err != nil {
 		return err
 	}
-	var ckpt, delivered uint64
+	var ckpt uint64
+	var pos Positions
 	err := l.untilDone(ctx, "read the lane positions", func() (err error) {
 		if ckpt, err = l.d.Lanes.Checkpoint(ctx, l.partition); err != nil {
 			return err
 		}
-		delivered, _, err = l.d.Lanes.Positions(ctx, l.partition)
+		pos, err = l.d.Lanes.Positions(ctx, l.partition)
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	if err := l.replay(ctx, ckpt, delivered); err != nil {
+	upto := pos.Delivered
+	if next.ConsumerSeq == pos.AckFloorDelivery+1 && next.Record.Seq > pos.AckFloor {
+		upto = pos.AckFloor
+	}
+	if err := l.replay(ctx, ckpt, upto); err != nil {
 		return fmt.Errorf("lane %d replay: %w", l.partition, err)
 	}
 	return nil
@@ -150,10 +160,11 @@ func (l *Lane) recoverTail(ctx context.Context) error {
 	if time.Since(l.lastHandled) < tailIdle {
 		return nil
 	}
-	_, floor, err := l.d.Lanes.Positions(ctx, l.partition)
+	pos, err := l.d.Lanes.Positions(ctx, l.partition)
 	if err != nil {
 		return err
 	}
+	floor := pos.AckFloor
 	stalled := floor == l.lastFloor
 	l.lastFloor = floor
 	l.mu.Lock()
