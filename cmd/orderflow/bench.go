@@ -67,12 +67,13 @@ func newBench(g *globals) *cobra.Command {
 	f.Float64Var(&liveFraction, "live-fraction", 0.5, "one live point at this fraction (same as --live-fractions F)")
 	_ = f.MarkDeprecated("live-fraction", "use --live-fractions")
 	f.IntVar(&cfg.PeerSeconds, "peer-seconds", 20, "time budget of the peer phase (its rate is over what it handled); negative skips it")
+	f.IntVar(&cfg.IngestSeconds, "ingest-seconds", 3, "length of each run of the ingest phase (raw publish, HTTP ingest, single-POST latency); negative skips it")
 	f.IntVar(&cfg.Reads, "reads", 2000, "reads per latency sample")
 	f.Int64Var(&cfg.Seed, "seed", 1, "workload seed")
 	f.StringVar(&cfg.ClickHouseDSN, "clickhouse-dsn", "", "add the ClickHouse sink phase against this server (native protocol)")
 	f.IntVar(&cfg.SinkEvents, "sink-events", 100_000, "backlog of the ClickHouse sink phase")
 	f.BoolVar(&asJSON, "json", false, "machine-readable output")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of one phase (server included) to this file")
-	f.StringVar(&profilePhase, "profile-phase", "pipeline", "the phase --cpuprofile covers: raw, floor, peer, pipeline, saturate, live (every point), reads or replay")
+	f.StringVar(&profilePhase, "profile-phase", "pipeline", "the phase --cpuprofile covers: raw, floor, peer, pipeline, saturate, live (every point), reads, ingest or replay")
 	return cmd
 }

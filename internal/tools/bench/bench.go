@@ -4,7 +4,8 @@
 // floor, a peer built the way the libraries' examples lead (see PeerResult), the
 // pipeline draining the backlog into KV, the maximum live rate (publishing while the
 // pipeline runs), end-to-end latency at several fractions of it, read latency for hot
-// and cold orders, and replay.
+// and cold orders, the HTTP ingest API against raw publish (see IngestResult), and
+// replay.
 //
 // The pipeline is reached through two functions only, startPipeline and
 // newFloorRouter, so a change of its API is a change there.
@@ -54,6 +55,9 @@ type Config struct {
 	// PeerSeconds is the peer phase's time budget: it stops there and reports the
 	// rate over what it handled. Default 20; negative skips the phase.
 	PeerSeconds int
+	// IngestSeconds bounds each run of the ingest phase (raw publish, HTTP
+	// throughput, single-POST latency). Default 3; negative skips the phase.
+	IngestSeconds int
 	// Reads per read-latency sample (hot and cold each).
 	Reads int
 	Seed  int64
@@ -64,7 +68,7 @@ type Config struct {
 	// Progress, if set, receives one line per phase.
 	Progress io.Writer
 	// Phase, if set, is called at the start and end of each phase ("raw", "floor",
-	// "peer", "pipeline", "saturate", "live", "reads", "replay"), e.g. to profile just
+	// "peer", "pipeline", "saturate", "live", "reads", "ingest", "replay"), e.g. to profile just
 	// one. "live" covers every live point.
 	Phase func(name string, start bool)
 }
@@ -99,6 +103,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.PeerSeconds == 0 {
 		c.PeerSeconds = 20
+	}
+	if c.IngestSeconds == 0 {
+		c.IngestSeconds = 3
 	}
 	if c.Reads == 0 {
 		c.Reads = 2000
@@ -156,6 +163,8 @@ type Result struct {
 	HotReadP99Ms  float64     `json:"hot_read_p99_ms"`
 	ColdReadP50Ms float64     `json:"cold_read_p50_ms"`
 	ColdReadP99Ms float64     `json:"cold_read_p99_ms"`
+	// Ingest is the HTTP ingest phase (nil when skipped).
+	Ingest *IngestResult `json:"ingest,omitempty"`
 	// Replay: `orderflow replay --dry-run` over the whole WAL (fold every event,
 	// compare every snapshot), events/s and as a ratio to raw consume+ack of the
 	// same WAL (WALEvents: the backlog and the live phases' events).
@@ -269,6 +278,18 @@ func (r Result) Print(w io.Writer) {
 	fmt.Fprintf(w, "reads GET /v1/orders/{id}:\n")
 	fmt.Fprintf(w, "  hot (cached)                       p50 %6.3f ms   p99 %6.3f ms\n", r.HotReadP50Ms, r.HotReadP99Ms)
 	fmt.Fprintf(w, "  cold (first read)                  p50 %6.3f ms   p99 %6.3f ms\n", r.ColdReadP50Ms, r.ColdReadP99Ms)
+	if in := r.Ingest; in != nil {
+		fmt.Fprintf(w, "ingest POST /v1/orders/{id}/events, bearer token, answered once stored (%d clients):\n", in.Clients)
+		fmt.Fprintf(w, "  raw JetStream async publish        %9.0f events/s\n", in.RawRate)
+		fmt.Fprintf(w, "  HTTP ingest API                    %9.0f events/s   ratio %.2f x raw\n", in.HTTPRate, in.Ratio)
+		fmt.Fprintf(w, "  one POST at %.0f events/s (0.25 x)   p50 %6.3f ms   p99 %6.3f ms   (%d samples)\n", in.LatencyRate, in.P50Ms, in.P99Ms, in.Samples)
+		if in.Late > 0 {
+			fmt.Fprintf(w, "    %d requests were sent late, every one of the %d in flight still unanswered: the server fell behind the pacing\n", in.Late, in.Clients)
+		}
+		if in.Limited > 0 {
+			fmt.Fprintf(w, "    %d requests were refused with 429 (rate limited)\n", in.Limited)
+		}
+	}
 	fmt.Fprintf(w, "whole WAL, %d events:\n", r.WALEvents)
 	fmt.Fprintf(w, "  raw JetStream durable consume+ack  %9.0f events/s\n", r.RawWholeWALRate)
 	fmt.Fprintf(w, "  replay (dry run)                   %9.0f events/s   ratio %.2f x raw\n", r.ReplayRate, r.ReplayRatio)
@@ -381,7 +402,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	cfg.Phase("pipeline", true)
 	cpu = processCPU()
 	start := time.Now()
-	httpAddr, stop, err := startPipeline(ctx, srv.ClientURL(), topo, quiet)
+	httpAddr, stop, err := startPipeline(ctx, srv.ClientURL(), dir, topo, quiet)
 	if err != nil {
 		return res, err
 	}
@@ -440,6 +461,17 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	res.HotReadP50Ms, res.HotReadP99Ms = quantileMs(hot, 0.50), quantileMs(hot, 0.99)
 	res.ColdReadP50Ms, res.ColdReadP99Ms = quantileMs(cold, 0.50), quantileMs(cold, 0.99)
+
+	if cfg.IngestSeconds > 0 {
+		fmt.Fprintf(cfg.Progress, "measuring the ingest API against raw publish, then single POSTs at 0.25 x (%ds each)...\n", cfg.IngestSeconds)
+		cfg.Phase("ingest", true)
+		in, err := ingestPhase(ctx, js, httpAddr, dir, cfg, time.Duration(cfg.IngestSeconds)*time.Second)
+		cfg.Phase("ingest", false)
+		if err != nil {
+			return res, fmt.Errorf("ingest phase: %w", err)
+		}
+		res.Ingest = &in
+	}
 	// The remaining phases measure other consumers of the WAL: stop the pipeline
 	// so it does not compete with them.
 	stop()
@@ -632,14 +664,17 @@ func newFloorRouter(nc *nats.Conn, topo topology.Topology, log *slog.Logger, con
 }
 
 // startPipeline runs serve's pipeline and API until the returned stop is called.
-func startPipeline(ctx context.Context, url string, topo topology.Topology, log *slog.Logger) (string, func(), error) {
+// The ingest API verifies tokens signed by the local key in dataDir (see
+// ingestPhase) and its rate limits are out of the bench's reach.
+func startPipeline(ctx context.Context, url, dataDir string, topo topology.Topology, log *slog.Logger) (string, func(), error) {
 	ctx, cancel := context.WithCancel(ctx)
 	addrs := make(chan app.Addrs, 1)
 	done := make(chan error, 1)
 	go func() {
 		done <- app.Serve(ctx, app.ServeConfig{
-			NATSURL: url, HTTPListen: "127.0.0.1:0", Topology: topo, Logger: log,
-			Started: func(a app.Addrs) { addrs <- a },
+			NATSURL: url, DataDir: dataDir, HTTPListen: "127.0.0.1:0", Topology: topo, Logger: log,
+			Security: app.SecurityConfig{Limits: benchIngestLimits()},
+			Started:  func(a app.Addrs) { addrs <- a },
 		})
 	}()
 	var once sync.Once

@@ -12,7 +12,7 @@ import (
 func TestRunTinyWorkload(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	res, err := Run(ctx, Config{Orders: 40, LiveSeconds: 1, Reads: 20})
+	res, err := Run(ctx, Config{Orders: 40, LiveSeconds: 1, IngestSeconds: 1, Reads: 20})
 	if err != nil {
 		t.Fatalf("bench: %v", err)
 	}
@@ -29,6 +29,9 @@ func TestRunTinyWorkload(t *testing.T) {
 		if l.Samples == 0 {
 			t.Errorf("live point %.2f x timed no event", l.Fraction)
 		}
+	}
+	if res.Ingest == nil || res.Ingest.HTTPEvents == 0 || res.Ingest.Samples == 0 {
+		t.Errorf("the ingest phase measured nothing: %+v", res.Ingest)
 	}
 	if res.HotReadP99Ms == 0 || res.ColdReadP99Ms == 0 {
 		t.Errorf("reads measured nothing: hot p99 %v ms, cold p99 %v ms", res.HotReadP99Ms, res.ColdReadP99Ms)
