@@ -20,6 +20,7 @@ import (
 	"github.com/orderflow/orderflow/handlers/resolver"
 	"github.com/orderflow/orderflow/internal/adapters/wal"
 	"github.com/orderflow/orderflow/internal/services/dispatch"
+	"github.com/orderflow/orderflow/internal/services/httpjson"
 	"github.com/orderflow/orderflow/internal/services/orders"
 	"github.com/orderflow/orderflow/pipelines/topology"
 	"github.com/orderflow/orderflow/schemas"
@@ -92,14 +93,14 @@ func (s *Server) Handler() http.Handler {
 		}
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		httpjson.Write(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if err := s.ready(); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": err.Error()})
+			httpjson.Write(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": err.Error()})
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+		httpjson.Write(w, http.StatusOK, map[string]string{"status": "ready"})
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}))
 	return mux
@@ -127,7 +128,7 @@ func (s *Server) timed(route string, h http.HandlerFunc) http.Handler {
 func (s *Server) orderID(w http.ResponseWriter, r *http.Request) (string, bool) {
 	id := r.PathValue("id")
 	if !schemas.ValidOrderID(id) {
-		writeError(w, http.StatusBadRequest, "order id must match ^[A-Za-z0-9_-]{1,64}$")
+		httpjson.WriteError(w, http.StatusBadRequest, "order id must match ^[A-Za-z0-9_-]{1,64}$")
 		return "", false
 	}
 	return id, true
@@ -142,14 +143,14 @@ func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) {
 	if errors.Is(err, orders.ErrNotFound) {
 		var o *archive.Order
 		if o, err = s.archived(r.Context(), id); o != nil {
-			writeJSON(w, http.StatusOK, archivedView{View: o.Current, Archived: true, ArchivedWalSeq: o.WalSeq})
+			httpjson.Write(w, http.StatusOK, archivedView{View: o.Current, Archived: true, ArchivedWalSeq: o.WalSeq})
 			return
 		}
 	}
 	if s.failed(w, err) {
 		return
 	}
-	writeJSON(w, http.StatusOK, v)
+	httpjson.Write(w, http.StatusOK, v)
 }
 
 // archivedView is an order answered from the archive: the same fields, and a flag
@@ -186,14 +187,14 @@ func (s *Server) getTimeline(w http.ResponseWriter, r *http.Request) {
 	if errors.Is(err, orders.ErrNotFound) {
 		var o *archive.Order
 		if o, err = s.archived(r.Context(), id); o != nil {
-			writeJSON(w, http.StatusOK, o)
+			httpjson.Write(w, http.StatusOK, o)
 			return
 		}
 	}
 	if s.failed(w, err) {
 		return
 	}
-	writeJSON(w, http.StatusOK, tl)
+	httpjson.Write(w, http.StatusOK, tl)
 }
 
 // entityOrders lists a customer's, restaurant's or dasher's orders, newest first,
@@ -201,27 +202,27 @@ func (s *Server) getTimeline(w http.ResponseWriter, r *http.Request) {
 func (s *Server) entityOrders(w http.ResponseWriter, r *http.Request) {
 	entity := r.PathValue("entity")
 	if entity != "customers" && entity != "restaurants" && entity != "dashers" {
-		writeError(w, http.StatusNotFound, "no such collection: customers, restaurants or dashers")
+		httpjson.WriteError(w, http.StatusNotFound, "no such collection: customers, restaurants or dashers")
 		return
 	}
 	if s.ch == nil {
-		writeError(w, http.StatusNotImplemented, "this instance has no ClickHouse sink (start serve with --clickhouse-dsn)")
+		httpjson.WriteError(w, http.StatusNotImplemented, "this instance has no ClickHouse sink (start serve with --clickhouse-dsn)")
 		return
 	}
 	q, err := chsink.ParseOrdersQuery(entity, r.PathValue("id"), r.URL.Query(), time.Now())
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		httpjson.WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	page, err := chsink.ListOrders(r.Context(), s.ch, q)
 	if errors.Is(err, chsink.ErrBadQuery) {
-		writeError(w, http.StatusBadRequest, err.Error())
+		httpjson.WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	if s.failed(w, err) {
 		return
 	}
-	writeJSON(w, http.StatusOK, page)
+	httpjson.Write(w, http.StatusOK, page)
 }
 
 // Watch is the SSE status watch, for routes that authenticate differently (the
@@ -238,7 +239,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request) {
 	}
 	flusher, ok := w.(http.Flusher)
 	if !ok {
-		writeError(w, http.StatusInternalServerError, "streaming unsupported")
+		httpjson.WriteError(w, http.StatusInternalServerError, "streaming unsupported")
 		return
 	}
 	ctx := r.Context()
@@ -300,22 +301,12 @@ func (s *Server) failed(w http.ResponseWriter, err error) bool {
 	case err == nil:
 		return false
 	case errors.Is(err, orders.ErrNotFound):
-		writeError(w, http.StatusNotFound, "order not found")
+		httpjson.WriteError(w, http.StatusNotFound, "order not found")
 	case errors.Is(err, context.Canceled):
-		writeError(w, 499, "client closed request")
+		httpjson.WriteError(w, 499, "client closed request")
 	default:
 		s.logger.Error("request failed", "err", err)
-		writeError(w, http.StatusServiceUnavailable, err.Error())
+		httpjson.WriteError(w, http.StatusServiceUnavailable, err.Error())
 	}
 	return true
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-func writeError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, map[string]string{"error": msg})
 }

@@ -9,6 +9,7 @@ import (
 	"strconv"
 
 	"github.com/orderflow/orderflow/internal/services/auth"
+	"github.com/orderflow/orderflow/internal/services/httpjson"
 	"github.com/orderflow/orderflow/schemas"
 )
 
@@ -85,14 +86,14 @@ func (h *HTTP) nearby(w http.ResponseWriter, r *http.Request) {
 		ps = append(ps, problem{"limit", "must be an integer"})
 	}
 	if len(ps) > 0 {
-		writeJSON(w, http.StatusBadRequest, map[string]any{"error": "invalid search", "problems": ps})
+		httpjson.Write(w, http.StatusBadRequest, map[string]any{"error": "invalid search", "problems": ps})
 		return
 	}
 	hits := h.index.Nearby(Query{Center: Point{Lat: lat, Lng: lng}, RadiusM: radius, Limit: int(limit)})
 	if hits == nil {
 		hits = []Hit{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"dashers": hits})
+	httpjson.Write(w, http.StatusOK, map[string]any{"dashers": hits})
 }
 
 var orderIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
@@ -100,7 +101,7 @@ var orderIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 func (h *HTTP) assign(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	if !orderIDPattern.MatchString(id) {
-		writeError(w, http.StatusBadRequest, "order id must match ^[A-Za-z0-9_-]{1,64}$")
+		httpjson.WriteError(w, http.StatusBadRequest, "order id must match ^[A-Za-z0-9_-]{1,64}$")
 		return
 	}
 	if !h.authorize(w, r, "") {
@@ -121,7 +122,7 @@ func (h *HTTP) assign(w http.ResponseWriter, r *http.Request) {
 		ps = append(ps, problem{"/radius_m", "must be in [0, 50000]"})
 	}
 	if len(ps) > 0 {
-		writeJSON(w, http.StatusBadRequest, map[string]any{"error": "invalid assignment request", "problems": ps})
+		httpjson.Write(w, http.StatusBadRequest, map[string]any{"error": "invalid assignment request", "problems": ps})
 		return
 	}
 	a, err := h.dispatcher.Assign(r.Context(), id, req)
@@ -132,14 +133,14 @@ func (h *HTTP) assign(w http.ResponseWriter, r *http.Request) {
 	if a.Existing {
 		code = http.StatusOK
 	}
-	writeJSON(w, code, a)
+	httpjson.Write(w, code, a)
 }
 
 // action is accept, decline or release, with body {"dasher_id"}.
 func (h *HTTP) action(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	if !orderIDPattern.MatchString(id) {
-		writeError(w, http.StatusBadRequest, "order id must match ^[A-Za-z0-9_-]{1,64}$")
+		httpjson.WriteError(w, http.StatusBadRequest, "order id must match ^[A-Za-z0-9_-]{1,64}$")
 		return
 	}
 	var body struct {
@@ -149,7 +150,7 @@ func (h *HTTP) action(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !ValidDasherID(body.DasherID) {
-		writeError(w, http.StatusBadRequest, "dasher_id must match ^[A-Za-z0-9_-]{1,64}$")
+		httpjson.WriteError(w, http.StatusBadRequest, "dasher_id must match ^[A-Za-z0-9_-]{1,64}$")
 		return
 	}
 	if !h.authorize(w, r, body.DasherID) {
@@ -167,13 +168,13 @@ func (h *HTTP) action(w http.ResponseWriter, r *http.Request) {
 		err = h.dispatcher.Release(r.Context(), id, body.DasherID)
 		a = Assignment{OrderID: id, DasherID: body.DasherID, State: "released"}
 	default:
-		writeError(w, http.StatusNotFound, "no such action: accept, decline or release")
+		httpjson.WriteError(w, http.StatusNotFound, "no such action: accept, decline or release")
 		return
 	}
 	if h.failed(w, err) {
 		return
 	}
-	writeJSON(w, http.StatusOK, a)
+	httpjson.Write(w, http.StatusOK, a)
 }
 
 // authorize checks the bearer when auth is on: a platform token, or (dasher != "")
@@ -186,13 +187,13 @@ func (h *HTTP) authorize(w http.ResponseWriter, r *http.Request, dasher string) 
 	id, err := h.tokens.Verify(r.Context(), raw)
 	if !ok || err != nil {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="orderflow"`)
-		writeError(w, http.StatusUnauthorized, "a valid bearer token is required")
+		httpjson.WriteError(w, http.StatusUnauthorized, "a valid bearer token is required")
 		return false
 	}
 	if id.Source == schemas.SourcePlatform || (dasher != "" && id.Source == schemas.SourceDriver && id.ActorID == dasher) {
 		return true
 	}
-	writeError(w, http.StatusForbidden, "needs a platform token, or the dasher's own driver token")
+	httpjson.WriteError(w, http.StatusForbidden, "needs a platform token, or the dasher's own driver token")
 	return false
 }
 
@@ -202,17 +203,17 @@ func (h *HTTP) failed(w http.ResponseWriter, err error) bool {
 		return false
 	case errors.Is(err, ErrNoDasher):
 		w.Header().Set("Retry-After", "5")
-		writeError(w, http.StatusServiceUnavailable, err.Error())
+		httpjson.WriteError(w, http.StatusServiceUnavailable, err.Error())
 	case errors.Is(err, ErrOrderNotFound), errors.Is(err, ErrNoLease):
-		writeError(w, http.StatusNotFound, err.Error())
+		httpjson.WriteError(w, http.StatusNotFound, err.Error())
 	case errors.Is(err, ErrOrderClosed):
-		writeError(w, http.StatusConflict, err.Error())
+		httpjson.WriteError(w, http.StatusConflict, err.Error())
 	case errors.Is(err, ErrContended):
 		w.Header().Set("Retry-After", "1")
-		writeError(w, http.StatusConflict, err.Error())
+		httpjson.WriteError(w, http.StatusConflict, err.Error())
 	default:
 		w.Header().Set("Retry-After", "1")
-		writeError(w, http.StatusServiceUnavailable, err.Error())
+		httpjson.WriteError(w, http.StatusServiceUnavailable, err.Error())
 	}
 	return true
 }
@@ -221,18 +222,8 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<10))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		writeError(w, http.StatusBadRequest, "body: "+err.Error())
+		httpjson.WriteError(w, http.StatusBadRequest, "body: "+err.Error())
 		return false
 	}
 	return true
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-func writeError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, map[string]string{"error": msg})
 }

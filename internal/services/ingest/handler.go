@@ -12,7 +12,6 @@ package ingest
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -30,6 +29,7 @@ import (
 
 	"github.com/orderflow/orderflow/handlers/fold"
 	"github.com/orderflow/orderflow/internal/services/auth"
+	"github.com/orderflow/orderflow/internal/services/httpjson"
 	"github.com/orderflow/orderflow/pipelines/topology"
 	"github.com/orderflow/orderflow/schemas"
 )
@@ -273,7 +273,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, source *string) 
 		w.Header().Set("Retry-After", "1")
 		return refuse(w, http.StatusServiceUnavailable, "the WAL did not answer in time; retry with the same Idempotency-Key")
 	}
-	writeJSON(w, http.StatusAccepted, Accepted{Stream: ack.Stream, Seq: ack.Sequence, Duplicate: ack.Duplicate})
+	httpjson.Write(w, http.StatusAccepted, Accepted{Stream: ack.Stream, Seq: ack.Sequence, Duplicate: ack.Duplicate})
 	return http.StatusAccepted
 }
 
@@ -298,7 +298,7 @@ func (h *Handler) invalid(w http.ResponseWriter, id auth.Identity, subject strin
 	if len(out.Problems) == 0 {
 		out.Problems = []Problem{{Message: rej.Detail}}
 	}
-	writeJSON(w, http.StatusBadRequest, out)
+	httpjson.Write(w, http.StatusBadRequest, out)
 	return http.StatusBadRequest
 }
 
@@ -309,13 +309,6 @@ func walFull(e *jetstream.APIError) bool {
 }
 
 func refuse(w http.ResponseWriter, code int, msg string) int {
-	writeJSON(w, code, ErrorBody{Error: msg})
+	httpjson.Write(w, code, ErrorBody{Error: msg})
 	return code
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
 }
