@@ -170,7 +170,12 @@ func walMsgIDs(t testing.TB, js jetstream.JetStream) map[uint64]string {
 	defer cancel()
 	out := map[uint64]string{}
 	err := wal.ReadRange(ctx, js, schemas.WALPrefix+".>", 1, math.MaxUint64, func(r wal.Record) error {
-		out[r.Seq] = nats.Header(r.Header).Get(jetstream.MsgIDHeader)
+		// The key the client sent, without the source and actor scope MsgID adds.
+		id := nats.Header(r.Header).Get(jetstream.MsgIDHeader)
+		if parts := strings.SplitN(id, ":", 4); len(parts) == 4 && parts[0] == "ingest" {
+			id = parts[3]
+		}
+		out[r.Seq] = id
 		return nil
 	})
 	if err != nil {

@@ -250,7 +250,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, source *string) 
 	}
 	msg := nats.NewMsg(subject)
 	msg.Data = body
-	msg.Header.Set(jetstream.MsgIDHeader, key)
+	msg.Header.Set(jetstream.MsgIDHeader, MsgID(id.Source, id.ActorID, key))
 	// The answer must say what happened to the event, so a client hanging up does
 	// not cut the wait short: only the WAL timeout does.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), h.cfg.Timeout)
@@ -306,6 +306,16 @@ func (h *Handler) invalid(w http.ResponseWriter, id auth.Identity, subject strin
 // (error 10077 with the store's reason).
 func walFull(e *jetstream.APIError) bool {
 	return e.ErrorCode == 10077 && (strings.Contains(e.Description, "maximum bytes") || strings.Contains(e.Description, "maximum messages"))
+}
+
+// MsgID is the Nats-Msg-Id of an event posted with idempotency key key: scoped to
+// the token's source and actor, because JetStream deduplicates across the whole
+// stream. A client's key then can never match the id of an event another
+// producer publishes (dispatch's and the estimator's ids are predictable), which
+// would make JetStream drop that event as a duplicate; a retry by the same actor
+// with the same key still deduplicates.
+func MsgID(src schemas.Source, actor, key string) string {
+	return "ingest:" + string(src) + ":" + actor + ":" + key
 }
 
 func refuse(w http.ResponseWriter, code int, msg string) int {

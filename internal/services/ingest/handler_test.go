@@ -1,6 +1,7 @@
 package ingest_test
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
@@ -14,6 +15,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderflow/orderflow/internal/services/auth"
 	"github.com/orderflow/orderflow/internal/services/ingest"
@@ -165,5 +167,27 @@ func TestWALNotAnswering(t *testing.T) {
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("silent WAL answered after %s, timeout was 300ms", d)
+	}
+}
+
+// TestIdempotencyKeysCannotShadowOtherProducers: JetStream deduplicates message ids
+// across the whole stream, and dispatch's and the estimator's event ids are
+// predictable. A driver who sends one as its Idempotency-Key must not make the
+// real event a "duplicate" that JetStream drops.
+func TestIdempotencyKeysCannotShadowOtherProducers(t *testing.T) {
+	e := newEnv(t, nil)
+	driver := e.token(t, schemas.SourceDriver, "d-1")
+	if r := e.post(t, driver, "o-9", event(schemas.SourceDriver, "o-9", "d-1", 1, nil), map[string]string{"Idempotency-Key": "assign-o-9-2"}); r.code != 202 {
+		t.Fatalf("driver post: %d", r.code)
+	}
+	m := nats.NewMsg(schemas.Subject(schemas.SourcePlatform, "o-9"))
+	m.Data = []byte(event(schemas.SourcePlatform, "o-9", "", 2, nil))
+	m.Header.Set(jetstream.MsgIDHeader, "assign-o-9-2")
+	ack, err := e.nats.JS.PublishMsg(context.Background(), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ack.Duplicate {
+		t.Fatal("the platform's event was dropped as a duplicate of the driver's idempotency key")
 	}
 }
