@@ -19,7 +19,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -31,7 +30,6 @@ import (
 
 	"github.com/orderflow/orderflow/handlers"
 	"github.com/orderflow/orderflow/handlers/resolver"
-	"github.com/orderflow/orderflow/internal/adapters/embedded"
 	"github.com/orderflow/orderflow/internal/app"
 	"github.com/orderflow/orderflow/internal/services/replay"
 	"github.com/orderflow/orderflow/internal/services/verify"
@@ -311,30 +309,13 @@ func target(met bool, format string, args ...any) string {
 func Run(ctx context.Context, cfg Config) (Result, error) {
 	cfg.setDefaults()
 	var res Result
-	dir, err := os.MkdirTemp("", "orderflow-bench")
-	if err != nil {
-		return res, err
-	}
-	defer os.RemoveAll(dir)
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv, err := embedded.Start(ctx, embedded.Config{DataDir: dir, Listen: "127.0.0.1:-1", Logger: quiet})
-	if err != nil {
-		return res, err
-	}
-	defer srv.Shutdown()
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		return res, err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return res, err
-	}
 	topo := topology.Topology{Partitions: cfg.Partitions}
-	if _, err := topology.Provision(ctx, js, topo); err != nil {
+	s, err := startServer(ctx, "orderflow-bench", topo)
+	if err != nil {
 		return res, err
 	}
+	defer s.close()
+	dir, js, quiet := s.dir, s.js, s.quiet
 
 	// The backlog.
 	backlog, _, err := simulate.Generate(simulate.Config{Seed: cfg.Seed, Orders: cfg.Orders})
@@ -372,7 +353,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	fmt.Fprintln(cfg.Progress, "measuring the Watermill lanes with an empty handler...")
 	cfg.Phase("floor", true)
 	cpu = processCPU()
-	floorDur, err := watermillFloor(ctx, srv.ClientURL(), topo, res.Events, quiet)
+	floorDur, err := watermillFloor(ctx, s.url(), topo, res.Events, quiet)
 	res.FloorCPUPerEvent = cpuPerEvent(cpu, res.Events)
 	cfg.Phase("floor", false)
 	if err != nil {
@@ -385,7 +366,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if cfg.PeerSeconds > 0 {
 		fmt.Fprintf(cfg.Progress, "measuring the peer: a Watermill handler per event, KV read + compare-and-set, synchronous ack (at most %ds)...\n", cfg.PeerSeconds)
 		cfg.Phase("peer", true)
-		peer, err := peerPhase(ctx, srv.ClientURL(), js, topo, res.Events, time.Duration(cfg.PeerSeconds)*time.Second)
+		peer, err := peerPhase(ctx, s.url(), js, topo, res.Events, time.Duration(cfg.PeerSeconds)*time.Second)
 		cfg.Phase("peer", false)
 		if derr := js.DeleteKeyValue(ctx, peerBucket); err == nil && derr != nil {
 			err = fmt.Errorf("remove the peer's bucket: %w", derr)
@@ -402,7 +383,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	cfg.Phase("pipeline", true)
 	cpu = processCPU()
 	start := time.Now()
-	httpAddr, stop, err := startPipeline(ctx, srv.ClientURL(), dir, topo, quiet)
+	httpAddr, stop, err := startPipeline(ctx, s.url(), dir, topo, quiet)
 	if err != nil {
 		return res, err
 	}

@@ -4,17 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
-	"os"
 	"slices"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/orderflow/orderflow/internal/adapters/embedded"
 	"github.com/orderflow/orderflow/internal/services/dispatch"
 	"github.com/orderflow/orderflow/pipelines/topology"
 )
@@ -74,29 +70,12 @@ func RunDispatch(ctx context.Context, cfg DispatchConfig) (DispatchResult, error
 		cfg.Progress = io.Discard
 	}
 	var res DispatchResult
-	dir, err := os.MkdirTemp("", "orderflow-bench-dispatch")
+	srv, err := startServer(ctx, "orderflow-bench-dispatch", topology.Topology{Partitions: 2})
 	if err != nil {
 		return res, err
 	}
-	defer os.RemoveAll(dir)
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv, err := embedded.Start(ctx, embedded.Config{DataDir: dir, Listen: "127.0.0.1:-1", Logger: quiet})
-	if err != nil {
-		return res, err
-	}
-	defer srv.Shutdown()
-	pub, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		return res, err
-	}
-	defer pub.Close()
-	js, err := jetstream.New(pub)
-	if err != nil {
-		return res, err
-	}
-	if _, err := topology.Provision(ctx, js, topology.Topology{Partitions: 2}); err != nil {
-		return res, err
-	}
+	defer srv.close()
+	pub, js := srv.nc, srv.js
 
 	// The messages: Dashers dashers in a 15 km city, each update a little later.
 	city := dispatch.Point{Lat: 40.7484, Lng: -73.9857}
@@ -143,7 +122,7 @@ func RunDispatch(ctx context.Context, cfg DispatchConfig) (DispatchResult, error
 	}
 	// Both runs receive on a connection of their own, like serve's firehose.
 	receive := func(handle func(*nats.Msg)) (time.Duration, error) {
-		sc, err := nats.Connect(srv.ClientURL())
+		sc, err := nats.Connect(srv.url())
 		if err != nil {
 			return 0, err
 		}
@@ -201,7 +180,7 @@ func RunDispatch(ctx context.Context, cfg DispatchConfig) (DispatchResult, error
 	// Nearby while ingesting at half the measured rate, into the same index.
 	fmt.Fprintf(cfg.Progress, "dispatch: nearby over %d dashers while ingesting...\n", ix.Len())
 	res.NearbyUnderRate, res.NearbyDashers = res.IngestPerSec/2, ix.Len()
-	sc, err := nats.Connect(srv.ClientURL())
+	sc, err := nats.Connect(srv.url())
 	if err != nil {
 		return res, err
 	}
