@@ -73,9 +73,11 @@ type RemoteKeys struct {
 	MaxAge     time.Duration
 	MinRefresh time.Duration
 
-	mu      sync.Mutex
-	set     *jose.JSONWebKeySet
-	fetched time.Time
+	mu       sync.Mutex
+	set      *jose.JSONWebKeySet
+	fetched  time.Time // last successful fetch
+	tried    time.Time // last attempt, successful or not
+	fetching bool
 }
 
 // NewRemoteKeys fetches url once, so a wrong URL fails at start, not at the first request.
@@ -88,16 +90,28 @@ func NewRemoteKeys(ctx context.Context, url string) (*RemoteKeys, error) {
 }
 
 // Keys returns the cached set, refetching when it is older than MaxAge or when
-// refresh is asked and the last fetch is older than MinRefresh. A failed refetch
-// keeps the cached set (the identity provider being down must not log everyone out).
+// refresh is asked (a token names an unknown kid), at most once per MinRefresh,
+// failed attempts included. A failed refetch keeps the cached set (the identity
+// provider being down must not log everyone out), and the fetch runs without the
+// lock, one at a time: while it runs, callers get the cached set. So a slow or
+// down provider, or tokens with made-up kids, cannot queue every request behind it.
 func (r *RemoteKeys) Keys(ctx context.Context, refresh bool) (*jose.JSONWebKeySet, error) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	age := time.Since(r.fetched)
-	if r.set != nil && age < r.MaxAge && (!refresh || age < r.MinRefresh) {
-		return r.set, nil
+	stale := time.Since(r.fetched) >= r.MaxAge
+	due := r.set == nil || ((stale || refresh) && time.Since(r.tried) >= r.MinRefresh)
+	if !due || (r.fetching && r.set != nil) {
+		set := r.set
+		r.mu.Unlock()
+		return set, nil
 	}
+	r.fetching, r.tried = true, time.Now()
+	r.mu.Unlock()
+
 	set, err := r.fetch(ctx)
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.fetching = false
 	if err != nil {
 		if r.set != nil {
 			return r.set, nil

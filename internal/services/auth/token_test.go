@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -163,5 +164,63 @@ func TestJWKSRefusesSymmetricKeys(t *testing.T) {
 	b, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: []byte("secret"), KeyID: "h", Algorithm: "HS256"}}})
 	if _, err := ParseJWKS(b); err == nil {
 		t.Fatal("a symmetric key was accepted")
+	}
+}
+
+// TestRemoteJWKSDoesNotQueueBehindASlowProvider: while a refetch hangs on the
+// identity provider, other callers get the cached set at once; after a failed
+// refetch, the next one waits MinRefresh (tokens with made-up kids ask for one each).
+func TestRemoteJWKSDoesNotQueueBehindASlowProvider(t *testing.T) {
+	k1, _ := rsa.GenerateKey(rand.Reader, 2048)
+	var requests atomic.Int32
+	hang := make(chan struct{})
+	release := make(chan struct{})
+	var once sync.Once
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if requests.Add(1) > 1 {
+			once.Do(func() { close(hang) })
+			<-release
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: k1.Public(), KeyID: "k1", Algorithm: "RS256", Use: "sig"}}})
+	}))
+	defer srv.Close()
+	defer close(release)
+	keys, err := NewRemoteKeys(context.Background(), srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys.MinRefresh = 0
+	slow := make(chan error, 1)
+	go func() {
+		_, err := keys.Keys(context.Background(), true)
+		slow <- err
+	}()
+	<-hang // the refetch is now stuck at the provider
+	done := make(chan *jose.JSONWebKeySet, 1)
+	go func() {
+		set, _ := keys.Keys(context.Background(), true)
+		done <- set
+	}()
+	select {
+	case set := <-done:
+		if set == nil || len(set.Key("k1")) != 1 {
+			t.Fatalf("got %v, want the cached set", set)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a caller waited behind the stuck refetch")
+	}
+	release <- struct{}{} // the stuck refetch fails
+	if err := <-slow; err != nil {
+		t.Fatalf("a failed refetch with a cached set: %v, want the cached set", err)
+	}
+	keys.MinRefresh = time.Hour
+	before := requests.Load()
+	if _, err := keys.Keys(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+	if got := requests.Load(); got != before {
+		t.Fatalf("a refetch %d requests after a failed one within MinRefresh", got-before)
 	}
 }
