@@ -28,15 +28,7 @@ func TestLaneRouterHandsOverOrderedBatches(t *testing.T) {
 	if _, err := topology.Provision(ctx, env.JS, topo); err != nil {
 		t.Fatal(err)
 	}
-	// Lane 0 as an older deployment has it: explicit acks.
-	old := topo.LaneConsumerConfig(0)
-	old.AckPolicy = jetstream.AckExplicitPolicy
-	if err := env.JS.DeleteConsumer(ctx, topology.EventsStream, old.Durable); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := env.JS.CreateConsumer(ctx, topology.EventsStream, old); err != nil {
-		t.Fatal(err)
-	}
+	env.ExplicitAckLane(t, topo, 0)
 
 	const n = 3000
 	reserved := map[string]bool{}

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"runtime/pprof"
 
@@ -52,11 +53,7 @@ func newBench(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				return json.NewEncoder(cmd.OutOrStdout()).Encode(res)
-			}
-			res.Print(cmd.OutOrStdout())
-			return nil
+			return printBench(cmd.OutOrStdout(), asJSON, res)
 		},
 	}
 	f := cmd.Flags()
@@ -76,4 +73,13 @@ func newBench(g *globals) *cobra.Command {
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of one phase (server included) to this file")
 	f.StringVar(&profilePhase, "profile-phase", "pipeline", "the phase --cpuprofile covers: raw, floor, peer, pipeline, saturate, live (every point), reads, ingest or replay")
 	return cmd
+}
+
+// printBench writes a bench result as its table, or as JSON for scripts.
+func printBench(w io.Writer, asJSON bool, res interface{ Print(io.Writer) }) error {
+	if asJSON {
+		return json.NewEncoder(w).Encode(res)
+	}
+	res.Print(w)
+	return nil
 }

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"encoding/json"
-
 	"github.com/spf13/cobra"
 
 	"github.com/orderflow/orderflow/internal/tools/bench"
@@ -23,11 +21,7 @@ func newBenchDispatch() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				return json.NewEncoder(cmd.OutOrStdout()).Encode(res)
-			}
-			res.Print(cmd.OutOrStdout())
-			return nil
+			return printBench(cmd.OutOrStdout(), asJSON, res)
 		},
 	}
 	f := cmd.Flags()

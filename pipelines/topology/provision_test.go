@@ -95,14 +95,7 @@ func TestLaneConsumersKeepTheirAckPolicy(t *testing.T) {
 	if _, err := topology.Provision(ctx, env.JS, topo); err != nil {
 		t.Fatal(err)
 	}
-	old := topo.LaneConsumerConfig(0)
-	old.AckPolicy = jetstream.AckExplicitPolicy
-	if err := env.JS.DeleteConsumer(ctx, topology.EventsStream, old.Durable); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := env.JS.CreateConsumer(ctx, topology.EventsStream, old); err != nil {
-		t.Fatal(err)
-	}
+	env.ExplicitAckLane(t, topo, 0)
 	if _, err := topology.Provision(ctx, env.JS, topo); err != nil {
 		t.Fatalf("provisioning over an explicit-ack lane consumer: %v", err)
 	}

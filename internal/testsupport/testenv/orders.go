@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderflow/orderflow/pipelines/topology"
 	"github.com/orderflow/orderflow/schemas"
@@ -83,4 +84,20 @@ func (e *NATSEnv) PublishRaw(t testing.TB, subject, msgID string, body []byte) u
 		t.Fatalf("testenv: publish to %s: dropped as a duplicate of message id %s", subject, msgID)
 	}
 	return ack.Sequence
+}
+
+// ExplicitAckLane replaces lane's consumer with one acked per event, as lanes were
+// provisioned before they acked a batch at once (AckAll): how an older deployment
+// has it.
+func (e *NATSEnv) ExplicitAckLane(t testing.TB, topo topology.Topology, lane int) {
+	t.Helper()
+	ctx := context.Background()
+	old := topo.LaneConsumerConfig(lane)
+	old.AckPolicy = jetstream.AckExplicitPolicy
+	if err := e.JS.DeleteConsumer(ctx, topology.EventsStream, old.Durable); err != nil {
+		t.Fatalf("testenv: delete lane %d consumer: %v", lane, err)
+	}
+	if _, err := e.JS.CreateConsumer(ctx, topology.EventsStream, old); err != nil {
+		t.Fatalf("testenv: recreate lane %d consumer: %v", lane, err)
+	}
 }
