@@ -190,6 +190,11 @@ func TestDeploymentsUseOnlyFlagsTheBinaryKnows(t *testing.T) {
 		if !contains(flagsIn(c.args), "auth") && c.env["ORDERFLOW_AUTH"] != "true" {
 			t.Errorf("%s listens beyond loopback without --auth: serve would refuse to start", where)
 		}
+		tls := contains(flagsIn(c.args), "tls-cert") || c.env["ORDERFLOW_TLS_CERT"] != ""
+		plain := contains(flagsIn(c.args), "http-plaintext") || c.env["ORDERFLOW_HTTP_PLAINTEXT"] == "true"
+		if !tls && !plain {
+			t.Errorf("%s serves HTTP beyond loopback with neither TLS nor --http-plaintext: serve would refuse to start", where)
+		}
 	}
 }
 

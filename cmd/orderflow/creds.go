@@ -56,7 +56,7 @@ func newCreds() *cobra.Command {
 	f.StringVar(&role, "role", "", "pipeline, ingest, platform, merchant, driver, estimator, agent, reader or analyst")
 	f.StringVar(&out, "out", "", "file to write (mode 0600); default stdout")
 	f.StringVar(&name, "name", "", "user name shown in the server's logs (default the role)")
-	f.DurationVar(&ttl, "ttl", 0, "how long the credentials are valid; 0 = no expiry")
+	f.DurationVar(&ttl, "ttl", 30*24*time.Hour, "how long the credentials are valid; 0 = never expire (a leaked file stays usable until the account key is rotated)")
 	_ = issue.MarkFlagRequired("role")
 	cmd.AddCommand(issue)
 	return cmd

@@ -20,6 +20,7 @@ func (s *securityFlags) register(f *pflag.FlagSet, cfg *app.ServeConfig) {
 	f.BoolVar(&cfg.Security.Auth, "auth", false, "require credentials: NATS users per role on the embedded server (orderflow creds issue), a bearer token for the HTTP read API; needed to listen on non-loopback addresses")
 	f.StringVar(&cfg.Security.TLSCert, "tls-cert", "", "PEM certificate (chain) to serve HTTP and the embedded NATS server over TLS")
 	f.StringVar(&cfg.Security.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
+	f.BoolVar(&cfg.Security.HTTPPlaintext, "http-plaintext", false, "with --auth, serve plain HTTP on a non-loopback --http-listen: TLS ends at a proxy or ingress in front")
 	f.StringVar(&cfg.Security.TLSCA, "tls-ca", "", "extra CA the instance trusts for its own connections to the embedded server")
 	f.DurationVar(&cfg.Security.IngestTimeout, "ingest-timeout", 0, "how long the ingest API waits for the WAL before answering 503 (default 5s)")
 }

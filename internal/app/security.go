@@ -47,6 +47,9 @@ type SecurityConfig struct {
 	// TLSCA, when set, is trusted (besides the system roots and the certificates
 	// in TLSCert) by the instance's own NATS connections.
 	TLSCA string
+	// HTTPPlaintext allows plain HTTP on a non-loopback address with Auth: TLS ends
+	// at a proxy or ingress in front, and bearer tokens cross the last hop in clear.
+	HTTPPlaintext bool
 }
 
 // secureNATS applies auth and TLS to the embedded server's options.
@@ -64,10 +67,16 @@ func secureNATS(o *natsserver.Options, authz *auth.Authority, tlsCfg *tls.Config
 	return nil
 }
 
-// checkListen is secure by default: without auth, only loopback addresses.
+// checkListen is secure by default: without auth, only loopback addresses; with
+// auth, HTTP beyond loopback only over TLS (a bearer token sent in clear can be
+// replayed by anyone on the path) unless TLS is said to end in front.
 func checkListen(cfg ServeConfig) error {
 	if cfg.Security.Auth {
-		return nil
+		if isLoopback(cfg.HTTPListen) || cfg.Security.TLSCert != "" || cfg.Security.HTTPPlaintext {
+			return nil
+		}
+		return fmt.Errorf("refusing to serve the HTTP API on %s without TLS: bearer tokens would cross the network in clear. "+
+			"Give --tls-cert and --tls-key, or --http-plaintext when a proxy or ingress in front terminates TLS", cfg.HTTPListen)
 	}
 	check := func(what, flag, addr string) error {
 		if isLoopback(addr) {

@@ -165,17 +165,23 @@ func TestServeWithAuthAndTLS(t *testing.T) {
 	nc.Close()
 }
 
-// TestServeRefusesPublicListenWithoutAuth: secure by default, with a way out named.
+// TestServeRefusesPublicListenWithoutAuth: secure by default, with a way out named:
+// beyond loopback, auth; and with auth, HTTP over TLS or TLS said to end in front.
 func TestServeRefusesPublicListenWithoutAuth(t *testing.T) {
-	for _, cfg := range []app.ServeConfig{
-		{HTTPListen: "0.0.0.0:0", NATSListen: "127.0.0.1:0"},
-		{HTTPListen: "127.0.0.1:0", NATSListen: ":0"},
+	for _, c := range []struct {
+		cfg  app.ServeConfig
+		want string
+	}{
+		{app.ServeConfig{HTTPListen: "0.0.0.0:0", NATSListen: "127.0.0.1:0"}, "--auth"},
+		{app.ServeConfig{HTTPListen: "127.0.0.1:0", NATSListen: ":0"}, "--auth"},
+		{app.ServeConfig{HTTPListen: "0.0.0.0:0", NATSListen: "127.0.0.1:0", Security: app.SecurityConfig{Auth: true}}, "--http-plaintext"},
 	} {
+		cfg := c.cfg
 		cfg.DataDir = t.TempDir()
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 		err := app.Serve(context.Background(), cfg)
-		if err == nil || !strings.Contains(err.Error(), "--auth") {
-			t.Fatalf("%s / %s: err = %v, want a refusal naming --auth", cfg.HTTPListen, cfg.NATSListen, err)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Fatalf("%s / %s: err = %v, want a refusal naming %s", cfg.HTTPListen, cfg.NATSListen, err, c.want)
 		}
 	}
 }

@@ -181,15 +181,18 @@ type KeySource interface {
 
 // Verifier checks bearer tokens. It remembers tokens it verified until they
 // expire, so a client resending its token (or bursting into the rate limit) costs
-// a map lookup, not a signature check.
+// a map lookup, not a signature check. The memory belongs to one key set: when the
+// set changes (a JWKS refetch, at most MaxAge apart), it starts over, so a key the
+// identity provider withdrew stops verifying its tokens.
 type Verifier struct {
 	keys     KeySource
 	audience string
 	leeway   time.Duration
 	now      func() time.Time
 
-	mu    sync.Mutex
-	cache map[string]Identity
+	mu       sync.Mutex
+	cache    map[string]Identity
+	cacheSet *jose.JSONWebKeySet // the key set the cached tokens were verified with
 }
 
 // maxCachedTokens bounds the verified-token cache; past it, the cache starts over.
@@ -208,15 +211,21 @@ func NewVerifier(keys KeySource, audience string) *Verifier {
 // and the orderflow claims. Every error wraps ErrInvalidToken.
 func (v *Verifier) Verify(ctx context.Context, raw string) (Identity, error) {
 	now := v.now()
+	keys, err := v.keys.Keys(ctx, false)
+	if err != nil {
+		return Identity{}, err
+	}
 	v.mu.Lock()
+	v.useSetLocked(keys)
 	id, ok := v.cache[raw]
 	v.mu.Unlock()
 	if ok && now.Before(id.Expires.Add(v.leeway)) {
 		return id, nil
 	}
-	id, err := v.verify(ctx, raw, now)
+	id, keys, err = v.verify(ctx, raw, keys, now)
 	if err == nil {
 		v.mu.Lock()
+		v.useSetLocked(keys)
 		if len(v.cache) >= maxCachedTokens {
 			clear(v.cache)
 		}
@@ -226,12 +235,23 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (Identity, error) {
 	return id, err
 }
 
-func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (Identity, error) {
-	fail := func(msg string, err error) (Identity, error) {
+// useSetLocked forgets every cached token when the key set is not the one they
+// were verified with.
+func (v *Verifier) useSetLocked(keys *jose.JSONWebKeySet) {
+	if keys != v.cacheSet {
+		clear(v.cache)
+		v.cacheSet = keys
+	}
+}
+
+// verify checks raw against keys, refetching them once when the token names a kid
+// they lack; it returns the set it verified with.
+func (v *Verifier) verify(ctx context.Context, raw string, keys *jose.JSONWebKeySet, now time.Time) (Identity, *jose.JSONWebKeySet, error) {
+	fail := func(msg string, err error) (Identity, *jose.JSONWebKeySet, error) {
 		if err != nil {
-			return Identity{}, fmt.Errorf("%w: %s: %v", ErrInvalidToken, msg, err)
+			return Identity{}, nil, fmt.Errorf("%w: %s: %v", ErrInvalidToken, msg, err)
 		}
-		return Identity{}, fmt.Errorf("%w: %s", ErrInvalidToken, msg)
+		return Identity{}, nil, fmt.Errorf("%w: %s", ErrInvalidToken, msg)
 	}
 	tok, err := jwt.ParseSigned(raw, Algorithms)
 	if err != nil {
@@ -240,13 +260,9 @@ func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (Ident
 	if len(tok.Headers) != 1 {
 		return fail("expected one signature", nil)
 	}
-	keys, err := v.keys.Keys(ctx, false)
-	if err != nil {
-		return Identity{}, err
-	}
 	if kid := tok.Headers[0].KeyID; kid != "" && len(keys.Key(kid)) == 0 {
 		if keys, err = v.keys.Keys(ctx, true); err != nil {
-			return Identity{}, err
+			return Identity{}, nil, err
 		}
 	}
 	var c Claims
@@ -265,7 +281,7 @@ func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (Ident
 	if !actorPattern.MatchString(c.ActorID) {
 		return fail("actor_id claim missing or malformed", nil)
 	}
-	return Identity{Source: c.Source, ActorID: c.ActorID, Expires: c.Expiry.Time()}, nil
+	return Identity{Source: c.Source, ActorID: c.ActorID, Expires: c.Expiry.Time()}, keys, nil
 }
 
 // verificationKeys is what go-jose verifies with: the set picks a key by kid; a

@@ -158,6 +158,20 @@ func TestRemoteJWKSWithRotation(t *testing.T) {
 	if _, err := v.Verify(context.Background(), sign(k2, "k2")); err != nil {
 		t.Fatalf("rotated key: %v", err)
 	}
+
+	// The provider withdraws k1: once the set is refetched (MaxAge), a token it
+	// signed no longer verifies, though this verifier accepted it before.
+	old := sign(k1, "k1")
+	if _, err := v.Verify(context.Background(), old); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	current = current[1:]
+	mu.Unlock()
+	keys.(*RemoteKeys).MaxAge = 0
+	if _, err := v.Verify(context.Background(), old); !errors.Is(err, ErrInvalidToken) {
+		t.Fatalf("a token of a withdrawn key: %v, want refused", err)
+	}
 }
 
 func TestJWKSRefusesSymmetricKeys(t *testing.T) {
