@@ -56,6 +56,7 @@ func newServe(g *globals) *cobra.Command {
 	f.IntVar(&cfg.Archive.MaxFailures, "archive-max-failures", 10, "serve stops (exit 1) after this many archive runs in a row failed, as the WAL is no longer purged; -1 = never stop, log each failure at error")
 	f.BoolVar(&noArchive, "no-archive", false, "never archive or purge the WAL")
 	optionalClickHouseFlag(cmd, &cfg.ClickHouse.DSN, "turn the ClickHouse sink on")
+	clickhouseClusterFlag(cmd, &cfg.ClickHouse.Cluster)
 	f.IntVar(&cfg.ClickHouse.BatchSize, "clickhouse-batch", 0, "rows per ClickHouse insert (default 20000)")
 	f.DurationVar(&cfg.ClickHouse.BatchWait, "clickhouse-batch-wait", 0, "longest wait before a partial batch is inserted (default 500ms)")
 	sec.register(f, &cfg)
