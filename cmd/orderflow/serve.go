@@ -44,7 +44,7 @@ func newServe(g *globals) *cobra.Command {
 	f.StringVar(&cfg.NATSListen, "nats-listen", "127.0.0.1:4222", "embedded server's client address")
 	f.StringVar(&cfg.HTTPListen, "http-listen", "127.0.0.1:8080", "HTTP API address")
 	f.DurationVar(&cfg.SyncInterval, "sync-interval", 0, "embedded server's fsync interval: 0 = nats default (2m), -1ns = fsync every write (slower, survives power loss)")
-	f.IntVar(&cfg.Topology.Partitions, "partitions", 8, "ordered lanes ORDER_EVENTS is split into (fixed once the stream holds events)")
+	f.IntVar(&cfg.Topology.Partitions, "partitions", 8, "ordered lanes ORDER_EVENTS is split into (once the stream holds events: raise it with orderflow partitions grow)")
 	f.IntVar(&cfg.Topology.Replicas, "replicas", 1, "stream replicas: 1 embedded, 3 on a cluster")
 	f.DurationVar(&cfg.Topology.TerminalTTL, "terminal-ttl", 0, "how long delivered/cancelled snapshots stay in KV (default 24h); reads fall back to the WAL")
 	f.DurationVar(&cfg.Topology.DuplicateWindow, "duplicate-window", 0, "JetStream duplicate window for Nats-Msg-Id (default 2m)")
