@@ -198,3 +198,68 @@ func dlqWALSeqs(t *testing.T, js jetstream.JetStream) map[string]int {
 	}
 	return out
 }
+
+// TestPartitionsGrowWithArchive grows 3 -> 5 partitions under serve with the
+// archive on (orders archived a second after completing) while orders are half
+// way: an order whose events straddle the switch, on two partitions, is archived
+// whole once complete, reads back from the archive with the resolver's status,
+// and an operator's archive pass finds nothing left and fails on nothing.
+func TestPartitionsGrowWithArchive(t *testing.T) {
+	env := testenv.NATS(t)
+	ctx := context.Background()
+	location := t.TempDir()
+	serveArgs := func(parts string) []string {
+		return []string{"--nats-url", env.URL, "--archive", location, "--archive-after", "1s", "--archive-interval", "1s",
+			"--partitions", parts, "--lane-failover", "2s", "--lane-ack-wait", "3s"}
+	}
+	msgs, _, err := simulate.Generate(simulate.Config{Seed: 62, Orders: 200, CancelRate: simulate.Off})
+	if err != nil {
+		t.Fatal(err)
+	}
+	half := len(msgs) / 2
+	// An order with events on both sides of the switch whose partition changes.
+	straddling := ""
+	seenBefore := map[string]bool{}
+	for i, m := range msgs {
+		id := m.Event.OrderID
+		if id == "" {
+			continue
+		}
+		if i < half {
+			seenBefore[id] = true
+		} else if seenBefore[id] && wal.Partition(id, 3) != wal.Partition(id, 5) && straddling == "" {
+			straddling = id
+		}
+	}
+	if straddling == "" {
+		t.Fatal("the workload has no order straddling the switch on two partitions")
+	}
+	want := verify.Views(verify.FoldMessages(msgs))
+
+	inst := startInstance(t, serveArgs("3")...)
+	if err := simulate.PublishAll(ctx, env.JS, msgs[:half], 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := pipelines.WaitDrained(ctx, env.JS, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	stopServe(t, inst)
+	if out, err := orderflow(t, "partitions", "grow", "--nats-url", env.URL, "--to", "5", "--force"); err != nil {
+		t.Fatalf("grow: %v\n%s", err, out)
+	}
+	inst = startInstance(t, serveArgs("5")...)
+	if err := simulate.PublishAll(ctx, env.JS, msgs[half:], 0); err != nil {
+		t.Fatal(err)
+	}
+	waitArchived(t, env.JS, inst, straddling)
+	out, err := orderflow(t, "status", straddling, "--nats-url", env.URL, "--archive", location)
+	if err != nil || !strings.Contains(out, "from the archive") || !strings.Contains(out, string(want[straddling].Status)) {
+		t.Fatalf("orderflow status %s: %v\n%s", straddling, err, out)
+	}
+	if out, err := orderflow(t, "replay", "--nats-url", env.URL, "--target", "archive", "--archive", location, "--archive-after", "1s", "--force"); err != nil {
+		t.Fatalf("replay --target archive: %v\n%s", err, out)
+	}
+	if out, err := orderflow(t, "verify", "--nats-url", env.URL); err != nil {
+		t.Errorf("verify: %v\n%s", err, out)
+	}
+}
