@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/orderflow/orderflow/internal/services/verify"
 	"github.com/orderflow/orderflow/internal/testsupport/testenv"
 	"github.com/orderflow/orderflow/internal/testsupport/testrun"
@@ -39,27 +40,12 @@ func serveArchives(t *testing.T, location string) {
 		args = append(args, "--archive", location)
 	}
 	inst := startInstance(t, append(args, failoverArgs...)...)
-	ctx := context.Background()
 	nc, jsc := connectTo(t, "nats://"+addr)
 	defer nc.Close()
 	msgs, _ := testrun.PublishDrained(t, jsc, simulate.Config{Seed: 61, Orders: 40, CancelRate: simulate.Off})
 	want := verify.Views(verify.FoldMessages(msgs))
 	id := msgs[0].Event.OrderID
-	// Wait until the order's WAL subjects are purged.
-	s, err := jsc.Stream(ctx, topology.EventsStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if _, err := s.GetLastMsgForSubject(ctx, topology.OrderWALFilter(id)); err != nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("completed order was not archived within 60s")
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
+	waitArchived(t, jsc, inst, id)
 	resp, err := http.Get("http://" + inst.http + "/v1/orders/" + id)
 	if err != nil {
 		t.Fatal(err)
@@ -80,5 +66,26 @@ func serveArchives(t *testing.T, location string) {
 	out, err := orderflow(t, "status", id, "--nats-url", "nats://"+addr, "--archive", location)
 	if err != nil || !strings.Contains(out, "from the archive") || !strings.Contains(out, string(want[id].Status)) {
 		t.Fatalf("orderflow status of an archived order: %v\n%s", err, out)
+	}
+}
+
+// waitArchived waits until the archive purged the order's events from the WAL,
+// failing when serve exits first.
+func waitArchived(t *testing.T, js jetstream.JetStream, inst *instance, id string) {
+	t.Helper()
+	ctx := context.Background()
+	s, err := js.Stream(ctx, topology.EventsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if _, err := s.GetLastMsgForSubject(ctx, topology.OrderWALFilter(id)); err != nil {
+			return
+		}
+		if time.Now().After(deadline) || inst.exited() {
+			t.Fatalf("completed order %s was not archived within 60s (serve exited: %v)", id, inst.exited())
+		}
+		time.Sleep(300 * time.Millisecond)
 	}
 }

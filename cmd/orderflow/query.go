@@ -32,6 +32,12 @@ func optionalClickHouseFlag(cmd *cobra.Command, dsn *string, what string) {
 	cmd.Flags().StringVar(dsn, "clickhouse-dsn", "", what+", e.g. "+defaultClickHouseDSN+" (native protocol; the DSN query and migrate use by default)")
 }
 
+// clickhouseClusterFlag is the cluster a command that migrates the schema creates
+// it on (ORDERFLOW_CLICKHOUSE_CLUSTER, or clickhouse-cluster in --config).
+func clickhouseClusterFlag(cmd *cobra.Command, cluster *string) {
+	cmd.Flags().StringVar(cluster, "clickhouse-cluster", "", "create the schema ON CLUSTER on this remote_servers cluster: replicated <table>_local tables, Distributed tables under the public names (needs ZooKeeper and distributed_ddl; empty: one server)")
+}
+
 func openClickHouse(ctx context.Context, dsn string) (driver.Conn, error) {
 	conn, err := chsink.Open(ctx, dsn)
 	if err != nil {
@@ -41,7 +47,7 @@ func openClickHouse(ctx context.Context, dsn string) (driver.Conn, error) {
 }
 
 func newMigrate() *cobra.Command {
-	var dsn string
+	var dsn, cluster string
 	cmd := &cobra.Command{
 		Use:   "migrate",
 		Short: "Apply the ClickHouse schema migrations (serve does this too)",
@@ -52,7 +58,7 @@ func newMigrate() *cobra.Command {
 				return err
 			}
 			defer conn.Close()
-			applied, err := chsink.Migrate(cmd.Context(), conn)
+			applied, err := chsink.Migrate(cmd.Context(), conn, chsink.Layout{Cluster: cluster})
 			if err != nil {
 				return err
 			}
@@ -66,6 +72,7 @@ func newMigrate() *cobra.Command {
 		},
 	}
 	clickhouseFlag(cmd, &dsn)
+	clickhouseClusterFlag(cmd, &cluster)
 	return cmd
 }
 

@@ -17,10 +17,16 @@ import (
 
 func orderflow(t *testing.T, args ...string) (string, error) {
 	t.Helper()
+	out, err := orderflowCmd(t, args...).CombinedOutput()
+	return string(out), err
+}
+
+// orderflowCmd is the command orderflow runs, for a test that sets its environment.
+func orderflowCmd(t *testing.T, args ...string) *exec.Cmd {
+	t.Helper()
 	cmd := exec.Command(binary, args...)
 	cmd.Dir = t.TempDir() // defaults such as ./orderflow-data land there, not in the source tree
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	return cmd
 }
 
 // decodeJSONLine decodes the last line of out that holds a JSON object into v, and

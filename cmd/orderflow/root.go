@@ -77,7 +77,7 @@ func newRoot() *cobra.Command {
 	pf.StringVar(&g.natsCreds, "nats-creds", "", "NATS .creds file to connect with (orderflow creds issue); for serve, the pipeline's credentials on --nats-url")
 	benchCmd := newBench(g)
 	benchCmd.AddCommand(newBenchDispatch())
-	root.AddCommand(newServe(g), newPublish(g), newSimulate(g), newStatus(g), benchCmd, newConsume(g), newEstimator(g), newReplay(g), newVerify(g), newMigrate(), newQuery(), newToken(), newCreds(), newRegion(g), newHealthcheck())
+	root.AddCommand(newServe(g), newPublish(g), newSimulate(g), newStatus(g), benchCmd, newConsume(g), newEstimator(g), newReplay(g), newVerify(g), newMigrate(), newQuery(), newToken(), newCreds(), newRegion(g), newPartitions(g), newHealthcheck())
 	return root
 }
 

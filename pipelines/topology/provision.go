@@ -91,7 +91,7 @@ func incompatibleStream(have, want jetstream.StreamConfig, msgs uint64) string {
 	if msgs > 0 && transformDest(have) != transformDest(want) {
 		return fmt.Sprintf("partitioning is %q but %q was requested, and the stream holds %d events: "+
 			"events of one order would be split across lanes and lose their order. "+
-			"Keep the old partition count, or replay into a new stream", transformDest(have), transformDest(want), msgs)
+			"Keep the old partition count, or grow it with `orderflow partitions grow --to N` (every serve stopped)", transformDest(have), transformDest(want), msgs)
 	}
 	return ""
 }
@@ -154,10 +154,13 @@ func provisionConsumer(ctx context.Context, js jetstream.JetStream, stream strin
 		action = "created"
 	case err != nil:
 		return Change{}, fmt.Errorf("look up %s: %w", res, err)
-	case have.CachedInfo().Config.AckPolicy != want.AckPolicy:
-		// The server cannot change an ack policy in place, and recreating the
-		// consumer would lose its position: keep the one it has.
-		want.AckPolicy = have.CachedInfo().Config.AckPolicy
+	default:
+		// The server cannot change an ack or deliver policy in place, and
+		// recreating the consumer would lose its position: keep the ones it has
+		// (a lane consumer created by a partition growth starts at a sequence).
+		hc := have.CachedInfo().Config
+		want.AckPolicy = hc.AckPolicy
+		want.DeliverPolicy, want.OptStartSeq, want.OptStartTime = hc.DeliverPolicy, hc.OptStartSeq, hc.OptStartTime
 	}
 	if _, err := s.CreateOrUpdateConsumer(ctx, want); err != nil {
 		return Change{}, fmt.Errorf("ensure %s: %w", res, err)

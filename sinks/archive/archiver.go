@@ -448,12 +448,13 @@ func (a *Archiver) candidates(ctx context.Context) ([]batchOrder, int, error) {
 				continue
 			}
 			// Only for an order that would be archived: has it events after the
-			// folded part (too recent)?
+			// folded part (too recent), or, after a partition growth, on another
+			// partition? The scan of the partition holding its newest event takes it.
 			last, err := a.log.LastSeq(ctx, id)
 			if err != nil {
 				return nil, 0, err
 			}
-			if last > upto {
+			if last != c.Upto {
 				continue
 			}
 			if c.Upto > safe[p] {
@@ -480,7 +481,22 @@ func (a *Archiver) candidate(ctx context.Context, f *folder) (batchOrder, bool, 
 		if !f.st.Terminal() {
 			return batchOrder{}, false, nil
 		}
-		// f folded every event the order has: the scan read the whole WAL.
+		// f folded every event the order has, unless a partition growth left its
+		// earlier events on another partition: then judge its whole history.
+		first, err := a.log.FirstSeq(ctx, f.id)
+		if err != nil {
+			return batchOrder{}, false, err
+		}
+		if first != 0 && first < f.first {
+			g := newFolder(f.id, false)
+			if err := a.foldWAL(ctx, g, 0, f.last); err != nil {
+				return batchOrder{}, false, err
+			}
+			if !g.st.Terminal() || g.last != f.last {
+				return batchOrder{}, false, nil
+			}
+			f = g
+		}
 		return batchOrder{ID: f.id, After: 0, Upto: f.last, Events: f.count, Day: dayOf(f)}, true, nil
 	}
 	if f.last <= after {

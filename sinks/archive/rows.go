@@ -83,6 +83,7 @@ type folder struct {
 	keep       bool // keep rows (building files, lookups) or only the state (scanning)
 	rows       []EventRow
 	count      int // records folded
+	first      uint64
 	last       uint64
 	lastAt     time.Time
 	terminalAt time.Time // WAL time of the event that last made the order terminal
@@ -93,6 +94,9 @@ func newFolder(id string, keep bool) *folder {
 }
 
 func (f *folder) add(rec wal.Record) {
+	if f.count == 0 {
+		f.first = rec.Seq
+	}
 	f.count++
 	f.last, f.lastAt = rec.Seq, rec.Time
 	was := f.st.Terminal()

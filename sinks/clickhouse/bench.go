@@ -82,7 +82,7 @@ func Bench(ctx context.Context, js jetstream.JetStream, conn driver.Conn, cfg Be
 	}
 	cfg.Sink.SetDefaults()
 	res := BenchResult{}
-	if _, err := Migrate(ctx, conn); err != nil {
+	if _, err := Migrate(ctx, conn, Layout{}); err != nil {
 		return res, err
 	}
 	run := time.Now().UnixNano() % 1e9

@@ -19,6 +19,11 @@ type Config struct {
 	// sink only uses it to create the database when the server says it is missing;
 	// the connection itself is passed to NewSink.
 	DSN string
+	// Cluster, when set, is the ClickHouse cluster (remote_servers) the schema is
+	// migrated on: replicated local tables under Distributed ones (see Layout). The
+	// sink then inserts into the local tables of the server it is connected to.
+	// Empty: one server.
+	Cluster string
 	// Consumer is the durable consumer name on ORDER_EVENTS. Default DefaultConsumer.
 	Consumer string
 	// BatchSize bounds the WAL events of one batch. Default 20000.
@@ -104,6 +109,9 @@ func (c *Config) SetDefaults() {
 // Validate reports a configuration that cannot work.
 func (c Config) Validate() error {
 	var errs []error
+	if err := c.layout().Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.BatchSize < 1 || c.BatchSize > 1_000_000 {
 		errs = append(errs, fmt.Errorf("batch size must be 1..1000000, got %d", c.BatchSize))
 	}
@@ -137,3 +145,6 @@ func (c Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// layout is where the sink's tables live.
+func (c Config) layout() Layout { return Layout{Cluster: c.Cluster} }

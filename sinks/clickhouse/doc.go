@@ -91,6 +91,17 @@
 // through the native query path (18.16 waits for a data block; migrations insert
 // with INSERT ... SELECT).
 //
+// # On a cluster
+//
+// With a Layout's Cluster set (Config.Cluster, --clickhouse-cluster), migrations run
+// ON CLUSTER: each table becomes <name>_local with the Replicated variant of its
+// engine ({shard}/{replica} macros in the ZooKeeper path) and a Distributed table
+// under the public name, so every query reads the public names unchanged. The sink
+// inserts into the local tables of its server: a replicated insert is confirmed once
+// that server stored it, while a Distributed insert is only queued there. That is
+// one shard of any number of replicas; the README ("ClickHouse on a cluster") lists
+// what 18.16 takes and refuses.
+//
 // # Metrics
 //
 //	orderflow_sink_clickhouse_rows_total{table}            rows confirmed

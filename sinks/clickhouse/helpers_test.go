@@ -129,15 +129,7 @@ func startSinkWith(t testing.TB, cfg Config, js jetstream.JetStream, conn driver
 
 func lastWALSeq(t testing.TB, js jetstream.JetStream) uint64 {
 	t.Helper()
-	s, err := js.Stream(context.Background(), topology.EventsStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State.LastSeq
+	return testenv.WALLastSeq(t, js)
 }
 
 func waitConfirmed(t testing.TB, s *Sink, seq uint64, d time.Duration) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -142,6 +143,82 @@ func DetectFeatures(ctx context.Context, conn driver.Conn) (Features, error) {
 	return FeaturesOf(v)
 }
 
+// Layout says where the tables live. The zero Layout is one server: the tables of
+// Migrations under their public names. With Cluster set, every table is created ON
+// CLUSTER as a Replicated engine named <name>_local, with a Distributed table under
+// the public name over it, so analysts and the query path read the public names on
+// any node and the sink inserts into the local tables of the node it writes to.
+type Layout struct {
+	// Cluster is a cluster of the servers' remote_servers, empty for one server.
+	Cluster string
+	// Database holds the tables. Migrate sets it to the connection's database; the
+	// cluster DDL names it explicitly, as ON CLUSTER DDL on 18.16 resolves an
+	// unqualified table on the other nodes in their default database.
+	Database string
+}
+
+// LocalSuffix ends the name of a cluster's replicated table under its Distributed one.
+const LocalSuffix = "_local"
+
+// clusterName is what a cluster name may be: it is spliced into DDL unquoted.
+var clusterName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// Validate reports a cluster name that cannot be used.
+func (l Layout) Validate() error {
+	if l.Cluster != "" && !clusterName.MatchString(l.Cluster) {
+		return fmt.Errorf("ClickHouse cluster %q: use letters, digits and underscores", l.Cluster)
+	}
+	return nil
+}
+
+// InsertTable is the table the sink writes name's rows to: name itself on one
+// server, the replicated local table on a cluster. Inserting there rather than
+// into the Distributed table keeps "acked only once ClickHouse confirmed": an
+// insert into a Distributed table is queued on the node and sent to the shard
+// later, while a replicated insert is confirmed once the node stored it (its
+// replicas fetch it through ZooKeeper). It works for one shard of any number of
+// replicas, which is what the migrations create the layout for.
+func (l Layout) InsertTable(name string) string {
+	if l.Cluster == "" {
+		return name
+	}
+	return name + LocalSuffix
+}
+
+// onCluster is the ON CLUSTER clause, empty on one server.
+func (l Layout) onCluster() string {
+	if l.Cluster == "" {
+		return ""
+	}
+	return " ON CLUSTER " + l.Cluster
+}
+
+// qualified is db.name on a cluster and name alone on one server (unchanged DDL).
+func (l Layout) qualified(name string) string {
+	if l.Cluster == "" {
+		return name
+	}
+	return quoteIdent(l.Database) + "." + name
+}
+
+// engine renders a MergeTree-family engine: family(args) on one server, the
+// Replicated variant with its ZooKeeper path per shard, database and table on a
+// cluster. The old-style leading parameters are what 18.16 and current releases
+// both take.
+func (l Layout) engine(table, family, args string) string {
+	if l.Cluster == "" {
+		if args == "" {
+			return family
+		}
+		return family + "(" + args + ")"
+	}
+	params := quoteString("/clickhouse/tables/{shard}/"+l.Database+"."+table) + ", '{replica}'"
+	if args != "" {
+		params += ", " + args
+	}
+	return "Replicated" + family + "(" + params + ")"
+}
+
 // Migration is one versioned schema change. Statements must be idempotent (IF NOT
 // EXISTS, settings that can be set twice): instances may race to apply one.
 type Migration struct {
@@ -150,8 +227,8 @@ type Migration struct {
 	// Applies reports whether the server can take it; one it cannot is left
 	// unapplied and retried by every later Migrate (e.g. after a server upgrade).
 	Applies func(Features) bool
-	// Statements renders the DDL for the server.
-	Statements func(Features) []string
+	// Statements renders the DDL for the server and layout.
+	Statements func(Features, Layout) []string
 }
 
 // ID is the migration's name as Migrate reports it, e.g. "0001_create_tables".
@@ -160,29 +237,48 @@ func (m Migration) ID() string { return fmt.Sprintf("%04d_%s", m.Version, m.Name
 // dedupWindow is how many recent insert tokens a table remembers (22.2+).
 const dedupWindow = 1000
 
+// tableSpec is one data table of migration 0001.
+type tableSpec struct {
+	name         string
+	cols         []column
+	family, args string
+	partition    string
+	orderBy      string
+}
+
 // Migrations lists every schema migration in order.
 func Migrations() []Migration {
 	return []Migration{
 		{
 			Version: 1, Name: "create_tables",
 			Applies: func(Features) bool { return true },
-			Statements: func(Features) []string {
-				return []string{
-					createTable(TableEvents, eventColumns, "ReplacingMergeTree", "toYYYYMM(stored_at)", "stored_at, wal_seq"),
-					createTable(TableOrders, orderColumns, "ReplacingMergeTree(version)", "toYYYYMM(created_at)", "order_id"),
-					createTable(TableByCustomer, indexColumns(), "ReplacingMergeTree(version)", "toYYYYMM(created_at)", "customer_id, created_at, order_id"),
-					createTable(TableByRestaurant, indexColumns(), "ReplacingMergeTree(version)", "toYYYYMM(created_at)", "restaurant_id, created_at, order_id"),
-					createTable(TableByDasher, indexColumns(), "ReplacingMergeTree(version)", "toYYYYMM(created_at)", "dasher_id, created_at, order_id"),
+			Statements: func(_ Features, l Layout) []string {
+				var out []string
+				for _, t := range []tableSpec{
+					{TableEvents, eventColumns, "ReplacingMergeTree", "", "toYYYYMM(stored_at)", "stored_at, wal_seq"},
+					{TableOrders, orderColumns, "ReplacingMergeTree", "version", "toYYYYMM(created_at)", "order_id"},
+					{TableByCustomer, indexColumns(), "ReplacingMergeTree", "version", "toYYYYMM(created_at)", "customer_id, created_at, order_id"},
+					{TableByRestaurant, indexColumns(), "ReplacingMergeTree", "version", "toYYYYMM(created_at)", "restaurant_id, created_at, order_id"},
+					{TableByDasher, indexColumns(), "ReplacingMergeTree", "version", "toYYYYMM(created_at)", "dasher_id, created_at, order_id"},
+				} {
+					out = append(out, l.createTable(t)...)
 				}
+				return out
 			},
 		},
 		{
 			Version: 2, Name: "insert_dedup_window",
 			Applies: func(f Features) bool { return f.DedupToken },
-			Statements: func(Features) []string {
+			Statements: func(_ Features, l Layout) []string {
+				// Replicated tables keep their own window of block hashes and tokens.
+				setting := "non_replicated_deduplication_window"
+				if l.Cluster != "" {
+					setting = "replicated_deduplication_window"
+				}
 				var out []string
 				for _, t := range dataTables {
-					out = append(out, fmt.Sprintf("ALTER TABLE %s MODIFY SETTING non_replicated_deduplication_window = %d", t, dedupWindow))
+					out = append(out, fmt.Sprintf("ALTER TABLE %s%s MODIFY SETTING %s = %d",
+						l.qualified(l.InsertTable(t)), l.onCluster(), setting, dedupWindow))
 				}
 				return out
 			},
@@ -198,34 +294,66 @@ func indexColumns() []column {
 
 // createTable renders DDL that both 18.16 and current releases accept: no
 // DateTime64, no LowCardinality, no Nullable (argMax over it is patchy on 18.16).
-func createTable(name string, cols []column, engine, partition, orderBy string) string {
+// On a cluster it is two statements: the replicated local table, then the
+// Distributed table under the public name.
+func (l Layout) createTable(t tableSpec) []string {
+	local := l.InsertTable(t.name)
 	var b strings.Builder
-	fmt.Fprintf(&b, "CREATE TABLE IF NOT EXISTS %s\n(\n", name)
-	for i, c := range cols {
+	fmt.Fprintf(&b, "CREATE TABLE IF NOT EXISTS %s%s\n(\n", l.qualified(local), l.onCluster())
+	for i, c := range t.cols {
 		sep := ","
-		if i == len(cols)-1 {
+		if i == len(t.cols)-1 {
 			sep = ""
 		}
-		if c.comment != "" {
+		// 18.16 rejects a replicated table with column comments ("Table structure
+		// in ZooKeeper is too different from local table structure", even on the
+		// first replica), so a cluster's tables go without them.
+		if c.comment != "" && l.Cluster == "" {
 			fmt.Fprintf(&b, "    %s %s COMMENT %s%s\n", c.name, c.typ, quoteString(c.comment), sep)
 		} else {
 			fmt.Fprintf(&b, "    %s %s%s\n", c.name, c.typ, sep)
 		}
 	}
-	fmt.Fprintf(&b, ")\nENGINE = %s\nPARTITION BY %s\nORDER BY (%s)", engine, partition, orderBy)
-	return b.String()
+	fmt.Fprintf(&b, ")\nENGINE = %s\nPARTITION BY %s\nORDER BY (%s)", l.engine(local, t.family, t.args), t.partition, t.orderBy)
+	if l.Cluster == "" {
+		return []string{b.String()}
+	}
+	return []string{b.String(), l.distributed(t.name)}
+}
+
+// distributed renders the Distributed table name over name's local table. The
+// database is a literal: currentDatabase() there is evaluated in the reading
+// session, which need not be the tables' database.
+func (l Layout) distributed(name string) string {
+	return fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s%s AS %s\nENGINE = Distributed(%s, %s, %s)",
+		l.qualified(name), l.onCluster(), l.qualified(l.InsertTable(name)),
+		l.Cluster, quoteString(l.Database), quoteString(l.InsertTable(name)))
 }
 
 // Migrate applies, in order, every migration the server can take and has not
 // recorded, and returns the ids of those it applied. It is idempotent and safe to
-// run from several instances at once.
-func Migrate(ctx context.Context, conn driver.Conn) ([]string, error) {
+// run from several instances at once. With layout.Cluster set it creates the
+// connection's database and every table on each node of the cluster (ON CLUSTER,
+// which needs the servers' zookeeper and distributed_ddl configuration); the
+// migration records are replicated too, so a migration runs once per cluster.
+func Migrate(ctx context.Context, conn driver.Conn, layout Layout) ([]string, error) {
+	if err := layout.Validate(); err != nil {
+		return nil, err
+	}
 	f, err := DetectFeatures(ctx, conn)
 	if err != nil {
 		return nil, err
 	}
-	err = conn.Exec(ctx, "CREATE TABLE IF NOT EXISTS "+TableMigrations+
-		" (version UInt32, name String, applied_at DateTime) ENGINE = ReplacingMergeTree ORDER BY version")
+	if layout.Cluster != "" {
+		if err := conn.QueryRow(ctx, "SELECT currentDatabase()").Scan(&layout.Database); err != nil {
+			return nil, fmt.Errorf("ClickHouse database: %w", err)
+		}
+		if err := conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+quoteIdent(layout.Database)+layout.onCluster()); err != nil {
+			return nil, fmt.Errorf("create database %s on cluster %s: %w", layout.Database, layout.Cluster, err)
+		}
+	}
+	err = conn.Exec(ctx, "CREATE TABLE IF NOT EXISTS "+layout.qualified(TableMigrations)+layout.onCluster()+
+		" (version UInt32, name String, applied_at DateTime) ENGINE = "+layout.engine(TableMigrations, "ReplacingMergeTree", "")+" ORDER BY version")
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", TableMigrations, err)
 	}
@@ -238,7 +366,7 @@ func Migrate(ctx context.Context, conn driver.Conn) ([]string, error) {
 		if done[m.Version] || !m.Applies(f) {
 			continue
 		}
-		for _, stmt := range m.Statements(f) {
+		for _, stmt := range m.Statements(f, layout) {
 			if err := conn.Exec(ctx, stmt); err != nil {
 				return applied, fmt.Errorf("migration %s: %w", m.ID(), err)
 			}

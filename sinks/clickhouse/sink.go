@@ -226,7 +226,7 @@ func (s *Sink) prepare(ctx context.Context) error {
 func (s *Sink) tryPrepare(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.InsertTimeout)
 	defer cancel()
-	applied, err := Migrate(ctx, s.conn)
+	applied, err := Migrate(ctx, s.conn, s.cfg.layout())
 	if isCode(err, codeUnknownDatabase) && s.cfg.DSN != "" {
 		opts, perr := parseDSN(s.cfg.DSN)
 		if perr != nil {
@@ -235,7 +235,7 @@ func (s *Sink) tryPrepare(ctx context.Context) error {
 		if err := ensureDatabase(ctx, opts); err != nil {
 			return err
 		}
-		applied, err = Migrate(ctx, s.conn)
+		applied, err = Migrate(ctx, s.conn, s.cfg.layout())
 	}
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
@@ -651,13 +651,16 @@ type insertJob struct {
 }
 
 func (s *Sink) jobs(b *batch) []insertJob {
+	l := s.cfg.layout()
+	job := func(table string, cols []column, data []any, rows int) insertJob {
+		return insertJob{table, "INSERT INTO " + l.InsertTable(table) + " (" + columnNames(cols) + ")", data, rows}
+	}
 	jobs := []insertJob{
-		{TableEvents, "INSERT INTO " + TableEvents + " (" + columnNames(eventColumns) + ")", b.events.columns(), b.events.len()},
-		{TableOrders, "INSERT INTO " + TableOrders + " (" + columnNames(orderColumns) + ")", b.orders.columns(false), b.orders.len()},
+		job(TableEvents, eventColumns, b.events.columns(), b.events.len()),
+		job(TableOrders, orderColumns, b.orders.columns(false), b.orders.len()),
 	}
 	for k := range numKinds {
-		t := entityTables[kindNames[k]].table
-		jobs = append(jobs, insertJob{t, "INSERT INTO " + t + " (" + columnNames(indexColumns()) + ")", b.index[k].columns(true), b.index[k].len()})
+		jobs = append(jobs, job(entityTables[kindNames[k]].table, indexColumns(), b.index[k].columns(true), b.index[k].len()))
 	}
 	return jobs
 }

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -70,9 +69,11 @@ func Partition(orderID string, partitions int) int {
 	return int(h.Sum32() % uint32(partitions))
 }
 
-// OrderFilter is the subject filter of every WAL event of one order.
+// OrderFilter is the subject filter of every WAL event of one order. Its partition
+// token is a wildcard: after `orderflow partitions grow` an order's events before
+// the switch keep their old partition and the later ones have the new one.
 func (l *Log) OrderFilter(orderID string) string {
-	return topology.WALPrefix + "." + strconv.Itoa(Partition(orderID, l.partitions)) + ".*." + orderID
+	return topology.OrderWALFilter(orderID)
 }
 
 // LastSeq is the WAL sequence of the order's newest event, 0 when it has none.

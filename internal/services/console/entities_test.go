@@ -33,7 +33,7 @@ func TestEntityListsFromClickHouse(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	if _, err := chsink.Migrate(ctx, conn); err != nil {
+	if _, err := chsink.Migrate(ctx, conn, chsink.Layout{}); err != nil {
 		t.Fatal(err)
 	}
 	f := newFixture(t, func(c *console.Config) { c.ClickHouse = conn })

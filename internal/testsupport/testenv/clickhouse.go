@@ -66,22 +66,38 @@ func ClickHouse(t testing.TB) *ClickHouseEnv {
 }
 
 func newClickHouse(dir string) (*ClickHouseEnv, error) {
-	argv, err := findClickHouse(exec.LookPath)
-	if err != nil {
-		return nil, err
-	}
 	ports, err := freePorts(2)
 	if err != nil {
 		return nil, err
 	}
+	return newClickHouseOn(dir, ports[0], ports[1], "")
+}
+
+// newClickHouseOn starts a server on the given native and HTTP ports. extra, when
+// not empty, is the body of a config.d file (elements of <yandex>) merged into
+// the config: what a cluster member adds.
+func newClickHouseOn(dir string, tcpPort, httpPort int, extra string) (*ClickHouseEnv, error) {
+	argv, err := findClickHouse(exec.LookPath)
+	if err != nil {
+		return nil, err
+	}
 	e := &ClickHouseEnv{
-		Addr:     fmt.Sprintf("127.0.0.1:%d", ports[0]),
-		HTTPAddr: fmt.Sprintf("127.0.0.1:%d", ports[1]),
+		Addr:     fmt.Sprintf("127.0.0.1:%d", tcpPort),
+		HTTPAddr: fmt.Sprintf("127.0.0.1:%d", httpPort),
 		dir:      dir,
 	}
 	cfg := filepath.Join(dir, "config.xml")
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, configXML, dir, ports[0], ports[1]), 0o644); err != nil {
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, configXML, dir, tcpPort, httpPort), 0o644); err != nil {
 		return nil, err
+	}
+	if extra != "" {
+		if err := os.MkdirAll(filepath.Join(dir, "config.d"), 0o755); err != nil {
+			return nil, err
+		}
+		doc := "<?xml version=\"1.0\"?>\n<yandex>\n" + extra + "</yandex>\n"
+		if err := os.WriteFile(filepath.Join(dir, "config.d", "cluster.xml"), []byte(doc), 0o644); err != nil {
+			return nil, err
+		}
 	}
 	if err := os.WriteFile(filepath.Join(dir, "users.xml"), []byte(usersXML), 0o644); err != nil {
 		return nil, err

@@ -1,5 +1,7 @@
 // Package testenv starts real servers for integration tests: an in-process NATS
-// JetStream server or cluster, and a private clickhouse-server process.
+// JetStream server or cluster, a private clickhouse-server process, and a
+// ClickHouse cluster (one shard of replicas over a private ZooKeeper, Debian's
+// zookeeper package run with java) for the cluster tests go tool task soak runs.
 //
 // House rule (STYLE.md): tests use real servers and never pass by skipping, so a
 // missing clickhouse-server binary fails the test with the command that installs it.

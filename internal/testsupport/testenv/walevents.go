@@ -41,3 +41,18 @@ func (e *NATSEnv) WALEvents(t testing.TB, src schemas.Source) []schemas.Event {
 	}
 	return out
 }
+
+// WALLastSeq is the sequence of the newest event stored in the WAL (0: none).
+func WALLastSeq(t testing.TB, js jetstream.JetStream) uint64 {
+	t.Helper()
+	ctx := context.Background()
+	s, err := js.Stream(ctx, topology.EventsStream)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	return info.State.LastSeq
+}
