@@ -76,10 +76,13 @@ type RegionsResult struct {
 	// FirstEventMs is how long after both regions were up and linked an event
 	// published in a reached b's WAL; FirstRawMs the same for the plain stream.
 	// The lag runs start after both.
-	FirstEventMs float64     `json:"first_event_ms"`
-	FirstRawMs   float64     `json:"first_raw_ms"`
-	Lag          []RegionLag `json:"lag"`
-	Failover     Failover    `json:"failover"`
+	FirstEventMs float64 `json:"first_event_ms"`
+	FirstRawMs   float64 `json:"first_raw_ms"`
+	// FirstSourceRestarts is how often b's region watcher restarted its source of
+	// a meanwhile.
+	FirstSourceRestarts float64     `json:"first_source_restarts"`
+	Lag                 []RegionLag `json:"lag"`
+	Failover            Failover    `json:"failover"`
 }
 
 // Lag is a distribution of per-event delays.
@@ -119,6 +122,9 @@ type RegionLag struct {
 	MetricLagEvents  float64 `json:"metric_lag_events_max"`
 	MetricLagSeconds float64 `json:"metric_lag_seconds_max"`
 	MetricScrapes    int     `json:"metric_scrapes"`
+	// SourceRestarts is how often b's region watcher restarted its source of a
+	// during the run (orderflow_region_source_restarts_total).
+	SourceRestarts float64 `json:"source_restarts"`
 }
 
 // Failover is what the failover phase measured: region a's process is killed with
@@ -141,26 +147,29 @@ type Failover struct {
 	// CatchUpMs is the time from starting a again to both WALs holding every event
 	// published in either region.
 	CatchUpMs float64 `json:"catch_up_ms"`
+	// CatchUpSourceRestarts is how often the regions' watchers restarted a stream
+	// source meanwhile.
+	CatchUpSourceRestarts float64 `json:"catch_up_source_restarts"`
 }
 
 // Print writes the figures.
 func (r RegionsResult) Print(w io.Writer) {
 	fmt.Fprintf(w, "regions a and b: R1, each serve's whole pipeline (a its own process, b in this one), joined by the leafnode link through a TCP proxy; %.0f events/s published in a\n", r.Rate)
-	fmt.Fprintf(w, "after start (both regions ready, link up): a's first event in b's WAL after %.0f ms; the plain stream's first message in b after %.0f ms\n", r.FirstEventMs, r.FirstRawMs)
+	fmt.Fprintf(w, "after start (both regions ready, link up): a's first event in b's WAL after %.0f ms (source restarts by b's watcher: %.0f); the plain stream's first message in b after %.0f ms\n", r.FirstEventMs, r.FirstSourceRestarts, r.FirstRawMs)
 	for _, l := range r.Lag {
 		fmt.Fprintf(w, "link +%d ms each way (JetStream API round trip a -> b p50 %.2f ms):\n", l.AddedLatencyMs, l.LinkRTTP50Ms)
 		fmt.Fprintf(w, "  raw: plain stream sourced a -> b, ack in a to b     %s\n", l.Raw)
 		fmt.Fprintf(w, "  ack in a to b's WAL (ORDER_EVENTS)                  %s   p99 %.2f x raw\n", l.WAL, l.WALToRaw)
 		fmt.Fprintf(w, "  ack in a to b's snapshot (sampled orders)           %s\n", l.Snapshot)
-		fmt.Fprintf(w, "  b's orderflow_region_replication_lag_events{peer=\"a\"} max %.0f, _seconds max %.3f (%d scrapes of /metrics)\n",
-			l.MetricLagEvents, l.MetricLagSeconds, l.MetricScrapes)
+		fmt.Fprintf(w, "  b's orderflow_region_replication_lag_events{peer=\"a\"} max %.0f, _seconds max %.3f (%d scrapes of /metrics); source restarts %.0f\n",
+			l.MetricLagEvents, l.MetricLagSeconds, l.MetricScrapes, l.SourceRestarts)
 	}
 	f := r.Failover
 	fmt.Fprintf(w, "failover: SIGKILL of region a's process; the producer has both URLs and sends a publish again after %s without an answer:\n", failoverAttempt)
 	fmt.Fprintf(w, "  acknowledged by a, not in b's WAL when a died (RPO): %d events\n", f.RPOEvents)
 	fmt.Fprintf(w, "  first ack from b %.0f ms after the kill; b's snapshot reflects an event published after the failover %.0f ms after it (%d publishes sent again)\n",
 		f.FirstAckMs, f.SnapshotMs, f.Retries)
-	fmt.Fprintf(w, "  a restarted from its disk: ready after %.0f ms; both WALs hold every event after %.0f ms\n", f.RestartReadyMs, f.CatchUpMs)
+	fmt.Fprintf(w, "  a restarted from its disk: ready after %.0f ms; both WALs hold every event after %.0f ms (source restarts by the watchers: %.0f)\n", f.RestartReadyMs, f.CatchUpMs, f.CatchUpSourceRestarts)
 }
 
 // rawStream is the baseline's plain stream: subjects in a, sourced by b.
@@ -258,7 +267,13 @@ func RunRegions(ctx context.Context, cfg RegionsConfig) (RegionsResult, error) {
 		return res, err
 	}
 	fmt.Fprintf(cfg.Progress, "regions: first events a -> b...\n")
-	if res.FirstRawMs, res.FirstEventMs, err = e.firstReplication(ctx); err != nil {
+	scrapeCtx, stopScrape := context.WithCancel(ctx)
+	scraped := make(chan metricLag, 1)
+	go func() { scraped <- scrapeRegionLag(scrapeCtx, e.httpB, "a") }()
+	res.FirstRawMs, res.FirstEventMs, err = e.firstReplication(ctx)
+	stopScrape()
+	res.FirstSourceRestarts = (<-scraped).restarts
+	if err != nil {
 		return res, err
 	}
 
@@ -419,7 +434,7 @@ func (e *regionsEnv) lagRun(ctx context.Context, ms int, seed int64) (RegionLag,
 	if out.Raw.P99Ms > 0 {
 		out.WALToRaw = out.WAL.P99Ms / out.Raw.P99Ms
 	}
-	out.MetricLagEvents, out.MetricLagSeconds, out.MetricScrapes = m.events, m.seconds, m.scrapes
+	out.MetricLagEvents, out.MetricLagSeconds, out.MetricScrapes, out.SourceRestarts = m.events, m.seconds, m.scrapes, m.restarts
 
 	var lat []time.Duration
 	seen := map[string]bool{}
@@ -626,6 +641,10 @@ func (e *regionsEnv) failover(ctx context.Context, seed int64) (Failover, error)
 	if err != nil {
 		return out, err
 	}
+	scrapeCtx, stopScrape := context.WithCancel(ctx)
+	scraped := make(chan metricLag, 2)
+	go func() { scraped <- scrapeRegionLag(scrapeCtx, e.a.http, "b") }()
+	go func() { scraped <- scrapeRegionLag(scrapeCtx, e.httpB, "a") }()
 	want := uint64(len(e.distinct))
 	err = waitUntil(ctx, 2*time.Minute, "both WALs hold every event", func(ctx context.Context) error {
 		for name, js := range map[string]jetstream.JetStream{"a": jsA, "b": e.jsB} {
@@ -639,10 +658,12 @@ func (e *regionsEnv) failover(ctx context.Context, seed int64) (Failover, error)
 		}
 		return nil
 	})
+	out.CatchUpMs = ms(time.Since(restart))
+	stopScrape()
+	out.CatchUpSourceRestarts = (<-scraped).restarts + (<-scraped).restarts
 	if err != nil {
 		return out, err
 	}
-	out.CatchUpMs = ms(time.Since(restart))
 	return out, nil
 }
 
@@ -821,6 +842,8 @@ func waitUntil(ctx context.Context, within time.Duration, what string, cond func
 type metricLag struct {
 	events, seconds float64
 	scrapes         int
+	// restarts is how much orderflow_region_source_restarts_total grew.
+	restarts float64
 }
 
 // scrapeRegionLag scrapes http://addr/metrics every 250 ms until ctx ends and keeps
@@ -832,6 +855,8 @@ func scrapeRegionLag(ctx context.Context, addr, peer string) metricLag {
 		`orderflow_region_replication_lag_events{peer="` + peer + `"}`:  &out.events,
 		`orderflow_region_replication_lag_seconds{peer="` + peer + `"}`: &out.seconds,
 	}
+	restarts := `orderflow_region_source_restarts_total{peer="` + peer + `"}`
+	first := -1.0
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	for {
@@ -839,10 +864,18 @@ func scrapeRegionLag(ctx context.Context, addr, peer string) metricLag {
 			sc := bufio.NewScanner(resp.Body)
 			for sc.Scan() {
 				name, value, ok := strings.Cut(sc.Text(), " ")
-				if dst := names[name]; ok && dst != nil {
-					if v, err := strconv.ParseFloat(value, 64); err == nil {
-						*dst = max(*dst, v)
+				v, err := strconv.ParseFloat(value, 64)
+				if !ok || err != nil {
+					continue
+				}
+				if dst := names[name]; dst != nil {
+					*dst = max(*dst, v)
+				}
+				if name == restarts {
+					if first < 0 {
+						first = v
 					}
+					out.restarts = v - first
 				}
 			}
 			resp.Body.Close()
