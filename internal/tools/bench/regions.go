@@ -97,6 +97,31 @@ func (l Lag) String() string {
 	return fmt.Sprintf("%6d events  p50 %7.2f ms  p99 %7.2f ms  max %7.2f ms", l.Events, l.P50Ms, l.P99Ms, l.MaxMs)
 }
 
+// Cores is how many cores each process kept busy over a phase.
+type Cores struct {
+	A    float64 `json:"a"`
+	B    float64 `json:"b_and_bench"`
+	Wall float64 `json:"seconds"`
+}
+
+func (c Cores) String() string { return fmt.Sprintf("cores busy: a %.2f, b + bench %.2f", c.A, c.B) }
+
+// coreMeter measures Cores from its start.
+type coreMeter struct {
+	a          *regionProcess
+	cpuA, cpuB time.Duration
+	start      time.Time
+}
+
+func (e *regionsEnv) startCores() coreMeter {
+	return coreMeter{a: e.a, cpuA: e.a.cpu(), cpuB: processCPU(), start: time.Now()}
+}
+
+func (m coreMeter) cores() Cores {
+	wall := time.Since(m.start).Seconds()
+	return Cores{A: (m.a.cpu() - m.cpuA).Seconds() / wall, B: (processCPU() - m.cpuB).Seconds() / wall, Wall: wall}
+}
+
 // RegionLag is one lag run: events published in region a at the steady rate, each
 // timed from its acknowledgement in a to where region b shows it.
 type RegionLag struct {
@@ -111,6 +136,10 @@ type RegionLag struct {
 	// WAL is an event of the workload from its ack in a (ORDER_INGEST) to its arrival
 	// in b's WAL (ORDER_EVENTS).
 	WAL Lag `json:"wal"`
+	// RawCores and WALCores are the cores a's process and this one (b, the
+	// publisher, the proxy) kept busy during the raw and the workload's publishing.
+	RawCores Cores `json:"raw_cores"`
+	WALCores Cores `json:"wal_cores"`
 	// WALToRaw is WAL's p99 over Raw's.
 	WALToRaw float64 `json:"wal_p99_to_raw"`
 	// Snapshot is an event that changes its order's snapshot, from its ack in a to
@@ -133,6 +162,10 @@ type Failover struct {
 	// RPOEvents is how many events a had acknowledged that b's WAL did not hold
 	// when a died.
 	RPOEvents uint64 `json:"rpo_events"`
+	// DisconnectedMs and ReconnectedMs are the times from the kill to the
+	// producers' connection losing a and being connected to b.
+	DisconnectedMs float64 `json:"disconnected_ms"`
+	ReconnectedMs  float64 `json:"reconnected_ms"`
 	// FirstAckMs is the time from the kill to the producer's first ack from b.
 	FirstAckMs float64 `json:"first_ack_ms"`
 	// SnapshotMs is the time from the kill to b's snapshot reflecting an event
@@ -144,6 +177,9 @@ type Failover struct {
 	// RestartReadyMs is the time from starting a again on its data directory to its
 	// /readyz answering 200.
 	RestartReadyMs float64 `json:"restart_ready_ms"`
+	// RestartJetStreamMs is the time from starting a again to its JetStream
+	// answering (the stores recovered); /readyz waits for the pipeline too.
+	RestartJetStreamMs float64 `json:"restart_jetstream_ms"`
 	// CatchUpMs is the time from starting a again to both WALs holding every event
 	// published in either region.
 	CatchUpMs float64 `json:"catch_up_ms"`
@@ -158,18 +194,19 @@ func (r RegionsResult) Print(w io.Writer) {
 	fmt.Fprintf(w, "after start (both regions ready, link up): a's first event in b's WAL after %.0f ms (source restarts by b's watcher: %.0f); the plain stream's first message in b after %.0f ms\n", r.FirstEventMs, r.FirstSourceRestarts, r.FirstRawMs)
 	for _, l := range r.Lag {
 		fmt.Fprintf(w, "link +%d ms each way (JetStream API round trip a -> b p50 %.2f ms):\n", l.AddedLatencyMs, l.LinkRTTP50Ms)
-		fmt.Fprintf(w, "  raw: plain stream sourced a -> b, ack in a to b     %s\n", l.Raw)
-		fmt.Fprintf(w, "  ack in a to b's WAL (ORDER_EVENTS)                  %s   p99 %.2f x raw\n", l.WAL, l.WALToRaw)
+		fmt.Fprintf(w, "  raw: plain stream sourced a -> b, ack in a to b     %s   %s\n", l.Raw, l.RawCores)
+		fmt.Fprintf(w, "  ack in a to b's WAL (ORDER_EVENTS)                  %s   %s   p99 %.2f x raw\n", l.WAL, l.WALCores, l.WALToRaw)
 		fmt.Fprintf(w, "  ack in a to b's snapshot (sampled orders)           %s\n", l.Snapshot)
 		fmt.Fprintf(w, "  b's orderflow_region_replication_lag_events{peer=\"a\"} max %.0f, _seconds max %.3f (%d scrapes of /metrics); source restarts %.0f\n",
 			l.MetricLagEvents, l.MetricLagSeconds, l.MetricScrapes, l.SourceRestarts)
 	}
 	f := r.Failover
-	fmt.Fprintf(w, "failover: SIGKILL of region a's process; the producer has both URLs and sends a publish again after %s without an answer:\n", failoverAttempt)
+	fmt.Fprintf(w, "failover: SIGKILL of region a's process; %d producers share a connection with both URLs (a first), each sends a publish again after %s without an answer:\n", failoverProducers, failoverAttempt)
 	fmt.Fprintf(w, "  acknowledged by a, not in b's WAL when a died (RPO): %d events\n", f.RPOEvents)
+	fmt.Fprintf(w, "  the connection saw a gone %.0f ms after the kill and was connected to b %.0f ms after it\n", f.DisconnectedMs, f.ReconnectedMs)
 	fmt.Fprintf(w, "  first ack from b %.0f ms after the kill; b's snapshot reflects an event published after the failover %.0f ms after it (%d publishes sent again)\n",
 		f.FirstAckMs, f.SnapshotMs, f.Retries)
-	fmt.Fprintf(w, "  a restarted from its disk: ready after %.0f ms; both WALs hold every event after %.0f ms (source restarts by the watchers: %.0f)\n", f.RestartReadyMs, f.CatchUpMs, f.CatchUpSourceRestarts)
+	fmt.Fprintf(w, "  a restarted from its disk: JetStream answers after %.0f ms, ready after %.0f ms; both WALs hold every event after %.0f ms (source restarts by the watchers: %.0f)\n", f.RestartJetStreamMs, f.RestartReadyMs, f.CatchUpMs, f.CatchUpSourceRestarts)
 }
 
 // rawStream is the baseline's plain stream: subjects in a, sourced by b.
@@ -181,6 +218,10 @@ const (
 // failoverAttempt is how long the failover phase's producer waits for an ack
 // before sending the publish again (to whichever region its connection reaches).
 const failoverAttempt = 500 * time.Millisecond
+
+// failoverProducers is how many producers publish in the failover phase, each one
+// event at a time, waiting for its ack.
+const failoverProducers = 64
 
 // regionsEnv is the two regions of one run.
 type regionsEnv struct {
@@ -234,7 +275,7 @@ func RunRegions(ctx context.Context, cfg RegionsConfig) (RegionsResult, error) {
 	}
 	defer stopB()
 	e.httpB = b.HTTP
-	e.a = &regionProcess{binary: cfg.Binary, http: httpA, log: filepath.Join(dir, "a.log"), args: []string{
+	e.a = &regionProcess{binary: cfg.Binary, http: httpA, nats: e.aURL, log: filepath.Join(dir, "a.log"), args: []string{
 		"serve", "--region", "a", "--peer", "b=" + e.link.addr(), "--data-dir", filepath.Join(dir, "a"),
 		"--nats-listen", natsA, "--http-listen", httpA, "--partitions", strconv.Itoa(cfg.Partitions), "--no-archive",
 	}}
@@ -398,7 +439,9 @@ func (e *regionsEnv) lagRun(ctx context.Context, ms int, seed int64) (RegionLag,
 	if err != nil {
 		return out, err
 	}
+	cores := e.startCores()
 	acks, err := publishTimed(ctx, e.ncA, raw, e.cfg.Rate)
+	out.RawCores = cores.cores()
 	if err == nil {
 		err = rawArr.waitFor(ctx, rawIDs)
 	}
@@ -417,7 +460,9 @@ func (e *regionsEnv) lagRun(ctx context.Context, ms int, seed int64) (RegionLag,
 	scrapeCtx, stopScrape := context.WithCancel(ctx)
 	scraped := make(chan metricLag, 1)
 	go func() { scraped <- scrapeRegionLag(scrapeCtx, e.httpB, "a") }()
+	cores = e.startCores()
 	acks, err = publishTimed(ctx, e.ncA, pubs, e.cfg.Rate)
+	out.WALCores = cores.cores()
 	if err == nil {
 		err = e.wal.waitFor(ctx, ids)
 	}
@@ -522,8 +567,11 @@ func (e *regionsEnv) failover(ctx context.Context, seed int64) (Failover, error)
 	}
 	defer w.snaps.stop()
 	msgs := w.msgs
+	var disconnected, reconnected atomic.Pointer[time.Time]
 	pc, err := nats.Connect(e.aURL+","+e.ncB.ConnectedUrl(), nats.DontRandomize(), nats.MaxReconnects(-1),
-		nats.ReconnectWait(100*time.Millisecond), nats.ReconnectJitter(0, 0))
+		nats.ReconnectWait(100*time.Millisecond), nats.ReconnectJitter(0, 0),
+		nats.DisconnectErrHandler(func(*nats.Conn, error) { now := time.Now(); disconnected.CompareAndSwap(nil, &now) }),
+		nats.ReconnectHandler(func(*nats.Conn) { now := time.Now(); reconnected.CompareAndSwap(nil, &now) }))
 	if err != nil {
 		return out, err
 	}
@@ -542,7 +590,9 @@ func (e *regionsEnv) failover(ctx context.Context, seed int64) (Failover, error)
 	var retries atomic.Int64
 	next := make(chan int)
 	var wg sync.WaitGroup
-	for range 8 {
+	// Enough producers that the publishes lost with a (each waits failoverAttempt
+	// before it is sent again) do not hold back the ones after the kill.
+	for range failoverProducers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -608,6 +658,9 @@ func (e *regionsEnv) failover(ctx context.Context, seed int64) (Failover, error)
 		out.RPOEvents = lastA - rep
 	}
 	out.FirstAckMs = ms(firstB.Sub(killedAt))
+	if d, r := disconnected.Load(), reconnected.Load(); d != nil && r != nil {
+		out.DisconnectedMs, out.ReconnectedMs = ms(d.Sub(killedAt)), ms(r.Sub(killedAt))
+	}
 
 	if err := pipelines.WaitDrained(ctx, e.jsB, time.Minute); err != nil {
 		return out, err
@@ -633,6 +686,7 @@ func (e *regionsEnv) failover(ctx context.Context, seed int64) (Failover, error)
 		return out, err
 	}
 	out.RestartReadyMs = ms(time.Since(restart))
+	out.RestartJetStreamMs = ms(e.a.jetStreamAfter)
 	e.ncA.Close()
 	if e.ncA, err = nats.Connect(e.aURL); err != nil {
 		return out, err

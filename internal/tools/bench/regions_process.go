@@ -7,9 +7,13 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // regionProcess is a region run as its own `orderflow serve` process, so that it can
@@ -18,9 +22,12 @@ type regionProcess struct {
 	binary string
 	args   []string
 	http   string // its --http-listen
-	log    string // its output, appended to across restarts
-	cmd    *exec.Cmd
-	done   chan struct{}
+	nats   string // its client URL
+	// jetStreamAfter is how long after the last start its JetStream first answered.
+	jetStreamAfter time.Duration
+	log            string // its output, appended to across restarts
+	cmd            *exec.Cmd
+	done           chan struct{}
 }
 
 // start runs the process and returns once its /readyz answers 200.
@@ -44,11 +51,16 @@ func (p *regionProcess) start(ctx context.Context) error {
 		close(done)
 	}()
 	client := &http.Client{Timeout: time.Second}
-	err = waitUntil(ctx, time.Minute, "region process ready", func(context.Context) error {
+	started := time.Now()
+	p.jetStreamAfter = 0
+	err = waitUntil(ctx, time.Minute, "region process ready", func(ctx context.Context) error {
 		select {
 		case <-done:
 			return fmt.Errorf("exited (%s)", cmd.ProcessState)
 		default:
+		}
+		if p.jetStreamAfter == 0 && jetStreamAnswers(ctx, p.nats) {
+			p.jetStreamAfter = time.Since(started)
 		}
 		resp, err := client.Get("http://" + p.http + "/readyz")
 		if err != nil {
@@ -65,6 +77,44 @@ func (p *regionProcess) start(ctx context.Context) error {
 		return fmt.Errorf("%s %s: %w; its log ends:\n%s", p.binary, strings.Join(p.args, " "), err, tail(p.log, 20))
 	}
 	return nil
+}
+
+// jetStreamAnswers reports whether the JetStream of the server at url answers.
+func jetStreamAnswers(ctx context.Context, url string) bool {
+	nc, err := nats.Connect(url, nats.Timeout(200*time.Millisecond), nats.NoReconnect())
+	if err != nil {
+		return false
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	_, err = js.AccountInfo(ctx)
+	return err == nil
+}
+
+// cpu is the CPU time the process has used (Linux: /proc/PID/stat).
+func (p *regionProcess) cpu() time.Duration {
+	if p.cmd == nil {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name (which may hold spaces, so skip to its ")"):
+	// utime and stime are the 12th and 13th, in clock ticks of 1/100 s.
+	_, rest, _ := strings.Cut(string(b), ") ")
+	f := strings.Fields(rest)
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
 }
 
 // kill ends the process with SIGKILL and waits for it to be gone.
