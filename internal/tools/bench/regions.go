@@ -183,6 +183,12 @@ type Failover struct {
 	// CatchUpMs is the time from starting a again to both WALs holding every event
 	// published in either region.
 	CatchUpMs float64 `json:"catch_up_ms"`
+	// WALEvents is how many events each WAL held at the end.
+	WALEvents uint64 `json:"wal_events"`
+	// CleanRestartJetStreamMs and CleanRestartReadyMs are the same as
+	// RestartJetStreamMs and RestartReadyMs after a clean stop (SIGTERM) of a.
+	CleanRestartJetStreamMs float64 `json:"clean_restart_jetstream_ms"`
+	CleanRestartReadyMs     float64 `json:"clean_restart_ready_ms"`
 	// CatchUpSourceRestarts is how often the regions' watchers restarted a stream
 	// source meanwhile.
 	CatchUpSourceRestarts float64 `json:"catch_up_source_restarts"`
@@ -206,7 +212,9 @@ func (r RegionsResult) Print(w io.Writer) {
 	fmt.Fprintf(w, "  the connection saw a gone %.0f ms after the kill and was connected to b %.0f ms after it\n", f.DisconnectedMs, f.ReconnectedMs)
 	fmt.Fprintf(w, "  first ack from b %.0f ms after the kill; b's snapshot reflects an event published after the failover %.0f ms after it (%d publishes sent again)\n",
 		f.FirstAckMs, f.SnapshotMs, f.Retries)
-	fmt.Fprintf(w, "  a restarted from its disk: JetStream answers after %.0f ms, ready after %.0f ms; both WALs hold every event after %.0f ms (source restarts by the watchers: %.0f)\n", f.RestartJetStreamMs, f.RestartReadyMs, f.CatchUpMs, f.CatchUpSourceRestarts)
+	fmt.Fprintf(w, "  a restarted from its disk: JetStream answers after %.0f ms, ready after %.0f ms; both WALs hold every event (%d) after %.0f ms (source restarts by the watchers: %.0f)\n",
+		f.RestartJetStreamMs, f.RestartReadyMs, f.WALEvents, f.CatchUpMs, f.CatchUpSourceRestarts)
+	fmt.Fprintf(w, "  a stopped cleanly (SIGTERM) and started again: JetStream answers after %.0f ms, ready after %.0f ms\n", f.CleanRestartJetStreamMs, f.CleanRestartReadyMs)
 }
 
 // rawStream is the baseline's plain stream: subjects in a, sourced by b.
@@ -330,7 +338,7 @@ func RunRegions(ctx context.Context, cfg RegionsConfig) (RegionsResult, error) {
 		}
 		res.Lag = append(res.Lag, l)
 	}
-	fmt.Fprintf(cfg.Progress, "regions: failover: SIGKILL of a, then its restart...\n")
+	fmt.Fprintf(cfg.Progress, "regions: failover: SIGKILL of a, its restart, then a clean stop and restart...\n")
 	if res.Failover, err = e.failover(ctx, cfg.Seed+1000); err != nil {
 		return res, fmt.Errorf("failover: %w", err)
 	}
@@ -718,6 +726,17 @@ func (e *regionsEnv) failover(ctx context.Context, seed int64) (Failover, error)
 	if err != nil {
 		return out, err
 	}
+	out.WALEvents = want
+
+	// The same restart after a clean stop, on the same data.
+	if err := e.a.stop(); err != nil {
+		return out, err
+	}
+	restart = time.Now()
+	if err := e.a.start(ctx); err != nil {
+		return out, err
+	}
+	out.CleanRestartReadyMs, out.CleanRestartJetStreamMs = ms(time.Since(restart)), ms(e.a.jetStreamAfter)
 	return out, nil
 }
 

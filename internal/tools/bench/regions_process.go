@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -115,6 +116,29 @@ func (p *regionProcess) cpu() time.Duration {
 	utime, _ := strconv.ParseInt(f[11], 10, 64)
 	stime, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
+// stop asks the process to shut down (SIGTERM, as a service manager does) and waits
+// for it, killing it after a minute.
+func (p *regionProcess) stop() error {
+	if p.cmd == nil {
+		return nil
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		return err
+	}
+	select {
+	case <-p.done:
+	case <-time.After(time.Minute):
+		p.kill()
+		return errors.New("region process did not stop within a minute of SIGTERM")
+	}
+	state := p.cmd.ProcessState
+	p.cmd = nil
+	if !state.Success() {
+		return fmt.Errorf("region process stopped with %s; its log ends:\n%s", state, tail(p.log, 20))
+	}
+	return nil
 }
 
 // kill ends the process with SIGKILL and waits for it to be gone.

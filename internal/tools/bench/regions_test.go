@@ -44,7 +44,7 @@ func TestRegionsTinyRun(t *testing.T) {
 		t.Errorf("link +%d ms: raw p50 %v ms, round trip %v ms: the latency did not apply", with.AddedLatencyMs, with.Raw.P50Ms, with.LinkRTTP50Ms)
 	}
 	f := res.Failover
-	if f.FirstAckMs <= 0 || f.SnapshotMs <= 0 || f.RestartReadyMs <= 0 || f.CatchUpMs < f.RestartReadyMs {
+	if f.FirstAckMs <= 0 || f.SnapshotMs <= 0 || f.RestartReadyMs <= 0 || f.CatchUpMs < f.RestartReadyMs || f.WALEvents == 0 || f.CleanRestartReadyMs <= 0 || f.CleanRestartJetStreamMs <= 0 {
 		t.Errorf("failover: %+v", f)
 	}
 }
