@@ -157,7 +157,9 @@ type RegionLag struct {
 }
 
 // Failover is what the failover phase measured: region a's process is killed with
-// SIGKILL while a producer that has both regions' URLs publishes at the steady rate.
+// SIGKILL while producers that have both regions' URLs publish at the steady rate.
+// Nothing was published in b before, so a's WAL holds no event from b when it dies:
+// the case where its restart rescans the whole WAL (README "Regions").
 type Failover struct {
 	// RPOEvents is how many events a had acknowledged that b's WAL did not hold
 	// when a died.
@@ -212,6 +214,7 @@ func (r RegionsResult) Print(w io.Writer) {
 	fmt.Fprintf(w, "  the connection saw a gone %.0f ms after the kill and was connected to b %.0f ms after it\n", f.DisconnectedMs, f.ReconnectedMs)
 	fmt.Fprintf(w, "  first ack from b %.0f ms after the kill; b's snapshot reflects an event published after the failover %.0f ms after it (%d publishes sent again)\n",
 		f.FirstAckMs, f.SnapshotMs, f.Retries)
+	fmt.Fprintf(w, "  (a's WAL held no event published in b: its server rescans the WAL for that source's state after SIGKILL, see README \"Regions\")\n")
 	fmt.Fprintf(w, "  a restarted from its disk: JetStream answers after %.0f ms, ready after %.0f ms; both WALs hold every event (%d) after %.0f ms (source restarts by the watchers: %.0f)\n",
 		f.RestartJetStreamMs, f.RestartReadyMs, f.WALEvents, f.CatchUpMs, f.CatchUpSourceRestarts)
 	fmt.Fprintf(w, "  a stopped cleanly (SIGTERM) and started again: JetStream answers after %.0f ms, ready after %.0f ms\n", f.CleanRestartJetStreamMs, f.CleanRestartReadyMs)
