@@ -5,10 +5,13 @@
 // pipeline draining the backlog into KV, the maximum live rate (publishing while the
 // pipeline runs), end-to-end latency at several fractions of it, read latency for hot
 // and cold orders, the HTTP ingest API against raw publish (see IngestResult), and
-// replay.
+// replay. Two more benches have a command each: dispatch (RunDispatch) and two regions
+// over a proxied link (RunRegions: replication lag against a plain sourced stream,
+// failover and restart).
 //
-// The pipeline is reached through two functions only, startPipeline and
-// newFloorRouter, so a change of its API is a change there.
+// The pipeline is reached through two functions only, startServe (startPipeline runs
+// it on the bench's server) and newFloorRouter, so a change of its API is a change
+// there.
 package bench
 
 import (

@@ -319,12 +319,9 @@ func RunRegions(ctx context.Context, cfg RegionsConfig) (RegionsResult, error) {
 		return res, err
 	}
 	fmt.Fprintf(cfg.Progress, "regions: first events a -> b...\n")
-	scrapeCtx, stopScrape := context.WithCancel(ctx)
-	scraped := make(chan metricLag, 1)
-	go func() { scraped <- scrapeRegionLag(scrapeCtx, e.httpB, "a") }()
+	scrapeB := startScrape(ctx, e.httpB, "a")
 	res.FirstRawMs, res.FirstEventMs, err = e.firstReplication(ctx)
-	stopScrape()
-	res.FirstSourceRestarts = (<-scraped).restarts
+	res.FirstSourceRestarts = scrapeB().restarts
 	if err != nil {
 		return res, err
 	}
@@ -468,9 +465,7 @@ func (e *regionsEnv) lagRun(ctx context.Context, ms int, seed int64) (RegionLag,
 	for i, m := range msgs {
 		ids[i], pubs[i] = m.MsgID, m.NatsMsg()
 	}
-	scrapeCtx, stopScrape := context.WithCancel(ctx)
-	scraped := make(chan metricLag, 1)
-	go func() { scraped <- scrapeRegionLag(scrapeCtx, e.httpB, "a") }()
+	scrapeB := startScrape(ctx, e.httpB, "a")
 	cores = e.startCores()
 	acks, err = publishTimed(ctx, e.ncA, pubs, e.cfg.Rate)
 	out.WALCores = cores.cores()
@@ -480,8 +475,7 @@ func (e *regionsEnv) lagRun(ctx context.Context, ms int, seed int64) (RegionLag,
 	if err == nil {
 		err = pipelines.WaitDrained(ctx, e.jsB, time.Minute)
 	}
-	stopScrape()
-	m := <-scraped
+	m := scrapeB()
 	if err != nil {
 		return out, err
 	}
@@ -567,9 +561,9 @@ func (e *regionsEnv) linkRTT(ctx context.Context) (float64, error) {
 	return quantileMs(lat, .5), nil
 }
 
-// failover publishes a fresh workload at the steady rate through a producer that has
+// failover publishes a fresh workload at the steady rate through producers that have
 // both regions' URLs (a first), kills a's process with SIGKILL a third of the way
-// in, and afterwards starts a again on its data directory.
+// in, and afterwards starts a again on its data directory (restart).
 func (e *regionsEnv) failover(ctx context.Context, seed int64) (Failover, error) {
 	var out Failover
 	w, err := e.workload(ctx, seed, 6, 200)
@@ -690,26 +684,29 @@ func (e *regionsEnv) failover(ctx context.Context, seed int64) (Failover, error)
 		return out, errors.New("b's snapshots reflect no event acknowledged by b")
 	}
 	out.SnapshotMs = ms(visible.Sub(killedAt))
+	return out, e.restart(ctx, &out)
+}
 
-	// a comes back on its disk and both regions catch up.
+// restart starts the killed region a again on its data directory and waits until
+// both WALs hold every event published in either region; then it stops a cleanly
+// and starts it again.
+func (e *regionsEnv) restart(ctx context.Context, out *Failover) error {
 	restart := time.Now()
 	if err := e.a.start(ctx); err != nil {
-		return out, err
+		return err
 	}
 	out.RestartReadyMs = ms(time.Since(restart))
 	out.RestartJetStreamMs = ms(e.a.jetStreamAfter)
 	e.ncA.Close()
+	var err error
 	if e.ncA, err = nats.Connect(e.aURL); err != nil {
-		return out, err
+		return err
 	}
 	jsA, err := jetstream.New(e.ncA)
 	if err != nil {
-		return out, err
+		return err
 	}
-	scrapeCtx, stopScrape := context.WithCancel(ctx)
-	scraped := make(chan metricLag, 2)
-	go func() { scraped <- scrapeRegionLag(scrapeCtx, e.a.http, "b") }()
-	go func() { scraped <- scrapeRegionLag(scrapeCtx, e.httpB, "a") }()
+	scrapeA, scrapeB := startScrape(ctx, e.a.http, "b"), startScrape(ctx, e.httpB, "a")
 	want := uint64(len(e.distinct))
 	err = waitUntil(ctx, 2*time.Minute, "both WALs hold every event", func(ctx context.Context) error {
 		for name, js := range map[string]jetstream.JetStream{"a": jsA, "b": e.jsB} {
@@ -724,23 +721,22 @@ func (e *regionsEnv) failover(ctx context.Context, seed int64) (Failover, error)
 		return nil
 	})
 	out.CatchUpMs = ms(time.Since(restart))
-	stopScrape()
-	out.CatchUpSourceRestarts = (<-scraped).restarts + (<-scraped).restarts
+	out.CatchUpSourceRestarts = scrapeA().restarts + scrapeB().restarts
 	if err != nil {
-		return out, err
+		return err
 	}
 	out.WALEvents = want
 
 	// The same restart after a clean stop, on the same data.
 	if err := e.a.stop(); err != nil {
-		return out, err
+		return err
 	}
 	restart = time.Now()
 	if err := e.a.start(ctx); err != nil {
-		return out, err
+		return err
 	}
 	out.CleanRestartReadyMs, out.CleanRestartJetStreamMs = ms(time.Since(restart)), ms(e.a.jetStreamAfter)
-	return out, nil
+	return nil
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -920,6 +916,18 @@ type metricLag struct {
 	scrapes         int
 	// restarts is how much orderflow_region_source_restarts_total grew.
 	restarts float64
+}
+
+// startScrape runs scrapeRegionLag until the returned function is called, which
+// returns what it saw.
+func startScrape(ctx context.Context, addr, peer string) func() metricLag {
+	ctx, stop := context.WithCancel(ctx)
+	done := make(chan metricLag, 1)
+	go func() { done <- scrapeRegionLag(ctx, addr, peer) }()
+	return func() metricLag {
+		stop()
+		return <-done
+	}
 }
 
 // scrapeRegionLag scrapes http://addr/metrics every 250 ms until ctx ends and keeps
