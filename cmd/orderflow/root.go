@@ -76,7 +76,7 @@ func newRoot() *cobra.Command {
 	pf.StringVar(&g.natsURL, "nats-url", "", "NATS server URL; empty for serve means the embedded server, for clients nats://127.0.0.1:4222")
 	pf.StringVar(&g.natsCreds, "nats-creds", "", "NATS .creds file to connect with (orderflow creds issue); for serve, the pipeline's credentials on --nats-url")
 	benchCmd := newBench(g)
-	benchCmd.AddCommand(newBenchDispatch())
+	benchCmd.AddCommand(newBenchDispatch(), newBenchRegions())
 	root.AddCommand(newServe(g), newPublish(g), newSimulate(g), newStatus(g), benchCmd, newConsume(g), newEstimator(g), newReplay(g), newVerify(g), newMigrate(), newQuery(), newToken(), newCreds(), newRegion(g), newPartitions(g), newHealthcheck())
 	return root
 }

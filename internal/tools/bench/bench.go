@@ -5,10 +5,13 @@
 // pipeline draining the backlog into KV, the maximum live rate (publishing while the
 // pipeline runs), end-to-end latency at several fractions of it, read latency for hot
 // and cold orders, the HTTP ingest API against raw publish (see IngestResult), and
-// replay.
+// replay. Two more benches have a command each: dispatch (RunDispatch) and two regions
+// over a proxied link (RunRegions: replication lag against a plain sourced stream,
+// failover and restart).
 //
-// The pipeline is reached through two functions only, startPipeline and
-// newFloorRouter, so a change of its API is a change there.
+// The pipeline is reached through two functions only, startServe (startPipeline runs
+// it on the bench's server) and newFloorRouter, so a change of its API is a change
+// there.
 package bench
 
 import (
@@ -648,24 +651,29 @@ func newFloorRouter(nc *nats.Conn, topo topology.Topology, log *slog.Logger, con
 // The ingest API verifies tokens signed by the local key in dataDir (see
 // ingestPhase) and its rate limits are out of the bench's reach.
 func startPipeline(ctx context.Context, url, dataDir string, topo topology.Topology, log *slog.Logger) (string, func(), error) {
+	a, stop, err := startServe(ctx, app.ServeConfig{
+		NATSURL: url, DataDir: dataDir, HTTPListen: "127.0.0.1:0", Topology: topo, Logger: log,
+		Security: app.SecurityConfig{Limits: benchIngestLimits()},
+	})
+	return a.HTTP, stop, err
+}
+
+// startServe runs app.Serve with cfg until the returned stop is called, and returns
+// once it serves, with the addresses it bound.
+func startServe(ctx context.Context, cfg app.ServeConfig) (app.Addrs, func(), error) {
 	ctx, cancel := context.WithCancel(ctx)
 	addrs := make(chan app.Addrs, 1)
 	done := make(chan error, 1)
-	go func() {
-		done <- app.Serve(ctx, app.ServeConfig{
-			NATSURL: url, DataDir: dataDir, HTTPListen: "127.0.0.1:0", Topology: topo, Logger: log,
-			Security: app.SecurityConfig{Limits: benchIngestLimits()},
-			Started:  func(a app.Addrs) { addrs <- a },
-		})
-	}()
+	cfg.Started = func(a app.Addrs) { addrs <- a }
+	go func() { done <- app.Serve(ctx, cfg) }()
 	var once sync.Once
 	stop := func() { once.Do(func() { cancel(); <-done }) }
 	select {
 	case a := <-addrs:
-		return a.HTTP, stop, nil
+		return a, stop, nil
 	case err := <-done:
 		cancel()
-		return "", func() {}, fmt.Errorf("pipeline did not start: %w", err)
+		return app.Addrs{}, func() {}, fmt.Errorf("pipeline did not start: %w", err)
 	}
 }
 
@@ -715,49 +723,12 @@ func liveLatency(ctx context.Context, js jetstream.JetStream, cfg Config, seed i
 	if err != nil {
 		return pt, err
 	}
-	kv, err := js.KeyValue(ctx, topology.StatusBucket)
+	sampled, keys := sampleOrders(orderIDs(msgs), watchedOrders)
+	snaps, err := watchSnapshots(ctx, js, keys)
 	if err != nil {
 		return pt, err
 	}
-	type seen struct {
-		walSeq uint64
-		at     time.Time
-	}
-	var mu sync.Mutex
-	updates := map[string][]seen{}
-	// Watch a sample of the orders, not all: a watcher decoding every snapshot would
-	// load the machine it measures. A fixed number of them gives low rates as many
-	// samples as high ones.
-	sampled := map[string]bool{}
-	var keys []string
-	ids := orderIDs(msgs)
-	every := max(1, (len(ids)+watchedOrders-1)/watchedOrders)
-	for i, id := range ids {
-		if i%every == 0 {
-			sampled[id] = true
-			keys = append(keys, id)
-		}
-	}
-	w, err := kv.WatchFiltered(ctx, keys, jetstream.UpdatesOnly())
-	if err != nil {
-		return pt, err
-	}
-	defer w.Stop()
-	go func() {
-		for e := range w.Updates() {
-			if e == nil {
-				continue
-			}
-			var s struct {
-				WalSeq uint64 `json:"wal_seq"`
-			}
-			if json.Unmarshal(e.Value(), &s) == nil {
-				mu.Lock()
-				updates[e.Key()] = append(updates[e.Key()], seen{s.WalSeq, time.Now()})
-				mu.Unlock()
-			}
-		}
-	}()
+	defer snaps.stop()
 
 	type sent struct {
 		order  string
@@ -808,8 +779,6 @@ func liveLatency(ctx context.Context, js jetstream.JetStream, cfg Config, seed i
 	}
 	pt.Stalls = stalls
 	time.Sleep(200 * time.Millisecond) // let the watcher deliver the last updates
-	mu.Lock()
-	defer mu.Unlock()
 	var lat []time.Duration
 	for _, p := range pubs {
 		var seq uint64
@@ -819,11 +788,8 @@ func liveLatency(ctx context.Context, js jetstream.JetStream, cfg Config, seed i
 		default:
 			continue
 		}
-		for _, u := range updates[p.order] {
-			if u.walSeq >= seq {
-				lat = append(lat, u.at.Sub(p.at))
-				break
-			}
+		if at, ok := snaps.visible(p.order, seq); ok {
+			lat = append(lat, at.Sub(p.at))
 		}
 	}
 	pt.Samples = len(lat)
@@ -837,6 +803,78 @@ func persistFlags(msgs []simulate.Message) []bool {
 	out := make([]bool, len(msgs))
 	verify.EachApplied(msgs, func(i int, _ *resolver.State, d resolver.Decision) { out[i] = d.Persist })
 	return out
+}
+
+// sampleOrders picks about n of ids, evenly spread: a watcher decoding every
+// snapshot would load the machine it measures, and a fixed number gives low rates as
+// many samples as high ones.
+func sampleOrders(ids []string, n int) (map[string]bool, []string) {
+	sampled := map[string]bool{}
+	var keys []string
+	every := max(1, (len(ids)+n-1)/n)
+	for i, id := range ids {
+		if i%every == 0 {
+			sampled[id] = true
+			keys = append(keys, id)
+		}
+	}
+	return sampled, keys
+}
+
+// snapshotWatch records when each snapshot write of a set of orders was seen, and
+// the WAL sequence it includes.
+type snapshotWatch struct {
+	w       jetstream.KeyWatcher
+	mu      sync.Mutex
+	updates map[string][]snapshotSeen
+}
+
+type snapshotSeen struct {
+	walSeq uint64
+	at     time.Time
+}
+
+// watchSnapshots watches the status bucket behind js for the orders keys, from now on.
+func watchSnapshots(ctx context.Context, js jetstream.JetStream, keys []string) (*snapshotWatch, error) {
+	kv, err := js.KeyValue(ctx, topology.StatusBucket)
+	if err != nil {
+		return nil, err
+	}
+	w, err := kv.WatchFiltered(ctx, keys, jetstream.UpdatesOnly())
+	if err != nil {
+		return nil, err
+	}
+	s := &snapshotWatch{w: w, updates: map[string][]snapshotSeen{}}
+	go func() {
+		for e := range w.Updates() {
+			if e == nil {
+				continue
+			}
+			var v struct {
+				WalSeq uint64 `json:"wal_seq"`
+			}
+			if json.Unmarshal(e.Value(), &v) == nil {
+				s.mu.Lock()
+				s.updates[e.Key()] = append(s.updates[e.Key()], snapshotSeen{v.WalSeq, time.Now()})
+				s.mu.Unlock()
+			}
+		}
+	}()
+	return s, nil
+}
+
+func (s *snapshotWatch) stop() { _ = s.w.Stop() }
+
+// visible is when order's snapshot was first seen including WAL sequence seq.
+func (s *snapshotWatch) visible(order string, seq uint64) (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, u := range s.updates[order] {
+		if u.walSeq >= seq {
+			return u.at, true
+		}
+	}
+	return time.Time{}, false
 }
 
 func orderIDs(msgs []simulate.Message) []string {
