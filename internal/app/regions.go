@@ -38,11 +38,13 @@ func prepareRegion(cfg *ServeConfig) error {
 	}
 	cfg.Topology.Region = r.Name
 	cfg.Topology.Peers = r.PeerNames()
+	cfg.Topology.MilestonesHome = r.MilestonesHome
 	return nil
 }
 
-// runRegionMetrics keeps the region gauges current until ctx ends.
-func runRegionMetrics(ctx context.Context, wg *sync.WaitGroup, cfg ServeConfig, nc *nats.Conn, reg prometheus.Registerer, log *slog.Logger) {
+// runRegion keeps the region gauges current, restarts stalled sources, and
+// forwards this region's milestones to the milestones home, until ctx ends.
+func runRegion(ctx context.Context, wg *sync.WaitGroup, cfg ServeConfig, nc *nats.Conn, reg prometheus.Registerer, log *slog.Logger) {
 	if !cfg.Region.Enabled() {
 		return
 	}
@@ -51,5 +53,10 @@ func runRegionMetrics(ctx context.Context, wg *sync.WaitGroup, cfg ServeConfig, 
 	go func() {
 		defer wg.Done()
 		m.Poll(ctx, nc, regionPollInterval, log)
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		regions.Forward(ctx, nc, log)
 	}()
 }

@@ -201,11 +201,68 @@ func publishSplit(t *testing.T, rng *rand.Rand, msgs []simulate.Message, a, b *r
 	}
 }
 
+// unionMilestones adds b's milestones to a.
+func unionMilestones(a, b verify.Milestones) verify.Milestones {
+	for id, kinds := range b {
+		if a[id] == nil {
+			a[id] = map[string]bool{}
+		}
+		for k := range kinds {
+			a[id][k] = true
+		}
+	}
+	return a
+}
+
+// assertOneLedger waits until home's ORDER_MILESTONES holds exactly owed (each
+// milestone once: verify.PublishedMilestones fails on a second copy), no region has
+// milestones queued for the home, and every mirror holds what the ledger holds.
+func assertOneLedger(t *testing.T, ctx context.Context, owed verify.Milestones, home *region, mirrors ...*region) {
+	t.Helper()
+	waitFor(t, 60*time.Second, "the home's ledger holds every owed milestone once", func() error {
+		got, err := verify.PublishedMilestones(ctx, home.js)
+		if err != nil {
+			return err
+		}
+		if diffs := verify.DiffMilestones(owed, got); len(diffs) > 0 {
+			return fmt.Errorf("%d orders differ from what the regions owe, first: %s", len(diffs), diffs[0])
+		}
+		if diffs := verify.DiffMilestones(got, owed); len(diffs) > 0 {
+			return fmt.Errorf("%d orders have milestones no region owes, first: %s", len(diffs), diffs[0])
+		}
+		return nil
+	})
+	ledger, err := verify.PublishedMilestones(ctx, home.js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range append([]*region{home}, mirrors...) {
+		waitFor(t, 30*time.Second, "region "+r.name+"'s milestones settled", func() error {
+			st, err := regions.Read(ctx, r.nc)
+			if err != nil {
+				return err
+			}
+			if st.Milestones.Home != home.name || st.Milestones.Queued > 0 || st.Milestones.MirrorLag > 0 {
+				return fmt.Errorf("region %s: milestones %+v", r.name, st.Milestones)
+			}
+			got, err := verify.PublishedMilestones(ctx, r.js)
+			if err != nil {
+				return err
+			}
+			if diffs := verify.DiffMilestones(ledger, got); len(diffs) > 0 || len(got) != len(ledger) {
+				return fmt.Errorf("region %s: mirror differs from the ledger in %d orders (%d of %d orders)", r.name, len(diffs), len(got), len(ledger))
+			}
+			return nil
+		})
+	}
+}
+
 // TestRegionsPartitionAndHeal: producers publish a contending workload to both
 // regions, each event to either, while the link between them is up, then cut, then
-// healed. Afterwards both WALs hold every event once, and every order's snapshot and
-// milestones are identical in both regions and equal to the resolver over the union
-// of all published events.
+// healed. Afterwards both WALs hold every event once, every order's snapshot is
+// identical in both regions and equal to the resolver over the union of all
+// published events, and the one milestone ledger (region a's, mirrored in b) holds
+// every milestone either region's path owes, exactly once.
 func TestRegionsPartitionAndHeal(t *testing.T) {
 	a, b, link := twoRegions(t)
 	ctx := context.Background()
@@ -236,11 +293,18 @@ func TestRegionsPartitionAndHeal(t *testing.T) {
 		return nil
 	})
 	publishSplit(t, rng, msgs[third:2*third], a, b)
-	// Each region keeps serving its own producers while cut off.
+	// Each region keeps serving its own producers while cut off: its lanes fold and
+	// checkpoint (WaitDrained waits for the checkpoints), while b's milestones wait
+	// in its queue for the home (a).
 	for _, r := range []*region{a, b} {
 		if err := pipelines.WaitDrained(ctx, r.js, time.Minute); err != nil {
 			t.Fatalf("region %s while cut: %v", r.name, err)
 		}
+	}
+	if st, err := regions.Read(ctx, b.nc); err != nil || st.Milestones.Queued == 0 || st.Milestones.Home != "a" {
+		t.Errorf("region b while cut off from the milestones home: milestones %+v (%v), want some queued for a", st.Milestones, err)
+	} else {
+		t.Logf("region b while cut: %d milestones queued for the home", st.Milestones.Queued)
 	}
 
 	link.Heal()
@@ -265,6 +329,7 @@ func TestRegionsPartitionAndHeal(t *testing.T) {
 
 	want := convergent(verify.FoldMessages(msgs))
 	views := map[string]map[string]resolver.View{}
+	owed := verify.Milestones{}
 	for _, r := range []*region{a, b} {
 		if err := pipelines.WaitDrained(ctx, r.js, time.Minute); err != nil {
 			t.Fatalf("region %s: %v", r.name, err)
@@ -288,22 +353,18 @@ func TestRegionsPartitionAndHeal(t *testing.T) {
 			g, _ := json.Marshal(diffs[0].Got)
 			t.Errorf("region %s: %d orders differ from the resolver over all events, first:\nwant %s\ngot  %s", r.name, len(diffs), w, g)
 		}
-		// Milestones follow the path an order took in this region's WAL order (a
-		// region that saw picked_up before a racing cancel owes picked_up and its
-		// revocation; one that saw the cancel first owes neither): each is what the
-		// resolver owes over this region's WAL, exactly once.
-		gotMs, err := verify.PublishedMilestones(ctx, r.js)
-		if err != nil {
-			t.Fatal(err)
-		}
+		// What the resolver owes follows the path an order took in this region's
+		// WAL order (a region that saw picked_up before a racing cancel owes
+		// picked_up and its revocation; one that saw the cancel first owes neither).
 		wantMs, err := walMilestones(ctx, r.js)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if diffs := verify.DiffMilestones(wantMs, gotMs); len(diffs) > 0 {
-			t.Errorf("region %s: milestones differ from the resolver over its WAL: %v", r.name, diffs)
-		}
+		owed = unionMilestones(owed, wantMs)
 	}
+	// The home's ledger holds every milestone some region owes, each once, and the
+	// other region's mirror ends identical to it.
+	assertOneLedger(t, ctx, owed, a, b)
 	if diffs := verify.DiffViews(views["a"], views["b"]); len(diffs) > 0 {
 		t.Errorf("%d orders differ between the regions, first: %v", len(diffs), diffs[0])
 	}

@@ -286,7 +286,7 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 			}
 		}()
 	}
-	runRegionMetrics(runCtx, &wg, cfg, nc, reg, log)
+	runRegion(runCtx, &wg, cfg, nc, reg, log)
 	if archiver != nil {
 		wg.Add(1)
 		go func() {
@@ -368,7 +368,7 @@ func newDeps(ctx context.Context, js jetstream.JetStream, topo topology.Topology
 	}
 	return handlers.Deps{
 		Orders: walLog, Lanes: lanes, Snapshots: snaps,
-		DLQ: handlers.NewDLQ(js), Milestones: handlers.NewMilestonePublisher(js), Metrics: m, Logger: log,
+		DLQ: handlers.NewDLQ(js), Milestones: handlers.NewMilestonePublisher(js, topo.MilestonesPublishPrefix()), Metrics: m, Logger: log,
 		Failpoints: handlers.FailpointsFromEnv(),
 	}, nil
 }

@@ -88,7 +88,7 @@ func incompatibleStream(have, want jetstream.StreamConfig, msgs uint64) string {
 	if have.Storage != want.Storage {
 		return fmt.Sprintf("storage is %s, wanted %s; storage cannot change in place", have.Storage, want.Storage)
 	}
-	if msgs > 0 && transformDest(have) != transformDest(want) {
+	if want.Name == EventsStream && msgs > 0 && transformDest(have) != transformDest(want) {
 		return fmt.Sprintf("partitioning is %q but %q was requested, and the stream holds %d events: "+
 			"events of one order would be split across lanes and lose their order. "+
 			"Keep the old partition count, or replay into a new stream", transformDest(have), transformDest(want), msgs)
@@ -112,7 +112,7 @@ func streamEqual(a, b jetstream.StreamConfig) bool {
 		unlimited(a.MaxBytes) == unlimited(b.MaxBytes) &&
 		unlimited(a.MaxMsgsPerSubject) == unlimited(b.MaxMsgsPerSubject) && a.Discard == b.Discard &&
 		a.DiscardNewPerSubject == b.DiscardNewPerSubject && a.Description == b.Description &&
-		a.AllowDirect == b.AllowDirect && sourcesEqual(a.Sources, b.Sources)
+		a.AllowDirect == b.AllowDirect && sourcesEqual(a.Sources, b.Sources) && mirrorEqual(a.Mirror, b.Mirror)
 }
 
 // unlimited normalises "no limit": the server reports -1 where a config sent 0.

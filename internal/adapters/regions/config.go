@@ -53,6 +53,10 @@ type Config struct {
 	Listen string
 	// Peers are the other regions.
 	Peers []Peer
+	// MilestonesHome is the region holding the global milestone ledger; the others
+	// mirror it (pipelines/topology milestones.go). Empty: the region whose name
+	// sorts first, so every region computes the same home.
+	MilestonesHome string
 	// ReconnectInterval is how long a cut link waits between reconnect attempts.
 	// Default 1s (NATS's own default is 1s too, but says so explicitly here because
 	// it bounds how soon replication resumes after a heal).
@@ -86,6 +90,12 @@ func (c *Config) SetDefaults() {
 		c.ReconnectInterval = time.Second
 	}
 	sort.Slice(c.Peers, func(i, j int) bool { return c.Peers[i].Name < c.Peers[j].Name })
+	if c.Enabled() && c.MilestonesHome == "" {
+		c.MilestonesHome = c.Name
+		for _, p := range c.Peers {
+			c.MilestonesHome = min(c.MilestonesHome, p.Name)
+		}
+	}
 }
 
 // Validate reports every problem at once.
@@ -111,6 +121,9 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("peer %q given twice", p.Name))
 		}
 		seen[p.Name] = true
+	}
+	if c.MilestonesHome != "" && c.MilestonesHome != c.Name && !seen[c.MilestonesHome] {
+		errs = append(errs, fmt.Errorf("milestones region %q is neither this region (%s) nor a peer", c.MilestonesHome, c.Name))
 	}
 	if c.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.Listen); err != nil {

@@ -14,6 +14,7 @@ import (
 type Metrics struct {
 	lagEvents, lagSeconds, linkUp, replicated *prometheus.GaugeVec
 	resumes                                   *prometheus.CounterVec
+	milestonesQueued, milestonesMirrorLag     prometheus.Gauge
 }
 
 // NewMetrics registers the region gauges on reg.
@@ -26,17 +27,26 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	resumes := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "orderflow_region_source_restarts_total",
 		Help: "Times a stalled stream source from the peer region was restarted."}, []string{"peer"})
 	reg.MustRegister(resumes)
+	queued := prometheus.NewGauge(prometheus.GaugeOpts{Name: "orderflow_region_milestones_queued",
+		Help: "Milestones of this region waiting for the milestones home to store them (ORDER_MILESTONES_QUEUE)."})
+	mirrorLag := prometheus.NewGauge(prometheus.GaugeOpts{Name: "orderflow_region_milestones_mirror_lag",
+		Help: "Milestones of the home's ledger this region's mirror does not hold yet (0 at the home)."})
+	reg.MustRegister(queued, mirrorLag)
 	return &Metrics{
-		resumes:    resumes,
-		lagEvents:  g("orderflow_region_replication_lag_events", "Events of the peer region's ingest log this region's WAL does not hold yet (JetStream's source lag)."),
-		lagSeconds: g("orderflow_region_replication_lag_seconds", "Age of the oldest peer event not replicated here yet; while the link is down, time since the peer was last heard from."),
-		linkUp:     g("orderflow_region_link_up", "1 when the peer region's JetStream answers through the link, else 0."),
-		replicated: g("orderflow_region_replicated_sequence", "Last sequence of the peer's ORDER_INGEST held in this region's WAL."),
+		resumes:             resumes,
+		milestonesQueued:    queued,
+		milestonesMirrorLag: mirrorLag,
+		lagEvents:           g("orderflow_region_replication_lag_events", "Events of the peer region's ingest log this region's WAL does not hold yet (JetStream's source lag)."),
+		lagSeconds:          g("orderflow_region_replication_lag_seconds", "Age of the oldest peer event not replicated here yet; while the link is down, time since the peer was last heard from."),
+		linkUp:              g("orderflow_region_link_up", "1 when the peer region's JetStream answers through the link, else 0."),
+		replicated:          g("orderflow_region_replicated_sequence", "Last sequence of the peer's ORDER_INGEST held in this region's WAL."),
 	}
 }
 
 // Observe sets the gauges from a status.
 func (m *Metrics) Observe(st Status) {
+	m.milestonesQueued.Set(float64(st.Milestones.Queued))
+	m.milestonesMirrorLag.Set(float64(st.Milestones.MirrorLag))
 	for _, p := range st.Peers {
 		m.lagEvents.WithLabelValues(p.Peer).Set(float64(p.LagEvents))
 		m.lagSeconds.WithLabelValues(p.Peer).Set(p.LagSeconds)

@@ -51,6 +51,25 @@ type Status struct {
 	// LocalLagEvents is how many of this region's own events its WAL lacks yet.
 	LocalLagEvents uint64       `json:"local_lag_events"`
 	Peers          []PeerStatus `json:"peers"`
+	// Milestones is where this region's milestones stand.
+	Milestones MilestonesStatus `json:"milestones"`
+}
+
+// MilestonesStatus is this region's part in the one global milestone ledger
+// (pipelines/topology milestones.go).
+type MilestonesStatus struct {
+	// Home is the region holding the ledger; this region's ORDER_MILESTONES is a
+	// mirror of it unless Home is this region.
+	Home string `json:"home"`
+	// Queued is how many of this region's milestones wait in ORDER_MILESTONES_QUEUE
+	// for the home to store them (0 at the home, unless a promotion left some).
+	Queued uint64 `json:"queued"`
+	// MirrorLag is how many of the ledger's milestones the mirror lacks, as of
+	// MirrorLastHeard ago (mirror only).
+	MirrorLag       uint64        `json:"mirror_lag,omitempty"`
+	MirrorLastHeard time.Duration `json:"mirror_last_heard_ns,omitempty"`
+	// Error is the mirror's error, if JetStream reports one.
+	Error string `json:"error,omitempty"`
 }
 
 // peerTimeout bounds each question to a peer: a cut link must not stall status.
@@ -94,12 +113,13 @@ func Read(ctx context.Context, nc *nats.Conn) (Status, error) {
 	if len(st.Peers) == 0 {
 		return st, ErrNotRegional
 	}
+	st.Milestones = milestonesStatus(ctx, js, st.Region)
 	sort.Slice(st.Peers, func(i, j int) bool { return st.Peers[i].Peer < st.Peers[j].Peer })
 	return st, nil
 }
 
 func peerStatus(ctx context.Context, nc *nats.Conn, si *jetstream.StreamSourceInfo) PeerStatus {
-	ps := PeerStatus{Peer: domainOf(si.External.APIPrefix), Link: "down", ReplicatedSeq: si.Seq, LagEvents: si.Lag, LastHeard: si.Active}
+	ps := PeerStatus{Peer: topology.DomainOf(si.External.APIPrefix), Link: "down", ReplicatedSeq: si.Seq, LagEvents: si.Lag, LastHeard: si.Active}
 	if si.Error != nil {
 		ps.Error = si.Error.Error()
 	}
@@ -133,11 +153,25 @@ func peerStatus(ctx context.Context, nc *nats.Conn, si *jetstream.StreamSourceIn
 	return ps
 }
 
-// domainOf reads the domain out of an API prefix $JS.<domain>.API.
-func domainOf(api string) string {
-	const pre, post = "$JS.", ".API"
-	if len(api) > len(pre)+len(post) && api[:len(pre)] == pre && api[len(api)-len(post):] == post {
-		return api[len(pre) : len(api)-len(post)]
+func milestonesStatus(ctx context.Context, js jetstream.JetStream, region string) MilestonesStatus {
+	ms := MilestonesStatus{Home: region}
+	if q, err := js.Stream(ctx, topology.MilestonesQueueStream); err == nil {
+		ms.Queued = q.CachedInfo().State.Msgs
 	}
-	return api
+	s, err := js.Stream(ctx, topology.MilestonesStream)
+	if err != nil {
+		ms.Error = err.Error()
+		return ms
+	}
+	if m := s.CachedInfo().Mirror; m != nil {
+		ms.Home = m.Name
+		if m.External != nil {
+			ms.Home = topology.DomainOf(m.External.APIPrefix)
+		}
+		ms.MirrorLag, ms.MirrorLastHeard = m.Lag, m.Active
+		if m.Error != nil {
+			ms.Error = m.Error.Error()
+		}
+	}
+	return ms
 }
