@@ -47,7 +47,8 @@ func registerRegionFlags(f *pflag.FlagSet, cfg *app.ServeConfig) {
 	f.StringVar(&cfg.Region.Name, "region", "", "this region's name, [a-z0-9-]{1,16} (also its JetStream domain); empty = single region")
 	f.StringVar(&cfg.Region.Listen, "region-listen", "", "where peer regions' servers connect (embedded server), HOST:PORT")
 	f.Var(peerFlag{&cfg.Region.Peers}, "peer", "another region, NAME=HOST:PORT (its --region-listen), repeatable; with --nats-url, NAME alone")
-	f.StringVar(&cfg.Region.MilestonesHome, "milestones-region", "", "the region holding the one global milestone ledger (the others mirror it); empty = the region whose name sorts first")
+	f.BoolVar(&cfg.Region.Handover, "milestones-handover", false, "at start, copy a local milestone ledger (or a copy of another region) that disagrees with --milestones-region to the home's ledger, then copy the home's; without it serve refuses to start on one")
+	f.StringVar(&cfg.Region.MilestonesHome, "milestones-region", "", "the region holding the one global milestone ledger (the others copy it); empty = the region whose name sorts first")
 }
 
 func newRegion(g *globals) *cobra.Command {
@@ -96,11 +97,11 @@ func newRegion(g *globals) *cobra.Command {
 			}
 			ms := st.Milestones
 			line := fmt.Sprintf("milestones: home %s, waiting for the home %d", ms.Home, ms.Queued)
-			if ms.Home != st.Region {
-				line += fmt.Sprintf(", mirror lag %d (heard %s ago)", ms.MirrorLag, ms.MirrorLastHeard.Round(time.Millisecond))
-			}
-			if ms.Error != "" {
-				line += ", error: " + ms.Error
+			if c := ms.Copy; c != nil {
+				line += fmt.Sprintf(", this region's copy: link %s, lag %d", c.Link, c.LagEvents)
+				if c.Error != "" {
+					line += ", error: " + c.Error
+				}
 			}
 			_, err = fmt.Fprintln(out, line)
 			return err
@@ -125,11 +126,11 @@ func newPromoteMilestones(g *globals) *cobra.Command {
 	var force, asJSON bool
 	cmd := &cobra.Command{
 		Use:   "promote-milestones",
-		Short: "Make this region's milestone mirror the global ledger, when the milestones home is lost for good",
-		Long: `Run against the surviving region. Its ORDER_MILESTONES, a mirror of the lost home's
+		Short: "Make this region's milestone copy the global ledger, when the milestones home is lost for good",
+		Long: `Run against the surviving region. Its ORDER_MILESTONES, a copy of the lost home's
 ledger, becomes the ledger (keeping every milestone it had copied); then run every
 region with --milestones-region <this region>. Milestones the old home had stored but
-the mirror had not copied yet (the mirror lag printed) may be published again: the
+the copy did not hold yet (the lag printed) may be published again: the
 payment provider's idempotency key (the milestone id) must cover them. Refused while
 the old home still answers.`,
 		Example: `  orderflow region promote-milestones --nats-url nats://region-b:4222 --force`,
@@ -147,8 +148,8 @@ the old home still answers.`,
 			if err != nil {
 				return err
 			}
-			return emitJSONOr(cmd, asJSON, p, "region %s holds the milestone ledger now (%d milestones; region %s's mirror lag was %d). Run every region with --milestones-region %s.",
-				p.Region, p.Milestones, p.OldHome, p.MirrorLag, p.Region)
+			return emitJSONOr(cmd, asJSON, p, "region %s holds the milestone ledger now (%d milestones; the copy lacked %d of region %s's when last heard). Run every region with --milestones-region %s.",
+				p.Region, p.Milestones, p.OldHome, p.CopyLag, p.Region)
 		},
 	}
 	cmd.Flags().BoolVar(&force, "force", false, "do not ask for confirmation")
@@ -161,12 +162,12 @@ func newDemoteMilestones(g *globals) *cobra.Command {
 	var home string
 	cmd := &cobra.Command{
 		Use:   "demote-milestones",
-		Short: "Hand this region's milestone ledger (or stale mirror) over to the milestones home, then remove it",
+		Short: "Hand this region's milestone ledger (or stale copy) over to the milestones home, then remove it",
 		Long: `Run against a region whose ORDER_MILESTONES disagrees with --milestones-region (serve
 refuses to start on it and names this command): typically the old home coming back
 after another region was promoted. Every milestone it holds is stored in the home's
 ledger through the link (one each: what the home has is left alone), then the stream
-is removed, and serve --milestones-region <home> recreates it as a mirror.`,
+is removed, and serve --milestones-region <home> recreates it as a copy.`,
 		Example: `  orderflow region demote-milestones --nats-url nats://region-a:4222 --milestones-region b --force`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -185,7 +186,7 @@ is removed, and serve --milestones-region <home> recreates it as a mirror.`,
 			if err != nil {
 				return err
 			}
-			return emitJSONOr(cmd, asJSON, h, "region %s: %d milestones copied to region %s's ledger, %d were there already; ORDER_MILESTONES removed here (serve --milestones-region %s mirrors %s's).",
+			return emitJSONOr(cmd, asJSON, h, "region %s: %d milestones copied to region %s's ledger, %d were there already; ORDER_MILESTONES removed here (serve --milestones-region %s copies %s's).",
 				h.Region, h.Copied, h.Home, h.AlreadyThere, h.Home, h.Home)
 		},
 	}

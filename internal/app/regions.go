@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/orderflow/orderflow/internal/adapters/regions"
+	"github.com/orderflow/orderflow/internal/retry"
 )
 
 // regionPollInterval is how often /metrics' region gauges are refreshed.
@@ -39,6 +40,33 @@ func prepareRegion(cfg *ServeConfig) error {
 	cfg.Topology.Region = r.Name
 	cfg.Topology.Peers = r.PeerNames()
 	cfg.Topology.MilestonesHome = r.MilestonesHome
+	return nil
+}
+
+// handOverMilestones runs DemoteMilestones before provisioning when serve was asked
+// to (--milestones-handover) and this region is not the milestones home: it waits
+// for the home to answer, since the milestones go there first.
+func handOverMilestones(ctx context.Context, nc *nats.Conn, cfg ServeConfig, log *slog.Logger) error {
+	r := cfg.Region
+	if !r.Enabled() || !r.Handover || r.MilestonesHome == r.Name {
+		return nil
+	}
+	err := retry.Do(ctx, retry.Backoff{Initial: time.Second, Attempts: 120}, func(ctx context.Context, _ int) error {
+		if !regions.Answers(ctx, nc, r.MilestonesHome) {
+			return fmt.Errorf("milestones home %s does not answer", r.MilestonesHome)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("hand milestones over: %w", err)
+	}
+	h, err := regions.DemoteMilestones(ctx, nc, r.MilestonesHome)
+	if err != nil {
+		return fmt.Errorf("hand milestones over to region %s: %w", r.MilestonesHome, err)
+	}
+	if h.Copied+h.AlreadyThere > 0 {
+		log.Info("milestones handed over to the milestones home", "home", h.Home, "copied", h.Copied, "already_there", h.AlreadyThere)
+	}
 	return nil
 }
 

@@ -49,10 +49,17 @@ func twoRegions(t *testing.T) (a, b *region, link *netfault.Link) {
 // and so does the end of the test.
 func startRegion(t *testing.T, name, dataDir, listen string, peer regions.Peer) (r *region, stop func()) {
 	t.Helper()
+	return startRegionWith(t, dataDir, regions.Config{Name: name, Listen: listen, Peers: []regions.Peer{peer}})
+}
+
+// startRegionWith is startRegion with any region settings.
+func startRegionWith(t *testing.T, dataDir string, rc regions.Config) (r *region, stop func()) {
+	t.Helper()
+	name := rc.Name
 	addrs := make(chan app.Addrs, 1)
 	cfg := app.ServeConfig{
 		DataDir: dataDir, NATSListen: "127.0.0.1:0",
-		Region:  regions.Config{Name: name, Listen: listen, Peers: []regions.Peer{peer}},
+		Region:  rc,
 		Started: func(a app.Addrs) { addrs <- a },
 	}
 	stop = serveInBackground(t, cfg)
@@ -216,8 +223,8 @@ func unionMilestones(a, b verify.Milestones) verify.Milestones {
 
 // assertOneLedger waits until home's ORDER_MILESTONES holds exactly owed (each
 // milestone once: verify.PublishedMilestones fails on a second copy), no region has
-// milestones queued for the home, and every mirror holds what the ledger holds.
-func assertOneLedger(t *testing.T, ctx context.Context, owed verify.Milestones, home *region, mirrors ...*region) {
+// milestones queued for the home, and every copy holds what the ledger holds.
+func assertOneLedger(t *testing.T, ctx context.Context, owed verify.Milestones, home *region, copies ...*region) {
 	t.Helper()
 	waitFor(t, 60*time.Second, "the home's ledger holds every owed milestone once", func() error {
 		got, err := verify.PublishedMilestones(ctx, home.js)
@@ -236,13 +243,13 @@ func assertOneLedger(t *testing.T, ctx context.Context, owed verify.Milestones, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, r := range append([]*region{home}, mirrors...) {
+	for _, r := range append([]*region{home}, copies...) {
 		waitFor(t, 30*time.Second, "region "+r.name+"'s milestones settled", func() error {
 			st, err := regions.Read(ctx, r.nc)
 			if err != nil {
 				return err
 			}
-			if st.Milestones.Home != home.name || st.Milestones.Queued > 0 || st.Milestones.MirrorLag > 0 {
+			if st.Milestones.Home != home.name || st.Milestones.Queued > 0 || st.Milestones.Copy != nil && st.Milestones.Copy.LagEvents > 0 {
 				return fmt.Errorf("region %s: milestones %+v", r.name, st.Milestones)
 			}
 			got, err := verify.PublishedMilestones(ctx, r.js)
@@ -250,7 +257,7 @@ func assertOneLedger(t *testing.T, ctx context.Context, owed verify.Milestones, 
 				return err
 			}
 			if diffs := verify.DiffMilestones(ledger, got); len(diffs) > 0 || len(got) != len(ledger) {
-				return fmt.Errorf("region %s: mirror differs from the ledger in %d orders (%d of %d orders)", r.name, len(diffs), len(got), len(ledger))
+				return fmt.Errorf("region %s: copy differs from the ledger in %d orders (%d of %d orders)", r.name, len(diffs), len(got), len(ledger))
 			}
 			return nil
 		})
@@ -261,7 +268,7 @@ func assertOneLedger(t *testing.T, ctx context.Context, owed verify.Milestones, 
 // regions, each event to either, while the link between them is up, then cut, then
 // healed. Afterwards both WALs hold every event once, every order's snapshot is
 // identical in both regions and equal to the resolver over the union of all
-// published events, and the one milestone ledger (region a's, mirrored in b) holds
+// published events, and the one milestone ledger (region a's, copied in b) holds
 // every milestone either region's path owes, exactly once.
 func TestRegionsPartitionAndHeal(t *testing.T) {
 	a, b, link := twoRegions(t)
@@ -363,7 +370,7 @@ func TestRegionsPartitionAndHeal(t *testing.T) {
 		owed = unionMilestones(owed, wantMs)
 	}
 	// The home's ledger holds every milestone some region owes, each once, and the
-	// other region's mirror ends identical to it.
+	// other region's copy ends identical to it.
 	assertOneLedger(t, ctx, owed, a, b)
 	if diffs := verify.DiffViews(views["a"], views["b"]); len(diffs) > 0 {
 		t.Errorf("%d orders differ between the regions, first: %v", len(diffs), diffs[0])

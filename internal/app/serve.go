@@ -136,6 +136,9 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	if err != nil {
 		return err
 	}
+	if err := handOverMilestones(ctx, nc, cfg, log); err != nil {
+		return err
+	}
 	changes, err := topology.Provision(ctx, js, cfg.Topology)
 	if err != nil {
 		return fmt.Errorf("provision: %w", err)

@@ -10,9 +10,15 @@ import (
 
 // Milestones across regions (DESIGN §8.1: exactly once globally). One region, the
 // milestones home, holds the only ORDER_MILESTONES that anything writes to: the
-// global ledger. Every other region's ORDER_MILESTONES is a read-only mirror of it
-// (through the home's JetStream domain), so billing in any region reads the global
-// ledger locally.
+// global ledger. Every other region's ORDER_MILESTONES is a read-only copy of it: a
+// stream without subjects that sources the home's ledger through the home's
+// JetStream domain, so billing in any region reads the global ledger locally.
+//
+// A copy, not a JetStream mirror: with nats-server 2.15.2 a mirror set up before the
+// home's ledger existed (the home starting after this region) backs off for up to
+// two minutes per retry, and a mirror cannot be restarted from outside; a source can
+// (regions.Resume removes and re-adds it), and a source is removed by a stream
+// update on any server version, which is all a promotion needs.
 //
 // A region that is not the home does not publish across the link from its lanes:
 // its relay publishes into ORDER_MILESTONES_QUEUE, a local work queue, which
@@ -55,7 +61,7 @@ func (t Topology) MilestonesPublishPrefix() string {
 }
 
 // regionalMilestones makes the single-region ledger the home's (which also takes
-// forwarded milestones) or a mirror of the home's.
+// forwarded milestones) or a copy of the home's.
 func (t Topology) regionalMilestones(c jetstream.StreamConfig) jetstream.StreamConfig {
 	if !t.Regional() {
 		return c
@@ -71,11 +77,31 @@ func (t Topology) regionalMilestones(c jetstream.StreamConfig) jetstream.StreamC
 	}
 	return jetstream.StreamConfig{
 		Name:        MilestonesStream,
-		Description: "orderflow milestones of every region: a read-only mirror of region " + t.MilestonesHome + "'s ledger",
-		Mirror:      &jetstream.StreamSource{Name: MilestonesStream, Domain: t.MilestonesHome},
+		Description: "orderflow milestones of every region: a read-only copy of region " + t.MilestonesHome + "'s ledger",
+		Sources:     []*jetstream.StreamSource{{Name: MilestonesStream, Domain: t.MilestonesHome}},
 		Storage:     jetstream.FileStorage,
 		Replicas:    t.Replicas,
+		// A source restarted by regions.Resume may send the last milestones again.
+		Duplicates: t.DuplicateWindow,
 	}
+}
+
+// MilestonesCopyOf is the region whose ledger c (an ORDER_MILESTONES) copies, or ""
+// when c is a ledger itself.
+func MilestonesCopyOf(c jetstream.StreamConfig) string {
+	src := c.Mirror
+	if src == nil && len(c.Sources) == 1 && len(c.Subjects) == 0 {
+		src = c.Sources[0]
+	}
+	switch {
+	case src == nil:
+		return ""
+	case src.External != nil:
+		return DomainOf(src.External.APIPrefix)
+	case src.Domain != "":
+		return src.Domain
+	}
+	return "?"
 }
 
 // MilestonesQueueConfig is ORDER_MILESTONES_QUEUE: a work queue, so a milestone
@@ -94,8 +120,8 @@ func (t Topology) MilestonesQueueConfig() jetstream.StreamConfig {
 }
 
 // checkMilestones refuses to run on an ORDER_MILESTONES whose shape disagrees with
-// the configured home: JetStream cannot turn a ledger into a mirror or change what
-// a mirror copies, and replacing either would throw milestones away. The error says
+// the configured home: turning a ledger into a copy, or a copy of one region into a
+// copy of another, would throw away the milestones only it holds. The error says
 // which command fixes it. A ledger with nothing in it is no data: it is replaced.
 func (t Topology) checkMilestones(ctx context.Context, js jetstream.JetStream) error {
 	s, err := js.Stream(ctx, MilestonesStream)
@@ -107,44 +133,30 @@ func (t Topology) checkMilestones(ctx context.Context, js jetstream.JetStream) e
 	}
 	info := s.CachedInfo()
 	have, msgs := info.Config, info.State.Msgs
-	mirrorOf := ""
-	if have.Mirror != nil {
-		mirrorOf = have.Mirror.Domain
-		if have.Mirror.External != nil {
-			mirrorOf = DomainOf(have.Mirror.External.APIPrefix)
-		}
-	}
+	copyOf := MilestonesCopyOf(have)
 	switch {
-	case t.MilestonesHomed() && mirrorOf != "":
-		return fmt.Errorf("stream %s: %w: here it is a mirror of region %s's milestone ledger, but this region (%s) is configured as the milestones home. "+
-			"If region %s is lost for good, make this mirror the ledger with `orderflow region promote-milestones --force` and run every region with --milestones-region %s; "+
-			"otherwise run with --milestones-region %s (README \"Regions\")", MilestonesStream, ErrIncompatible, mirrorOf, t.Region, mirrorOf, t.Region, mirrorOf)
+	case t.MilestonesHomed() && copyOf != "":
+		return fmt.Errorf("stream %s: %w: here it is a copy of region %s's milestone ledger, but this region (%s) is configured as the milestones home. "+
+			"If region %s is lost for good, make this copy the ledger with `orderflow region promote-milestones --force` and run every region with --milestones-region %s; "+
+			"otherwise run with --milestones-region %s (README \"Regions\")", MilestonesStream, ErrIncompatible, copyOf, t.Region, copyOf, t.Region, copyOf)
 	case t.MilestonesHomed():
 		return nil
-	case mirrorOf == t.MilestonesHome:
+	case copyOf == t.MilestonesHome:
 		return nil
-	case mirrorOf == "" && msgs == 0:
+	case copyOf == "" && msgs == 0:
 		if err := js.DeleteStream(ctx, MilestonesStream); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
-			return fmt.Errorf("replace the empty %s by a mirror of region %s's: %w", MilestonesStream, t.MilestonesHome, err)
+			return fmt.Errorf("replace the empty %s by a copy of region %s's: %w", MilestonesStream, t.MilestonesHome, err)
 		}
 		return nil
-	case mirrorOf == "":
+	case copyOf == "":
 		return fmt.Errorf("stream %s: %w: this region (%s) holds a milestone ledger of its own (%d milestones), but region %s is configured as the milestones home. "+
-			"If %s is the home now, hand this ledger over with `orderflow region demote-milestones --force` (it copies every milestone to %s, then removes this stream so serve mirrors %s's); "+
-			"otherwise run with --milestones-region %s (README \"Regions\")", MilestonesStream, ErrIncompatible, t.Region, msgs, t.MilestonesHome, t.MilestonesHome, t.MilestonesHome, t.MilestonesHome, t.Region)
+			"If %s is the home now, hand this ledger over: start serve once with --milestones-handover (or run `orderflow region demote-milestones --milestones-region %s --force` against this region's NATS); "+
+			"it copies every milestone to %s's ledger, then replaces this stream by a copy of it. Otherwise run with --milestones-region %s (README \"Regions\")", MilestonesStream, ErrIncompatible, t.Region, msgs, t.MilestonesHome, t.MilestonesHome, t.MilestonesHome, t.MilestonesHome, t.Region)
 	default:
-		return fmt.Errorf("stream %s: %w: here it mirrors region %s, but region %s is configured as the milestones home. "+
-			"Replace it with `orderflow region demote-milestones --force` (it copies every milestone to %s first), or run with --milestones-region %s (README \"Regions\")",
-			MilestonesStream, ErrIncompatible, mirrorOf, t.MilestonesHome, t.MilestonesHome, mirrorOf)
+		return fmt.Errorf("stream %s: %w: here it copies region %s's ledger, but region %s is configured as the milestones home. "+
+			"Replace it by starting serve once with --milestones-handover (or `orderflow region demote-milestones --milestones-region %s --force`): it copies every milestone to %s's ledger first. Or run with --milestones-region %s (README \"Regions\")",
+			MilestonesStream, ErrIncompatible, copyOf, t.MilestonesHome, t.MilestonesHome, t.MilestonesHome, copyOf)
 	}
-}
-
-// mirrorEqual compares the mirror orderflow sets (name and domain).
-func mirrorEqual(a, b *jetstream.StreamSource) bool {
-	if a == nil || b == nil {
-		return a == b
-	}
-	return sourcesEqual([]*jetstream.StreamSource{a}, []*jetstream.StreamSource{b})
 }
 
 // DomainOf reads the domain out of an API prefix $JS.<domain>.API.
@@ -158,13 +170,13 @@ func DomainOf(api string) string {
 
 // MilestonesPublishPrefixOf is MilestonesPublishPrefix as the server behind js is
 // provisioned, for tools (replay) that are not given the region's configuration:
-// where ORDER_MILESTONES is a mirror, the region is not the home.
+// where ORDER_MILESTONES is a copy, the region is not the home.
 func MilestonesPublishPrefixOf(ctx context.Context, js jetstream.JetStream) (string, error) {
 	s, err := js.Stream(ctx, MilestonesStream)
 	if err != nil {
 		return "", fmt.Errorf("look up stream %s: %w", MilestonesStream, err)
 	}
-	if s.CachedInfo().Config.Mirror != nil {
+	if MilestonesCopyOf(s.CachedInfo().Config) != "" {
 		return MilestonesQueuePrefix, nil
 	}
 	return MilestonesPrefix, nil

@@ -112,7 +112,7 @@ func streamEqual(a, b jetstream.StreamConfig) bool {
 		unlimited(a.MaxBytes) == unlimited(b.MaxBytes) &&
 		unlimited(a.MaxMsgsPerSubject) == unlimited(b.MaxMsgsPerSubject) && a.Discard == b.Discard &&
 		a.DiscardNewPerSubject == b.DiscardNewPerSubject && a.Description == b.Description &&
-		a.AllowDirect == b.AllowDirect && sourcesEqual(a.Sources, b.Sources) && mirrorEqual(a.Mirror, b.Mirror)
+		a.AllowDirect == b.AllowDirect && sourcesEqual(a.Sources, b.Sources)
 }
 
 // unlimited normalises "no limit": the server reports -1 where a config sent 0.

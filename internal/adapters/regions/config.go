@@ -54,9 +54,14 @@ type Config struct {
 	// Peers are the other regions.
 	Peers []Peer
 	// MilestonesHome is the region holding the global milestone ledger; the others
-	// mirror it (pipelines/topology milestones.go). Empty: the region whose name
+	// copy it (pipelines/topology milestones.go). Empty: the region whose name
 	// sorts first, so every region computes the same home.
 	MilestonesHome string
+	// Handover, at start, hands a local ORDER_MILESTONES that disagrees with
+	// MilestonesHome (a ledger of its own, or a copy of another region) over to
+	// the home: its milestones are copied to the home's ledger, then it is replaced
+	// by a copy (DemoteMilestones). Without it serve refuses such a stream.
+	Handover bool
 	// ReconnectInterval is how long a cut link waits between reconnect attempts.
 	// Default 1s (NATS's own default is 1s too, but says so explicitly here because
 	// it bounds how soon replication resumes after a heal).

@@ -14,24 +14,24 @@ import (
 	"github.com/orderflow/orderflow/pipelines/topology"
 )
 
-// ErrHomeReachable means the milestones home still answers: promoting a mirror now
+// ErrHomeReachable means the milestones home still answers: promoting its copy now
 // would make two ledgers, and a milestone could be charged in each.
 var ErrHomeReachable = errors.New("the milestones home still answers")
 
 // Promotion is what PromoteMilestones did.
 type Promotion struct {
 	Region  string `json:"region"`   // the new home (this region)
-	OldHome string `json:"old_home"` // the region whose ledger this was a mirror of
-	// Milestones is how many the ledger holds now: what the mirror had copied.
+	OldHome string `json:"old_home"` // the region whose ledger this was a copy of
+	// Milestones is how many the ledger holds now: what the copy held.
 	Milestones uint64 `json:"milestones"`
-	// MirrorLag is how many of the old ledger's milestones the mirror lacked when last
+	// CopyLag is how many of the old ledger's milestones the copy lacked when last
 	// heard from: those may be published again (README "Regions", promotion).
-	MirrorLag uint64 `json:"mirror_lag"`
+	CopyLag uint64 `json:"copy_lag"`
 }
 
-// PromoteMilestones makes this region's ORDER_MILESTONES, a mirror of a home that
-// is lost for good, the milestone ledger: JetStream (≥ 2.12) removes the mirror
-// and the stream takes the ledger's subjects and rules, keeping every milestone it
+// PromoteMilestones makes this region's ORDER_MILESTONES, a copy of a home that is
+// lost for good, the milestone ledger: a stream update removes the source and the
+// stream takes the ledger's subjects and rules, keeping every milestone it
 // had copied. It refuses while the old home answers through the link.
 func PromoteMilestones(ctx context.Context, nc *nats.Conn) (Promotion, error) {
 	js, err := jetstream.New(nc)
@@ -50,26 +50,23 @@ func PromoteMilestones(ctx context.Context, nc *nats.Conn) (Promotion, error) {
 		return Promotion{}, fmt.Errorf("look up %s: %w", topology.MilestonesStream, err)
 	}
 	info := s.CachedInfo()
-	if info.Config.Mirror == nil {
-		return Promotion{}, fmt.Errorf("%s in region %s is the milestone ledger already, not a mirror", topology.MilestonesStream, ai.Domain)
+	oldHome := topology.MilestonesCopyOf(info.Config)
+	if oldHome == "" {
+		return Promotion{}, fmt.Errorf("%s in region %s is the milestone ledger already, not a copy", topology.MilestonesStream, ai.Domain)
 	}
-	p := Promotion{Region: ai.Domain, OldHome: info.Config.Mirror.Name}
-	if m := info.Mirror; m != nil {
-		p.MirrorLag = m.Lag
-		if m.External != nil {
-			p.OldHome = topology.DomainOf(m.External.APIPrefix)
+	p := Promotion{Region: ai.Domain, OldHome: oldHome}
+	for _, si := range info.Sources {
+		if si != nil {
+			p.CopyLag = si.Lag
 		}
 	}
-	if info.Config.Mirror.Domain != "" {
-		p.OldHome = info.Config.Mirror.Domain
-	}
-	if answers(ctx, nc, p.OldHome) {
+	if Answers(ctx, nc, p.OldHome) {
 		return p, fmt.Errorf("region %s: %w; stop it first (promotion is for a home that is lost for good)", p.OldHome, ErrHomeReachable)
 	}
 	t := topology.Topology{Region: ai.Domain, MilestonesHome: ai.Domain, Replicas: info.Config.Replicas}
 	t.SetDefaults()
 	if _, err := js.UpdateStream(ctx, t.MilestonesConfig()); err != nil {
-		return p, fmt.Errorf("turn the mirror into the ledger (needs nats-server 2.12 or later): %w", err)
+		return p, fmt.Errorf("turn the copy into the ledger: %w", err)
 	}
 	s, err = js.Stream(ctx, topology.MilestonesStream)
 	if err != nil {
@@ -89,10 +86,10 @@ type Handover struct {
 }
 
 // DemoteMilestones hands this region's ORDER_MILESTONES (a ledger of its own, or a
-// mirror of a region that is no longer the home) over to home: it stores every
+// copy of a region that is no longer the home) over to home: it stores every
 // milestone the stream holds in home's ledger, through the link, each once (what
 // the home has is refused as "subject full", which counts as already there), and
-// then removes the stream, so the next serve with --milestones-region home mirrors
+// then removes the stream, so the next serve with --milestones-region home copies
 // home's. Nothing is removed unless every milestone reached the home.
 func DemoteMilestones(ctx context.Context, nc *nats.Conn, home string) (Handover, error) {
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(forwardTimeout))
@@ -115,12 +112,18 @@ func DemoteMilestones(ctx context.Context, nc *nats.Conn, home string) (Handover
 	if err != nil {
 		return h, fmt.Errorf("region %s's %s does not answer: %w", home, topology.MilestonesStream, err)
 	}
-	if hs.CachedInfo().Config.Mirror != nil {
-		return h, fmt.Errorf("region %s's %s is a mirror, not the ledger: promote it first", home, topology.MilestonesStream)
+	if topology.MilestonesCopyOf(hs.CachedInfo().Config) != "" {
+		return h, fmt.Errorf("region %s's %s is a copy, not the ledger: promote it first", home, topology.MilestonesStream)
 	}
 	s, err := js.Stream(ctx, topology.MilestonesStream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return h, nil
+	}
 	if err != nil {
 		return h, fmt.Errorf("look up %s: %w", topology.MilestonesStream, err)
+	}
+	if topology.MilestonesCopyOf(s.CachedInfo().Config) == home {
+		return h, nil // a copy of home's already: nothing to hand over
 	}
 	relay := handlers.NewMilestonePublisher(js, topology.MilestonesRelayPrefix)
 	state := s.CachedInfo().State
@@ -166,8 +169,8 @@ func storedIn(ctx context.Context, s jetstream.Stream, subject string) (bool, er
 	return true, nil
 }
 
-// answers reports whether region's JetStream answers through the link.
-func answers(ctx context.Context, nc *nats.Conn, region string) bool {
+// Answers reports whether region's JetStream answers through the link.
+func Answers(ctx context.Context, nc *nats.Conn, region string) bool {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	js, err := jetstream.NewWithDomain(nc, region)

@@ -59,17 +59,14 @@ type Status struct {
 // (pipelines/topology milestones.go).
 type MilestonesStatus struct {
 	// Home is the region holding the ledger; this region's ORDER_MILESTONES is a
-	// mirror of it unless Home is this region.
+	// copy of it unless Home is this region.
 	Home string `json:"home"`
 	// Queued is how many of this region's milestones wait in ORDER_MILESTONES_QUEUE
 	// for the home to store them (0 at the home, unless a promotion left some).
 	Queued uint64 `json:"queued"`
-	// MirrorLag is how many of the ledger's milestones the mirror lacks, as of
-	// MirrorLastHeard ago (mirror only).
-	MirrorLag       uint64        `json:"mirror_lag,omitempty"`
-	MirrorLastHeard time.Duration `json:"mirror_last_heard_ns,omitempty"`
-	// Error is the mirror's error, if JetStream reports one.
-	Error string `json:"error,omitempty"`
+	// Copy is how this region's copy of the ledger stands (not at the home): the
+	// same fields as a peer's replication, for the home's ORDER_MILESTONES.
+	Copy *PeerStatus `json:"copy,omitempty"`
 }
 
 // peerTimeout bounds each question to a peer: a cut link must not stall status.
@@ -108,17 +105,19 @@ func Read(ctx context.Context, nc *nats.Conn) (Status, error) {
 			}
 			continue
 		}
-		st.Peers = append(st.Peers, peerStatus(ctx, nc, si))
+		st.Peers = append(st.Peers, peerStatus(ctx, nc, si, topology.IngestStream))
 	}
 	if len(st.Peers) == 0 {
 		return st, ErrNotRegional
 	}
-	st.Milestones = milestonesStatus(ctx, js, st.Region)
+	st.Milestones = milestonesStatus(ctx, nc, js, st.Region)
 	sort.Slice(st.Peers, func(i, j int) bool { return st.Peers[i].Peer < st.Peers[j].Peer })
 	return st, nil
 }
 
-func peerStatus(ctx context.Context, nc *nats.Conn, si *jetstream.StreamSourceInfo) PeerStatus {
+// peerStatus is how far a source of a peer's stream (its ORDER_INGEST, or the home's
+// ORDER_MILESTONES) is behind.
+func peerStatus(ctx context.Context, nc *nats.Conn, si *jetstream.StreamSourceInfo, stream string) PeerStatus {
 	ps := PeerStatus{Peer: topology.DomainOf(si.External.APIPrefix), Link: "down", ReplicatedSeq: si.Seq, LagEvents: si.Lag, LastHeard: si.Active}
 	if si.Error != nil {
 		ps.Error = si.Error.Error()
@@ -128,7 +127,7 @@ func peerStatus(ctx context.Context, nc *nats.Conn, si *jetstream.StreamSourceIn
 	pjs, err := jetstream.NewWithDomain(nc, ps.Peer)
 	if err == nil {
 		var s jetstream.Stream
-		if s, err = pjs.Stream(ctx, topology.IngestStream); err == nil {
+		if s, err = pjs.Stream(ctx, stream); err == nil {
 			ps.Link = "up"
 			ps.PeerLastSeq = s.CachedInfo().State.LastSeq
 			ps.LagEvents = 0
@@ -153,24 +152,23 @@ func peerStatus(ctx context.Context, nc *nats.Conn, si *jetstream.StreamSourceIn
 	return ps
 }
 
-func milestonesStatus(ctx context.Context, js jetstream.JetStream, region string) MilestonesStatus {
+func milestonesStatus(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, region string) MilestonesStatus {
 	ms := MilestonesStatus{Home: region}
 	if q, err := js.Stream(ctx, topology.MilestonesQueueStream); err == nil {
 		ms.Queued = q.CachedInfo().State.Msgs
 	}
 	s, err := js.Stream(ctx, topology.MilestonesStream)
 	if err != nil {
-		ms.Error = err.Error()
 		return ms
 	}
-	if m := s.CachedInfo().Mirror; m != nil {
-		ms.Home = m.Name
-		if m.External != nil {
-			ms.Home = topology.DomainOf(m.External.APIPrefix)
-		}
-		ms.MirrorLag, ms.MirrorLastHeard = m.Lag, m.Active
-		if m.Error != nil {
-			ms.Error = m.Error.Error()
+	info := s.CachedInfo()
+	if home := topology.MilestonesCopyOf(info.Config); home != "" {
+		ms.Home = home
+		for _, si := range info.Sources {
+			if si != nil && si.External != nil {
+				ps := peerStatus(ctx, nc, si, topology.MilestonesStream)
+				ms.Copy = &ps
+			}
 		}
 	}
 	return ms
