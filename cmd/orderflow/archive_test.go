@@ -60,7 +60,7 @@ func serveArchives(t *testing.T, location string) {
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
-	resp, err := http.Get("http://" + inst.http + "/v1/orders/" + id)
+	resp, err := http.Get("http://" + inst.HTTP + "/v1/orders/" + id)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,33 +42,16 @@ func TestMilestonesHomeDownAndPromotion(t *testing.T) {
 	rng := rand.New(rand.NewSource(21))
 	q := len(msgs) / 4
 	published := 0
-	distinct := func() int {
-		ids := map[string]bool{}
-		for _, m := range msgs[:published] {
-			ids[m.MsgID] = true
-		}
-		return len(ids)
-	}
 	owed := func(rs ...*region) verify.Milestones {
 		t.Helper()
-		out := verify.Milestones{}
-		for _, r := range rs {
-			if err := pipelines.WaitDrained(ctx, r.js, time.Minute); err != nil {
-				t.Fatalf("region %s: %v", r.name, err)
-			}
-			ms, err := walMilestones(ctx, r.js)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out = unionMilestones(out, ms)
-		}
-		return out
+		ms, _ := agreeWithResolver(t, ctx, msgs[:published], rs...)
+		return ms
 	}
 
 	// 1. Both up.
 	publishSplit(t, rng, msgs[:q], a, b)
 	published = q
-	waitFor(t, 60*time.Second, "both WALs hold every event", walsHold(ctx, distinct(), a, b))
+	waitFor(t, 60*time.Second, "both WALs hold every event", walsHold(ctx, distinctEvents(msgs[:published]), a, b))
 	assertOneLedger(t, ctx, owed(a, b), a, b)
 
 	// 2. The home is down: b keeps folding and checkpointing, its milestones wait.
@@ -88,7 +71,7 @@ func TestMilestonesHomeDownAndPromotion(t *testing.T) {
 
 	// ... and comes back from its disk: they arrive, once.
 	a, stopA = startRegionWith(t, dirA, cfgA)
-	waitFor(t, 60*time.Second, "both WALs hold every event", walsHold(ctx, distinct(), a, b))
+	waitFor(t, 60*time.Second, "both WALs hold every event", walsHold(ctx, distinctEvents(msgs[:published]), a, b))
 	assertOneLedger(t, ctx, owed(a, b), a, b)
 	owedByA := owed(a) // what a's path owes: in the ledger, and copied to b's copy
 
@@ -121,7 +104,7 @@ func TestMilestonesHomeDownAndPromotion(t *testing.T) {
 		t.Fatal(err)
 	}
 	published = len(msgs)
-	waitFor(t, 60*time.Second, "both WALs hold every event", walsHold(ctx, distinct(), a, b))
+	waitFor(t, 60*time.Second, "both WALs hold every event", walsHold(ctx, distinctEvents(msgs[:published]), a, b))
 	assertOneLedger(t, ctx, owed(a, b), b, a)
 }
 

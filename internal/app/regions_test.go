@@ -208,6 +208,49 @@ func publishSplit(t *testing.T, rng *rand.Rand, msgs []simulate.Message, a, b *r
 	}
 }
 
+// agreeWithResolver waits until each region's lanes have made every event durable,
+// checks that every order's snapshot there equals the resolver over msgs (without
+// the per-region fields, see convergent), and returns the regions' views and the
+// union of what the resolver owes over each region's WAL: milestones follow the
+// path an order took in that region's WAL order (a region that saw picked_up before
+// a racing cancel owes picked_up and its revocation; one that saw the cancel first
+// owes neither).
+func agreeWithResolver(t *testing.T, ctx context.Context, msgs []simulate.Message, rs ...*region) (verify.Milestones, map[string]map[string]resolver.View) {
+	t.Helper()
+	want := convergent(verify.FoldMessages(msgs))
+	owed, views := verify.Milestones{}, map[string]map[string]resolver.View{}
+	for _, r := range rs {
+		if err := pipelines.WaitDrained(ctx, r.js, time.Minute); err != nil {
+			t.Fatalf("region %s: %v", r.name, err)
+		}
+		got, err := verify.Snapshots(ctx, r.js)
+		if err != nil {
+			t.Fatal(err)
+		}
+		views[r.name] = convergent(got)
+		if diffs := verify.DiffViews(want, views[r.name]); len(diffs) > 0 {
+			w, _ := json.Marshal(diffs[0].Want)
+			g, _ := json.Marshal(diffs[0].Got)
+			t.Errorf("region %s: %d orders differ from the resolver over all events, first:\nwant %s\ngot  %s", r.name, len(diffs), w, g)
+		}
+		ms, err := walMilestones(ctx, r.js)
+		if err != nil {
+			t.Fatal(err)
+		}
+		owed = unionMilestones(owed, ms)
+	}
+	return owed, views
+}
+
+// distinctEvents counts the event ids among msgs (a retry repeats one).
+func distinctEvents(msgs []simulate.Message) int {
+	ids := map[string]bool{}
+	for _, m := range msgs {
+		ids[m.MsgID] = true
+	}
+	return len(ids)
+}
+
 // unionMilestones adds b's milestones to a.
 func unionMilestones(a, b verify.Milestones) verify.Milestones {
 	for id, kinds := range b {
@@ -316,14 +359,11 @@ func TestRegionsPartitionAndHeal(t *testing.T) {
 
 	link.Heal()
 	publishSplit(t, rng, msgs[2*third:], a, b)
-	distinct := map[string]bool{}
-	for _, m := range msgs {
-		distinct[m.MsgID] = true
-	}
+	distinct := distinctEvents(msgs)
 	// Region status can show a lag of a few events after the last real one: a retry
 	// the region already had is dropped by its WAL and does not advance the source
 	// state (README "Regions"). So wait for the WALs themselves, then check status.
-	waitFor(t, 60*time.Second, "both WALs hold every event", walsHold(ctx, len(distinct), a, b))
+	waitFor(t, 60*time.Second, "both WALs hold every event", walsHold(ctx, distinct, a, b))
 	for _, r := range []*region{a, b} {
 		st, err := regions.Read(ctx, r.nc)
 		if err != nil {
@@ -334,48 +374,25 @@ func TestRegionsPartitionAndHeal(t *testing.T) {
 		}
 	}
 
-	want := convergent(verify.FoldMessages(msgs))
-	views := map[string]map[string]resolver.View{}
-	owed := verify.Milestones{}
 	for _, r := range []*region{a, b} {
-		if err := pipelines.WaitDrained(ctx, r.js, time.Minute); err != nil {
-			t.Fatalf("region %s: %v", r.name, err)
-		}
 		s, err := r.js.Stream(ctx, topology.EventsStream)
 		if err != nil {
 			t.Fatal(err)
 		}
 		// Every event once: no echo, and a retry published in the other region is
 		// dropped by the WAL's duplicate window.
-		if n := s.CachedInfo().State.Msgs; n != uint64(len(distinct)) {
-			t.Errorf("region %s: WAL holds %d events, want %d (one per event id)", r.name, n, len(distinct))
+		if n := s.CachedInfo().State.Msgs; n != uint64(distinct) {
+			t.Errorf("region %s: WAL holds %d events, want %d (one per event id)", r.name, n, distinct)
 		}
-		got, err := verify.Snapshots(ctx, r.js)
-		if err != nil {
-			t.Fatal(err)
-		}
-		views[r.name] = convergent(got)
-		if diffs := verify.DiffViews(want, views[r.name]); len(diffs) > 0 {
-			w, _ := json.Marshal(diffs[0].Want)
-			g, _ := json.Marshal(diffs[0].Got)
-			t.Errorf("region %s: %d orders differ from the resolver over all events, first:\nwant %s\ngot  %s", r.name, len(diffs), w, g)
-		}
-		// What the resolver owes follows the path an order took in this region's
-		// WAL order (a region that saw picked_up before a racing cancel owes
-		// picked_up and its revocation; one that saw the cancel first owes neither).
-		wantMs, err := walMilestones(ctx, r.js)
-		if err != nil {
-			t.Fatal(err)
-		}
-		owed = unionMilestones(owed, wantMs)
 	}
+	owed, views := agreeWithResolver(t, ctx, msgs, a, b)
 	// The home's ledger holds every milestone some region owes, each once, and the
 	// other region's copy ends identical to it.
 	assertOneLedger(t, ctx, owed, a, b)
 	if diffs := verify.DiffViews(views["a"], views["b"]); len(diffs) > 0 {
 		t.Errorf("%d orders differ between the regions, first: %v", len(diffs), diffs[0])
 	}
-	t.Logf("%d orders, %d messages (%d distinct events) published across both regions; link cut for a third of them", len(want), len(msgs), len(distinct))
+	t.Logf("%d orders, %d messages (%d distinct events) published across both regions; link cut for a third of them", len(views["a"]), len(msgs), distinct)
 }
 
 // TestRegionRestartResumesReplication: region b stops while a keeps taking events,
@@ -405,22 +422,8 @@ func TestRegionRestartResumesReplication(t *testing.T) {
 	b, _ = startRegion(t, "b", dirB, leafB, regions.Peer{Name: "a"})
 	publishSplit(t, rng, msgs[2*third:], a, b)
 
-	distinct := map[string]bool{}
-	for _, m := range msgs {
-		distinct[m.MsgID] = true
-	}
-	waitFor(t, 60*time.Second, "both WALs hold every event", walsHold(ctx, len(distinct), a, b))
-	want := convergent(verify.FoldMessages(msgs))
-	for _, r := range []*region{a, b} {
-		if err := pipelines.WaitDrained(ctx, r.js, time.Minute); err != nil {
-			t.Fatalf("region %s: %v", r.name, err)
-		}
-		got, err := verify.Snapshots(ctx, r.js)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if diffs := verify.DiffViews(want, convergent(got)); len(diffs) > 0 {
-			t.Errorf("region %s: %d orders differ from the resolver, first: %v", r.name, len(diffs), diffs[0])
-		}
-	}
+	distinct := distinctEvents(msgs)
+	waitFor(t, 60*time.Second, "both WALs hold every event", walsHold(ctx, distinct, a, b))
+	owed, _ := agreeWithResolver(t, ctx, msgs, a, b)
+	assertOneLedger(t, ctx, owed, a, b)
 }
