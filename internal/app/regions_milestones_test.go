@@ -16,6 +16,7 @@ import (
 	"github.com/orderflow/orderflow/internal/testsupport/netfault"
 	"github.com/orderflow/orderflow/internal/tools/simulate"
 	"github.com/orderflow/orderflow/pipelines"
+	"github.com/orderflow/orderflow/pipelines/topology"
 )
 
 // TestMilestonesHomeDownAndPromotion walks the milestone ledger through the
@@ -53,10 +54,19 @@ func TestMilestonesHomeDownAndPromotion(t *testing.T) {
 	published = q
 	waitFor(t, 60*time.Second, "both WALs hold every event", walsHold(ctx, distinctEvents(msgs[:published]), a, b))
 	assertOneLedger(t, ctx, owed(a, b), a, b)
+	// The watcher's restart of a stalled copy (remove its only source, add it back)
+	// resumes where it was: nothing twice, nothing skipped.
+	if err := regions.Resume(ctx, b.js, topology.MilestonesStream, "a"); err != nil {
+		t.Fatalf("restart b's copy: %v", err)
+	}
+	publishSplit(t, rng, msgs[q:q+q/4], a, b)
+	published = q + q/4
+	waitFor(t, 60*time.Second, "both WALs hold every event", walsHold(ctx, distinctEvents(msgs[:published]), a, b))
+	assertOneLedger(t, ctx, owed(a, b), a, b)
 
 	// 2. The home is down: b keeps folding and checkpointing, its milestones wait.
 	stopA()
-	if err := simulate.PublishAll(ctx, b.js, msgs[q:2*q], 0); err != nil {
+	if err := simulate.PublishAll(ctx, b.js, msgs[q+q/4:2*q], 0); err != nil {
 		t.Fatal(err)
 	}
 	published = 2 * q
