@@ -7,7 +7,9 @@ import (
 	"io"
 	"math/rand"
 	"net/http"
+	"os/exec"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -171,6 +173,16 @@ func TestRegionKillAndFailback(t *testing.T) {
 			t.Errorf("region %s's watcher saw %d statuses go backwards, first: %s", name, len(back), back[0])
 		}
 		t.Logf("region %s's watcher saw %d status changes", name, n)
+	}
+	// The operator's view, through the CLI: nothing waits for the home, and the
+	// home is not promoted behind its back.
+	if out, err := exec.Command(bin, "region", "status", "--nats-url", "nats://"+natsB).CombinedOutput(); err != nil ||
+		!strings.Contains(string(out), "milestones: home a, waiting for the home 0, this region's copy: link up, lag 0") {
+		t.Errorf("region status in b: %v\n%s", err, out)
+	}
+	if out, err := exec.Command(bin, "region", "promote-milestones", "--force", "--nats-url", "nats://"+natsB).CombinedOutput(); err == nil ||
+		!strings.Contains(string(out), "the milestones home still answers") {
+		t.Errorf("promote-milestones in b with the home up: %v\n%s; want a refusal", err, out)
 	}
 	a.Kill()
 	b.Kill()
