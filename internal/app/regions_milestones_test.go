@@ -3,6 +3,7 @@ package app_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand"
@@ -70,14 +71,22 @@ func TestMilestonesHomeDownAndPromotion(t *testing.T) {
 		t.Fatal(err)
 	}
 	published = 2 * q
+	waitFor(t, 60*time.Second, "b's WAL holds every event", walsHold(ctx, distinctEvents(msgs[:published]), b))
+	var queued uint64
+	waitFor(t, 30*time.Second, "region b queues milestones with the home down", func() error {
+		st, err := regions.Read(ctx, b.nc)
+		if err != nil {
+			return err
+		}
+		if queued = st.Milestones.Queued; queued == 0 {
+			return fmt.Errorf("milestones %+v, want some queued", st.Milestones)
+		}
+		return nil
+	})
 	if err := pipelines.WaitDrained(ctx, b.js, time.Minute); err != nil {
 		t.Fatalf("region b with the milestones home down: %v", err)
 	}
-	st, err := regions.Read(ctx, b.nc)
-	if err != nil || st.Milestones.Queued == 0 {
-		t.Fatalf("region b with the home down: milestones %+v (%v), want some queued", st.Milestones, err)
-	}
-	t.Logf("home down: region b drained its lanes with %d milestones queued for the home", st.Milestones.Queued)
+	t.Logf("home down: region b drained its lanes with %d milestones queued for the home", queued)
 
 	// ... and comes back from its disk: they arrive, once.
 	a, stopA = startRegionWith(t, dirA, cfgA)

@@ -208,7 +208,8 @@ func publishSplit(t *testing.T, rng *rand.Rand, msgs []simulate.Message, a, b *r
 	}
 }
 
-// agreeWithResolver waits until each region's lanes have made every event durable,
+// agreeWithResolver waits until each region's WAL holds msgs and its lanes have made
+// every event durable,
 // checks that every order's snapshot there equals the resolver over msgs (without
 // the per-region fields, see convergent), and returns the regions' views and the
 // union of what the resolver owes over each region's WAL: milestones follow the
@@ -217,6 +218,9 @@ func publishSplit(t *testing.T, rng *rand.Rand, msgs []simulate.Message, a, b *r
 // owes neither).
 func agreeWithResolver(t *testing.T, ctx context.Context, msgs []simulate.Message, rs ...*region) (verify.Milestones, map[string]map[string]resolver.View) {
 	t.Helper()
+	// A producer's ack comes from the region's ingest log, which the WAL sources
+	// asynchronously: wait for the WALs before the lanes.
+	waitFor(t, 60*time.Second, "the WALs hold every event", walsHold(ctx, distinctEvents(msgs), rs...))
 	want := convergent(verify.FoldMessages(msgs))
 	owed, views := verify.Milestones{}, map[string]map[string]resolver.View{}
 	for _, r := range rs {
@@ -351,11 +355,19 @@ func TestRegionsPartitionAndHeal(t *testing.T) {
 			t.Fatalf("region %s while cut: %v", r.name, err)
 		}
 	}
-	if st, err := regions.Read(ctx, b.nc); err != nil || st.Milestones.Queued == 0 || st.Milestones.Home != "a" {
-		t.Errorf("region b while cut off from the milestones home: milestones %+v (%v), want some queued for a", st.Milestones, err)
-	} else {
-		t.Logf("region b while cut: %d milestones queued for the home", st.Milestones.Queued)
-	}
+	var queued uint64
+	waitFor(t, 30*time.Second, "region b queues milestones for the home while cut off", func() error {
+		st, err := regions.Read(ctx, b.nc)
+		if err != nil {
+			return err
+		}
+		if st.Milestones.Queued == 0 || st.Milestones.Home != "a" {
+			return fmt.Errorf("milestones %+v, want some queued for a", st.Milestones)
+		}
+		queued = st.Milestones.Queued
+		return nil
+	})
+	t.Logf("region b while cut: %d milestones queued for the home", queued)
 
 	link.Heal()
 	publishSplit(t, rng, msgs[2*third:], a, b)

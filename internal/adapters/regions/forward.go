@@ -51,7 +51,7 @@ func Forward(ctx context.Context, nc *nats.Conn, log *slog.Logger) {
 		return err
 	}
 	forward := func(ctx context.Context, _ int) error {
-		_, err := forwardBatch(ctx, cons, relay)
+		err := forwardBatch(ctx, cons, relay)
 		if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
 			return retry.Permanent(err) // the queue or its consumer went away: open it again
 		}
@@ -64,17 +64,19 @@ func Forward(ctx context.Context, nc *nats.Conn, log *slog.Logger) {
 		if retry.Do(ctx, retry.Backoff{Initial: 5 * time.Second}, open) != nil {
 			continue
 		}
+		// Batch after batch, backing off while the home does not answer, until the
+		// queue or its consumer goes away (or ctx ends).
 		for retry.Do(ctx, retry.Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second}, forward) == nil {
 		}
 	}
 }
 
-// forwardBatch forwards what the queue holds now (up to a batch) and reports how
-// many went; the first failure is returned, and the failed ones are delivered again.
-func forwardBatch(ctx context.Context, cons jetstream.Consumer, relay *handlers.MilestonePublisher) (int, error) {
+// forwardBatch forwards what the queue holds now (up to a batch); the first failure
+// is returned, and the failed ones are delivered again.
+func forwardBatch(ctx context.Context, cons jetstream.Consumer, relay *handlers.MilestonePublisher) error {
 	batch, err := cons.Fetch(256, jetstream.FetchMaxWait(time.Second))
 	if err != nil {
-		return 0, err
+		return err
 	}
 	var msgs []jetstream.Msg
 	var futures []jetstream.PubAckFuture
@@ -87,7 +89,7 @@ receive:
 		var m jetstream.Msg
 		select {
 		case <-ctx.Done():
-			return 0, ctx.Err()
+			return ctx.Err()
 		case msg, ok := <-ch:
 			if !ok {
 				break receive
@@ -112,7 +114,6 @@ receive:
 	}
 	sctx, cancel := context.WithTimeout(ctx, forwardTimeout)
 	defer cancel()
-	done := 0
 	for i, m := range msgs {
 		if err := relay.Settle(sctx, futures[i]); err != nil {
 			firstErr = cmpErr(firstErr, err)
@@ -125,9 +126,8 @@ receive:
 			firstErr = cmpErr(firstErr, err)
 			continue
 		}
-		done++
 	}
-	return done, firstErr
+	return firstErr
 }
 
 func cmpErr(first, err error) error {
