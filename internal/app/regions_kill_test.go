@@ -135,11 +135,9 @@ func TestRegionKillAndFailback(t *testing.T) {
 		t.Fatal(err)
 	}
 	var billable []string
-	for id, kinds := range ledger {
-		for k := range kinds {
-			if slices.Contains(consumers.Billing.Kinds, k) {
-				billable = append(billable, id+"."+k)
-			}
+	for _, id := range ledgerIDs(ledger) {
+		if slices.ContainsFunc(consumers.Billing.Kinds, func(k string) bool { return strings.HasSuffix(id, "."+k) }) {
+			billable = append(billable, id)
 		}
 	}
 	waitFor(t, 30*time.Second, "billing recorded every billable milestone", func() error {
@@ -184,8 +182,25 @@ func TestRegionKillAndFailback(t *testing.T) {
 		!strings.Contains(string(out), "the milestones home still answers") {
 		t.Errorf("promote-milestones in b with the home up: %v\n%s; want a refusal", err, out)
 	}
+	// Were a lost for good: the CLI promotes b's copy, keeping every milestone.
 	a.Kill()
+	out, err := exec.Command(bin, "region", "promote-milestones", "--force", "--json", "--nats-url", "nats://"+natsB).CombinedOutput()
+	var p regions.Promotion
+	if err != nil || json.Unmarshal(out, &p) != nil || p.Region != "b" || p.OldHome != "a" || p.Milestones != uint64(len(ledgerIDs(ledger))) {
+		t.Errorf("promote-milestones in b with a gone: %v\n%s; want b to hold the %d milestones", err, out, len(ledgerIDs(ledger)))
+	}
 	b.Kill()
+}
+
+// ledgerIDs lists the milestone ids (<order_id>.<kind>) of m.
+func ledgerIDs(m verify.Milestones) []string {
+	var ids []string
+	for id, kinds := range m {
+		for k := range kinds {
+			ids = append(ids, id+"."+k)
+		}
+	}
+	return ids
 }
 
 func connectRegion(t *testing.T, name, addr string) *region {
