@@ -47,6 +47,16 @@ const (
 	MilestonesRelayPrefix = "regions.milestones"
 )
 
+// DefaultMilestonesHome is the milestones home when none is configured: the region
+// whose name sorts first, which every region computes the same.
+func DefaultMilestonesHome(region string, peers []string) string {
+	home := region
+	for _, p := range peers {
+		home = min(home, p)
+	}
+	return home
+}
+
 // MilestonesHomed reports whether this region holds the milestone ledger (always,
 // without regions).
 func (t Topology) MilestonesHomed() bool { return !t.Regional() || t.MilestonesHome == t.Region }

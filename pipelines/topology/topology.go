@@ -112,10 +112,7 @@ func (t *Topology) SetDefaults() {
 		t.LanePinnedTTL = 10 * time.Second
 	}
 	if t.Regional() && t.MilestonesHome == "" {
-		t.MilestonesHome = t.Region
-		for _, p := range t.Peers {
-			t.MilestonesHome = min(t.MilestonesHome, p)
-		}
+		t.MilestonesHome = DefaultMilestonesHome(t.Region, t.Peers)
 	}
 }
 

@@ -1,6 +1,8 @@
 // Package regions joins orderflow's embedded JetStream servers of several regions
-// with NATS's own links and reports how far each region's copy of its peers' events
-// lags (DESIGN §8.1).
+// with NATS's own links, reports how far each region's copy of its peers' events
+// lags, restarts stalled sources, and keeps the one global milestone ledger fed:
+// the forwarder (forward.go) moves a region's milestones to the milestones home, and
+// promote.go turns a copy into the ledger or hands a ledger over (DESIGN §8.1).
 //
 // # Topology
 //
@@ -26,6 +28,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/orderflow/orderflow/pipelines/topology"
 )
 
 // DefaultName is the region of an instance started without --region.
@@ -96,10 +99,7 @@ func (c *Config) SetDefaults() {
 	}
 	sort.Slice(c.Peers, func(i, j int) bool { return c.Peers[i].Name < c.Peers[j].Name })
 	if c.Enabled() && c.MilestonesHome == "" {
-		c.MilestonesHome = c.Name
-		for _, p := range c.Peers {
-			c.MilestonesHome = min(c.MilestonesHome, p.Name)
-		}
+		c.MilestonesHome = topology.DefaultMilestonesHome(c.Name, c.PeerNames())
 	}
 }
 
