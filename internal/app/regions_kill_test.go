@@ -239,23 +239,29 @@ func getOK(url string) error {
 // failoverProducer publishes with a client that knows both regions (a first):
 // every event is retried, with the same Nats-Msg-Id, until some region acks it.
 type failoverProducer struct {
+	t  *testing.T
 	js jetstream.JetStream
 }
 
 func newFailoverProducer(t *testing.T, first, second string) *failoverProducer {
 	t.Helper()
 	_, js := dial(t, "nats://"+first+",nats://"+second, nats.DontRandomize())
-	return &failoverProducer{js: js}
+	return &failoverProducer{t: t, js: js}
 }
 
-// publish retries m until acked and returns the acking region's domain.
+// publish retries m until acked and returns the acking region's domain; no ack
+// within a minute fails the test.
 func (p *failoverProducer) publish(ctx context.Context, m simulate.Message) string {
+	deadline := time.Now().Add(time.Minute)
 	for {
 		pctx, cancel := context.WithTimeout(ctx, time.Second)
 		ack, err := p.js.PublishMsg(pctx, m.NatsMsg())
 		cancel()
 		if err == nil {
 			return ack.Domain
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("event %s: no region acknowledged it within a minute: %v", m.MsgID, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
