@@ -92,7 +92,7 @@ func TestRelayRetriesMilestonesItCouldNotSend(t *testing.T) {
 	refusal := errors.New("nats: too many outstanding publishes (test)")
 	lane := handlers.NewLane(0, handlers.LaneConfig{RetryBackoff: 10 * time.Millisecond}, handlers.Deps{
 		Orders: walLog, Lanes: lanes, Snapshots: snaps, DLQ: handlers.NewDLQ(env.JS),
-		Milestones: &refusingMilestones{MilestoneSink: handlers.NewMilestonePublisher(env.JS), refuse: 3, refusal: refusal},
+		Milestones: &refusingMilestones{MilestoneSink: handlers.NewMilestonePublisher(env.JS, topology.MilestonesPrefix), refuse: 3, refusal: refusal},
 		Metrics:    handlers.NewMetrics(prometheus.NewRegistry()),
 		Logger:     slog.New(slog.NewTextHandler(&logs, nil)),
 	})

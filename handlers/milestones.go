@@ -12,14 +12,18 @@ import (
 	"github.com/orderflow/orderflow/handlers/outbox"
 )
 
-// MilestonePublisher sends outbox entries to ORDER_MILESTONES.
+// MilestonePublisher sends outbox entries to ORDER_MILESTONES, or, in a region that
+// is not the milestones home, to the queue its forwarder moves to the home's
+// (pipelines/topology milestones.go).
 type MilestonePublisher struct {
-	js jetstream.JetStream
+	js     jetstream.JetStream
+	prefix string
 }
 
-// NewMilestonePublisher returns a publisher.
-func NewMilestonePublisher(js jetstream.JetStream) *MilestonePublisher {
-	return &MilestonePublisher{js: js}
+// NewMilestonePublisher returns a publisher to subjects <prefix>.<kind>.<order_id>:
+// topology.Topology.MilestonesPublishPrefix.
+func NewMilestonePublisher(js jetstream.JetStream, prefix string) *MilestonePublisher {
+	return &MilestonePublisher{js: js, prefix: prefix}
 }
 
 // PublishAsync sends one milestone with a deterministic Nats-Msg-Id without waiting;
@@ -28,7 +32,7 @@ func NewMilestonePublisher(js jetstream.JetStream) *MilestonePublisher {
 // a second copy: both "duplicate" and "subject full" mean the milestone is already
 // out, which is success.
 func (p *MilestonePublisher) PublishAsync(orderID, kind string) (jetstream.PubAckFuture, error) {
-	m := nats.NewMsg(outbox.Subject(orderID, kind))
+	m := nats.NewMsg(p.prefix + "." + kind + "." + orderID)
 	m.Header.Set(nats.MsgIdHdr, outbox.MsgID(orderID, kind))
 	m.Data = []byte(fmt.Sprintf(`{"order_id":%q,"milestone":%q,"milestone_id":%q}`, orderID, kind, outbox.MsgID(orderID, kind)))
 	f, err := p.js.PublishMsgAsync(m)

@@ -46,7 +46,7 @@ func serveArchives(t *testing.T, location string) {
 	want := verify.Views(verify.FoldMessages(msgs))
 	id := msgs[0].Event.OrderID
 	waitArchived(t, jsc, inst, id)
-	resp, err := http.Get("http://" + inst.http + "/v1/orders/" + id)
+	resp, err := http.Get("http://" + inst.HTTP + "/v1/orders/" + id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,8 +83,8 @@ func waitArchived(t *testing.T, js jetstream.JetStream, inst *instance, id strin
 		if _, err := s.GetLastMsgForSubject(ctx, topology.OrderWALFilter(id)); err != nil {
 			return
 		}
-		if time.Now().After(deadline) || inst.exited() {
-			t.Fatalf("completed order %s was not archived within 60s (serve exited: %v)", id, inst.exited())
+		if time.Now().After(deadline) || inst.Exited() {
+			t.Fatalf("completed order %s was not archived within 60s (serve exited: %v)", id, inst.Exited())
 		}
 		time.Sleep(300 * time.Millisecond)
 	}

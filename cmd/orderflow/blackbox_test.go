@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -174,7 +173,7 @@ func TestBlackBoxAnyOrderWithDuplicates(t *testing.T) {
 		t.Fatalf("arrival order changed the outcome: %v", diffs[0])
 	}
 	for _, id := range ids {
-		resp, err := http.Get("http://" + inst.http + "/v1/orders/" + id)
+		resp, err := http.Get("http://" + inst.HTTP + "/v1/orders/" + id)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -246,7 +245,7 @@ func TestEmbeddedKill9KeepsAcknowledgedEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	acked := walState(t, js).Msgs
-	inst.kill()
+	inst.Kill()
 
 	_, _, js2 := embeddedInstance(t, dir, addr)
 	s2, err := js2.Stream(ctx, topology.EventsStream)
@@ -279,17 +278,7 @@ func TestSIGTERMShutsDownCleanly(t *testing.T) {
 	if err := simulate.PublishAll(context.Background(), js, msgs, 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := inst.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-inst.done:
-		if code := inst.cmd.ProcessState.ExitCode(); code != 0 {
-			t.Fatalf("serve exited with %v after SIGTERM", inst.cmd.ProcessState)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("serve did not exit within 30s of SIGTERM")
-	}
+	inst.Stop(t)
 }
 
 // TestForgedPinHeaderNeitherStallsNorLeaks: a producer's message carrying its own

@@ -61,7 +61,7 @@ func TestClickHouseEndToEnd(t *testing.T) {
 	seen := map[string]bool{}
 	cursor := ""
 	for pages := 0; ; pages++ {
-		url := "http://" + inst.http + "/v1/restaurants/" + restaurant + "/orders?limit=7&since=1h"
+		url := "http://" + inst.HTTP + "/v1/restaurants/" + restaurant + "/orders?limit=7&since=1h"
 		if cursor != "" {
 			url += "&cursor=" + cursor
 		}

@@ -7,10 +7,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -18,6 +15,7 @@ import (
 
 	"github.com/orderflow/orderflow/internal/services/verify"
 	"github.com/orderflow/orderflow/internal/testsupport/testenv"
+	"github.com/orderflow/orderflow/internal/testsupport/testrun"
 	"github.com/orderflow/orderflow/internal/tools/simulate"
 	"github.com/orderflow/orderflow/pipelines"
 	"github.com/orderflow/orderflow/pipelines/topology"
@@ -32,9 +30,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	binary = filepath.Join(dir, "orderflow")
-	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build orderflow: %v\n%s", err, out)
+	if binary, err = testrun.Build(dir, "."); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -43,69 +40,12 @@ func TestMain(m *testing.M) {
 }
 
 // instance is one orderflow process.
-type instance struct {
-	cmd  *exec.Cmd
-	http string
-	log  string
-	done chan struct{} // closed when the process has exited
-	addr chan string   // the HTTP address serve reports
-	// killed says the test ended it; an exit without it was the process's own.
-	killed bool
-}
+type instance struct{ *testrun.Process }
 
-// launch starts `orderflow args...` with extra environment variables, logging its
-// output to a file that is printed if the test fails.
+// launch starts `orderflow args...` with extra environment variables.
 func launch(t *testing.T, env []string, args ...string) *instance {
 	t.Helper()
-	logPath := filepath.Join(t.TempDir(), "orderflow.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(binary, args...)
-	cmd.Dir = t.TempDir() // defaults such as ./orderflow-data land there, not in the source tree
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout = logFile
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	inst := &instance{cmd: cmd, log: logPath, done: make(chan struct{}), addr: make(chan string, 1)}
-	t.Cleanup(func() {
-		inst.kill()
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			var own []string
-			for _, l := range strings.Split(string(b), "\n") {
-				if !strings.Contains(l, "component=nats-server") {
-					own = append(own, l)
-				}
-			}
-			t.Logf("log of %v (pid %d, last lines):\n%s", args[:1], cmd.Process.Pid, strings.Join(own[max(0, len(own)-25):], "\n"))
-		}
-	})
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			line := sc.Text()
-			fmt.Fprintln(logFile, line)
-			if strings.Contains(line, "orderflow serving") {
-				for _, f := range strings.Fields(line) {
-					if v, ok := strings.CutPrefix(f, "http="); ok {
-						inst.addr <- v
-					}
-				}
-			}
-		}
-		_ = cmd.Wait()
-		logFile.Close()
-		close(inst.done)
-	}()
-	return inst
+	return &instance{testrun.Launch(t, binary, env, args...)}
 }
 
 // startInstance runs `orderflow serve` with args and waits until it serves.
@@ -116,43 +56,11 @@ func startInstance(t *testing.T, args ...string) *instance {
 
 func startServeWith(t *testing.T, env []string, args ...string) *instance {
 	t.Helper()
-	inst := launch(t, env, append([]string{"serve", "--http-listen", "127.0.0.1:0", "--log-level", "info"}, args...)...)
-	select {
-	case inst.http = <-inst.addr:
-	case <-inst.done:
-		// It died before serving (a failpoint can fire that early); callers that
-		// arm failpoints check exited().
-	case <-time.After(30 * time.Second):
-		b, _ := os.ReadFile(inst.log)
-		t.Fatalf("orderflow serve did not start:\n%s", b)
-	}
-	return inst
-}
-
-// exited reports whether the process ended on its own.
-func (i *instance) exited() bool {
-	select {
-	case <-i.done:
-		return !i.killed
-	default:
-		return false
-	}
-}
-
-// kill ends the process with SIGKILL: no shutdown code runs.
-func (i *instance) kill() {
-	select {
-	case <-i.done:
-		return
-	default:
-	}
-	i.killed = true
-	_ = i.cmd.Process.Kill()
-	<-i.done
+	return &instance{testrun.Serve(t, binary, env, args...)}
 }
 
 func (i *instance) get(path string) (int, error) {
-	resp, err := http.Get("http://" + i.http + path)
+	resp, err := http.Get("http://" + i.HTTP + path)
 	if err != nil {
 		return 0, err
 	}
@@ -163,7 +71,7 @@ func (i *instance) get(path string) (int, error) {
 // eventsHandled sums orderflow_events_total from the instance's /metrics.
 func (i *instance) eventsHandled(t *testing.T) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + i.http + "/metrics")
+	resp, err := http.Get("http://" + i.HTTP + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +147,7 @@ func TestCrashKill9MidStream(t *testing.T) {
 	kills := 0
 	for done := false; !done; {
 		time.Sleep(time.Duration(500+rng.IntN(2500)) * time.Millisecond)
-		inst.kill()
+		inst.Kill()
 		kills++
 		inst = startInstance(t, args...)
 		select {
@@ -252,7 +160,7 @@ func TestCrashKill9MidStream(t *testing.T) {
 		t.Fatal(pubErr)
 	}
 	// One more kill after the last publish, before the pipeline caught up.
-	inst.kill()
+	inst.Kill()
 	kills++
 	startInstance(t, args...)
 	t.Logf("killed orderflow serve %d times", kills)
@@ -284,7 +192,7 @@ func TestFailoverTwoInstances(t *testing.T) {
 	if handledA == 0 {
 		t.Fatal("instance A held no lane before the kill: the test would prove nothing")
 	}
-	a.kill()
+	a.Kill()
 	if err := simulate.PublishAll(ctx, env.JS, msgs[half:], 4000); err != nil {
 		t.Fatal(err)
 	}

@@ -56,19 +56,19 @@ func TestMilestonesExactlyOnceUnderFaults(t *testing.T) {
 		serve := startServeWith(t, []string{fault}, args...)
 		billing := launch(t, []string{consumerFault}, "consume", "billing", "--nats-url", env.URL)
 		select {
-		case <-serve.done:
+		case <-serve.Done:
 		case <-time.After(time.Duration(1000+rng.IntN(3000)) * time.Millisecond):
 		}
-		if serve.exited() {
+		if serve.Exited() {
 			crashes[fault]++
 		} else {
 			crashes["sigkill"]++
 		}
-		if billing.exited() {
+		if billing.Exited() {
 			crashes[consumerFault]++
 		}
-		serve.kill()
-		billing.kill()
+		serve.Kill()
+		billing.Kill()
 		if !done {
 			select {
 			case err := <-published:

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -61,7 +60,7 @@ func TestPartitionsGrow(t *testing.T) {
 		t.Fatalf("grow with serve running: %v\n%s", err, out)
 	}
 	publish(msgs[n/3 : n/2])
-	stopServe(t, inst)
+	inst.Stop(t)
 	publish(msgs[n/2 : 2*n/3]) // producers go on while serve is stopped
 
 	out, err := orderflow(t, "partitions", "grow", "--nats-url", env.URL, "--to", "5", "--force", "--json")
@@ -156,20 +155,6 @@ func TestPartitionsGrow(t *testing.T) {
 	}
 }
 
-// stopServe stops serve with SIGTERM and waits for it to exit.
-func stopServe(t *testing.T, inst *instance) {
-	t.Helper()
-	if err := inst.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	inst.killed = true
-	select {
-	case <-inst.done:
-	case <-time.After(30 * time.Second):
-		t.Fatal("serve did not exit within 30s of SIGTERM")
-	}
-}
-
 // dlqWALSeqs counts the DLQ's messages per WAL sequence they set aside.
 func dlqWALSeqs(t *testing.T, js jetstream.JetStream) map[string]int {
 	t.Helper()
@@ -243,7 +228,7 @@ func TestPartitionsGrowWithArchive(t *testing.T) {
 	if err := pipelines.WaitDrained(ctx, env.JS, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	stopServe(t, inst)
+	inst.Stop(t)
 	if out, err := orderflow(t, "partitions", "grow", "--nats-url", env.URL, "--to", "5", "--force"); err != nil {
 		t.Fatalf("grow: %v\n%s", err, out)
 	}

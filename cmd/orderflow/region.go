@@ -47,6 +47,8 @@ func registerRegionFlags(f *pflag.FlagSet, cfg *app.ServeConfig) {
 	f.StringVar(&cfg.Region.Name, "region", "", "this region's name, [a-z0-9-]{1,16} (also its JetStream domain); empty = single region")
 	f.StringVar(&cfg.Region.Listen, "region-listen", "", "where peer regions' servers connect (embedded server), HOST:PORT")
 	f.Var(peerFlag{&cfg.Region.Peers}, "peer", "another region, NAME=HOST:PORT (its --region-listen), repeatable; with --nats-url, NAME alone")
+	f.BoolVar(&cfg.Region.Handover, "milestones-handover", false, "at start, copy a local milestone ledger (or a copy of another region) that disagrees with --milestones-region to the home's ledger, then copy the home's; without it serve refuses to start on one")
+	f.StringVar(&cfg.Region.MilestonesHome, "milestones-region", "", "the region holding the one global milestone ledger (the others copy it); empty = the region whose name sorts first")
 }
 
 func newRegion(g *globals) *cobra.Command {
@@ -90,10 +92,106 @@ func newRegion(g *globals) *cobra.Command {
 				fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", p.Peer, p.Link, peerLast, p.ReplicatedSeq, p.LagEvents,
 					time.Duration(p.LagSeconds*float64(time.Second)).Round(time.Millisecond), heard, p.Error)
 			}
-			return w.Flush()
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			ms := st.Milestones
+			line := fmt.Sprintf("milestones: home %s, waiting for the home %d", ms.Home, ms.Queued)
+			if c := ms.Copy; c != nil {
+				line += fmt.Sprintf(", this region's copy: link %s, lag %d", c.Link, c.LagEvents)
+				if c.Error != "" {
+					line += ", error: " + c.Error
+				}
+			}
+			_, err = fmt.Fprintln(out, line)
+			return err
 		},
 	}
 	status.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")
-	cmd.AddCommand(status)
+	cmd.AddCommand(status, newPromoteMilestones(g), newDemoteMilestones(g))
+	return cmd
+}
+
+// emitJSONOr prints v as JSON with --json, else the text line.
+func emitJSONOr(cmd *cobra.Command, asJSON bool, v any, text string, args ...any) error {
+	out := cmd.OutOrStdout()
+	if asJSON {
+		return json.NewEncoder(out).Encode(v)
+	}
+	_, err := fmt.Fprintf(out, text+"\n", args...)
+	return err
+}
+
+func newPromoteMilestones(g *globals) *cobra.Command {
+	var force, asJSON bool
+	cmd := &cobra.Command{
+		Use:   "promote-milestones",
+		Short: "Make this region's milestone copy the global ledger, when the milestones home is lost for good",
+		Long: `Run against the surviving region. Its ORDER_MILESTONES, a copy of the lost home's
+ledger, becomes the ledger (keeping every milestone it had copied); then run every
+region with --milestones-region <this region>. Milestones the old home had stored but
+the copy did not hold yet (the lag printed) may be published again: the
+payment provider's idempotency key (the milestone id) must cover them. Refused while
+the old home still answers.`,
+		Example: `  orderflow region promote-milestones --nats-url nats://region-b:4222 --force`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !force && !confirm(cmd.InOrStdin(), cmd.ErrOrStderr(), "Make this region's ORDER_MILESTONES the global milestone ledger?") {
+				return errors.New("not confirmed: pass --force")
+			}
+			nc, _, err := connectJS(g, "orderflow-region-promote")
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			p, err := regions.PromoteMilestones(cmd.Context(), nc)
+			if err != nil {
+				return err
+			}
+			return emitJSONOr(cmd, asJSON, p, "region %s holds the milestone ledger now (%d milestones; the copy lacked %d of region %s's when last heard). Run every region with --milestones-region %s.",
+				p.Region, p.Milestones, p.OldHome, p.CopyLag, p.Region)
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "do not ask for confirmation")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")
+	return cmd
+}
+
+func newDemoteMilestones(g *globals) *cobra.Command {
+	var force, asJSON bool
+	var home string
+	cmd := &cobra.Command{
+		Use:   "demote-milestones",
+		Short: "Hand this region's milestone ledger (or stale copy) over to the milestones home, then remove it",
+		Long: `Run against a region whose ORDER_MILESTONES disagrees with --milestones-region (serve
+refuses to start on it and names this command): typically the old home coming back
+after another region was promoted. Every milestone it holds is stored in the home's
+ledger through the link (one each: what the home has is left alone), then the stream
+is removed, and serve --milestones-region <home> recreates it as a copy.`,
+		Example: `  orderflow region demote-milestones --nats-url nats://region-a:4222 --milestones-region b --force`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if home == "" {
+				return usageError{errors.New("--milestones-region: the region holding the ledger now")}
+			}
+			if !force && !confirm(cmd.InOrStdin(), cmd.ErrOrStderr(), fmt.Sprintf("Copy this region's milestones to region %s's ledger and remove them here?", home)) {
+				return errors.New("not confirmed: pass --force")
+			}
+			nc, _, err := connectJS(g, "orderflow-region-demote")
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			h, err := regions.DemoteMilestones(cmd.Context(), nc, home)
+			if err != nil {
+				return err
+			}
+			return emitJSONOr(cmd, asJSON, h, "region %s: %d milestones copied to region %s's ledger, %d were there already; ORDER_MILESTONES removed here (serve --milestones-region %s copies %s's).",
+				h.Region, h.Copied, h.Home, h.AlreadyThere, h.Home, h.Home)
+		},
+	}
+	cmd.Flags().StringVar(&home, "milestones-region", "", "the region holding the milestone ledger now")
+	cmd.Flags().BoolVar(&force, "force", false, "do not ask for confirmation")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")
 	return cmd
 }

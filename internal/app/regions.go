@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/orderflow/orderflow/internal/adapters/regions"
+	"github.com/orderflow/orderflow/internal/retry"
 )
 
 // regionPollInterval is how often /metrics' region gauges are refreshed.
@@ -38,11 +39,40 @@ func prepareRegion(cfg *ServeConfig) error {
 	}
 	cfg.Topology.Region = r.Name
 	cfg.Topology.Peers = r.PeerNames()
+	cfg.Topology.MilestonesHome = r.MilestonesHome
 	return nil
 }
 
-// runRegionMetrics keeps the region gauges current until ctx ends.
-func runRegionMetrics(ctx context.Context, wg *sync.WaitGroup, cfg ServeConfig, nc *nats.Conn, reg prometheus.Registerer, log *slog.Logger) {
+// handOverMilestones runs DemoteMilestones before provisioning when serve was asked
+// to (--milestones-handover) and this region is not the milestones home: it waits
+// for the home to answer, since the milestones go there first.
+func handOverMilestones(ctx context.Context, nc *nats.Conn, cfg ServeConfig, log *slog.Logger) error {
+	r := cfg.Region
+	if !r.Enabled() || !r.Handover || r.MilestonesHome == r.Name {
+		return nil
+	}
+	err := retry.Do(ctx, retry.Backoff{Initial: time.Second, Attempts: 120}, func(ctx context.Context, _ int) error {
+		if !regions.Answers(ctx, nc, r.MilestonesHome) {
+			return fmt.Errorf("milestones home %s does not answer", r.MilestonesHome)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("hand milestones over: %w", err)
+	}
+	h, err := regions.DemoteMilestones(ctx, nc, r.MilestonesHome)
+	if err != nil {
+		return fmt.Errorf("hand milestones over to region %s: %w", r.MilestonesHome, err)
+	}
+	if h.Copied+h.AlreadyThere > 0 {
+		log.Info("milestones handed over to the milestones home", "home", h.Home, "copied", h.Copied, "already_there", h.AlreadyThere)
+	}
+	return nil
+}
+
+// runRegion keeps the region gauges current, restarts stalled sources, and
+// forwards this region's milestones to the milestones home, until ctx ends.
+func runRegion(ctx context.Context, wg *sync.WaitGroup, cfg ServeConfig, nc *nats.Conn, reg prometheus.Registerer, log *slog.Logger) {
 	if !cfg.Region.Enabled() {
 		return
 	}
@@ -51,5 +81,10 @@ func runRegionMetrics(ctx context.Context, wg *sync.WaitGroup, cfg ServeConfig, 
 	go func() {
 		defer wg.Done()
 		m.Poll(ctx, nc, regionPollInterval, log)
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		regions.Forward(ctx, nc, log)
 	}()
 }

@@ -49,10 +49,17 @@ func twoRegions(t *testing.T) (a, b *region, link *netfault.Link) {
 // and so does the end of the test.
 func startRegion(t *testing.T, name, dataDir, listen string, peer regions.Peer) (r *region, stop func()) {
 	t.Helper()
+	return startRegionWith(t, dataDir, regions.Config{Name: name, Listen: listen, Peers: []regions.Peer{peer}})
+}
+
+// startRegionWith is startRegion with any region settings.
+func startRegionWith(t *testing.T, dataDir string, rc regions.Config) (r *region, stop func()) {
+	t.Helper()
+	name := rc.Name
 	addrs := make(chan app.Addrs, 1)
 	cfg := app.ServeConfig{
 		DataDir: dataDir, NATSListen: "127.0.0.1:0",
-		Region:  regions.Config{Name: name, Listen: listen, Peers: []regions.Peer{peer}},
+		Region:  rc,
 		Started: func(a app.Addrs) { addrs <- a },
 	}
 	stop = serveInBackground(t, cfg)
@@ -201,11 +208,115 @@ func publishSplit(t *testing.T, rng *rand.Rand, msgs []simulate.Message, a, b *r
 	}
 }
 
+// agreeWithResolver waits until each region's WAL holds msgs and its lanes have made
+// every event durable,
+// checks that every order's snapshot there equals the resolver over msgs (without
+// the per-region fields, see convergent), and returns the regions' views and the
+// union of what the resolver owes over each region's WAL: milestones follow the
+// path an order took in that region's WAL order (a region that saw picked_up before
+// a racing cancel owes picked_up and its revocation; one that saw the cancel first
+// owes neither).
+func agreeWithResolver(t *testing.T, ctx context.Context, msgs []simulate.Message, rs ...*region) (verify.Milestones, map[string]map[string]resolver.View) {
+	t.Helper()
+	// A producer's ack comes from the region's ingest log, which the WAL sources
+	// asynchronously: wait for the WALs before the lanes.
+	waitFor(t, 60*time.Second, "the WALs hold every event", walsHold(ctx, distinctEvents(msgs), rs...))
+	want := convergent(verify.FoldMessages(msgs))
+	owed, views := verify.Milestones{}, map[string]map[string]resolver.View{}
+	for _, r := range rs {
+		if err := pipelines.WaitDrained(ctx, r.js, time.Minute); err != nil {
+			t.Fatalf("region %s: %v", r.name, err)
+		}
+		got, err := verify.Snapshots(ctx, r.js)
+		if err != nil {
+			t.Fatal(err)
+		}
+		views[r.name] = convergent(got)
+		if diffs := verify.DiffViews(want, views[r.name]); len(diffs) > 0 {
+			w, _ := json.Marshal(diffs[0].Want)
+			g, _ := json.Marshal(diffs[0].Got)
+			t.Errorf("region %s: %d orders differ from the resolver over all events, first:\nwant %s\ngot  %s", r.name, len(diffs), w, g)
+		}
+		ms, err := walMilestones(ctx, r.js)
+		if err != nil {
+			t.Fatal(err)
+		}
+		owed = unionMilestones(owed, ms)
+	}
+	return owed, views
+}
+
+// distinctEvents counts the event ids among msgs (a retry repeats one).
+func distinctEvents(msgs []simulate.Message) int {
+	ids := map[string]bool{}
+	for _, m := range msgs {
+		ids[m.MsgID] = true
+	}
+	return len(ids)
+}
+
+// unionMilestones adds b's milestones to a.
+func unionMilestones(a, b verify.Milestones) verify.Milestones {
+	for id, kinds := range b {
+		if a[id] == nil {
+			a[id] = map[string]bool{}
+		}
+		for k := range kinds {
+			a[id][k] = true
+		}
+	}
+	return a
+}
+
+// assertOneLedger waits until home's ORDER_MILESTONES holds exactly owed (each
+// milestone once: verify.PublishedMilestones fails on a second copy), no region has
+// milestones queued for the home, and every copy holds what the ledger holds.
+func assertOneLedger(t *testing.T, ctx context.Context, owed verify.Milestones, home *region, copies ...*region) {
+	t.Helper()
+	waitFor(t, 60*time.Second, "the home's ledger holds every owed milestone once", func() error {
+		got, err := verify.PublishedMilestones(ctx, home.js)
+		if err != nil {
+			return err
+		}
+		if diffs := verify.DiffMilestones(owed, got); len(diffs) > 0 {
+			return fmt.Errorf("%d orders differ from what the regions owe, first: %s", len(diffs), diffs[0])
+		}
+		if diffs := verify.DiffMilestones(got, owed); len(diffs) > 0 {
+			return fmt.Errorf("%d orders have milestones no region owes, first: %s", len(diffs), diffs[0])
+		}
+		return nil
+	})
+	ledger, err := verify.PublishedMilestones(ctx, home.js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range append([]*region{home}, copies...) {
+		waitFor(t, 30*time.Second, "region "+r.name+"'s milestones settled", func() error {
+			st, err := regions.Read(ctx, r.nc)
+			if err != nil {
+				return err
+			}
+			if st.Milestones.Home != home.name || st.Milestones.Queued > 0 || st.Milestones.Copy != nil && st.Milestones.Copy.LagEvents > 0 {
+				return fmt.Errorf("region %s: milestones %+v", r.name, st.Milestones)
+			}
+			got, err := verify.PublishedMilestones(ctx, r.js)
+			if err != nil {
+				return err
+			}
+			if diffs := verify.DiffMilestones(ledger, got); len(diffs) > 0 || len(got) != len(ledger) {
+				return fmt.Errorf("region %s: copy differs from the ledger in %d orders (%d of %d orders)", r.name, len(diffs), len(got), len(ledger))
+			}
+			return nil
+		})
+	}
+}
+
 // TestRegionsPartitionAndHeal: producers publish a contending workload to both
 // regions, each event to either, while the link between them is up, then cut, then
-// healed. Afterwards both WALs hold every event once, and every order's snapshot and
-// milestones are identical in both regions and equal to the resolver over the union
-// of all published events.
+// healed. Afterwards both WALs hold every event once, every order's snapshot is
+// identical in both regions and equal to the resolver over the union of all
+// published events, and the one milestone ledger (region a's, copied in b) holds
+// every milestone either region's path owes, exactly once.
 func TestRegionsPartitionAndHeal(t *testing.T) {
 	a, b, link := twoRegions(t)
 	ctx := context.Background()
@@ -236,23 +347,35 @@ func TestRegionsPartitionAndHeal(t *testing.T) {
 		return nil
 	})
 	publishSplit(t, rng, msgs[third:2*third], a, b)
-	// Each region keeps serving its own producers while cut off.
+	// Each region keeps serving its own producers while cut off: its lanes fold and
+	// checkpoint (WaitDrained waits for the checkpoints), while b's milestones wait
+	// in its queue for the home (a).
 	for _, r := range []*region{a, b} {
 		if err := pipelines.WaitDrained(ctx, r.js, time.Minute); err != nil {
 			t.Fatalf("region %s while cut: %v", r.name, err)
 		}
 	}
+	var queued uint64
+	waitFor(t, 30*time.Second, "region b queues milestones for the home while cut off", func() error {
+		st, err := regions.Read(ctx, b.nc)
+		if err != nil {
+			return err
+		}
+		if st.Milestones.Queued == 0 || st.Milestones.Home != "a" {
+			return fmt.Errorf("milestones %+v, want some queued for a", st.Milestones)
+		}
+		queued = st.Milestones.Queued
+		return nil
+	})
+	t.Logf("region b while cut: %d milestones queued for the home", queued)
 
 	link.Heal()
 	publishSplit(t, rng, msgs[2*third:], a, b)
-	distinct := map[string]bool{}
-	for _, m := range msgs {
-		distinct[m.MsgID] = true
-	}
+	distinct := distinctEvents(msgs)
 	// Region status can show a lag of a few events after the last real one: a retry
 	// the region already had is dropped by its WAL and does not advance the source
 	// state (README "Regions"). So wait for the WALs themselves, then check status.
-	waitFor(t, 60*time.Second, "both WALs hold every event", walsHold(ctx, len(distinct), a, b))
+	waitFor(t, 60*time.Second, "both WALs hold every event", walsHold(ctx, distinct, a, b))
 	for _, r := range []*region{a, b} {
 		st, err := regions.Read(ctx, r.nc)
 		if err != nil {
@@ -263,51 +386,25 @@ func TestRegionsPartitionAndHeal(t *testing.T) {
 		}
 	}
 
-	want := convergent(verify.FoldMessages(msgs))
-	views := map[string]map[string]resolver.View{}
 	for _, r := range []*region{a, b} {
-		if err := pipelines.WaitDrained(ctx, r.js, time.Minute); err != nil {
-			t.Fatalf("region %s: %v", r.name, err)
-		}
 		s, err := r.js.Stream(ctx, topology.EventsStream)
 		if err != nil {
 			t.Fatal(err)
 		}
 		// Every event once: no echo, and a retry published in the other region is
 		// dropped by the WAL's duplicate window.
-		if n := s.CachedInfo().State.Msgs; n != uint64(len(distinct)) {
-			t.Errorf("region %s: WAL holds %d events, want %d (one per event id)", r.name, n, len(distinct))
-		}
-		got, err := verify.Snapshots(ctx, r.js)
-		if err != nil {
-			t.Fatal(err)
-		}
-		views[r.name] = convergent(got)
-		if diffs := verify.DiffViews(want, views[r.name]); len(diffs) > 0 {
-			w, _ := json.Marshal(diffs[0].Want)
-			g, _ := json.Marshal(diffs[0].Got)
-			t.Errorf("region %s: %d orders differ from the resolver over all events, first:\nwant %s\ngot  %s", r.name, len(diffs), w, g)
-		}
-		// Milestones follow the path an order took in this region's WAL order (a
-		// region that saw picked_up before a racing cancel owes picked_up and its
-		// revocation; one that saw the cancel first owes neither): each is what the
-		// resolver owes over this region's WAL, exactly once.
-		gotMs, err := verify.PublishedMilestones(ctx, r.js)
-		if err != nil {
-			t.Fatal(err)
-		}
-		wantMs, err := walMilestones(ctx, r.js)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if diffs := verify.DiffMilestones(wantMs, gotMs); len(diffs) > 0 {
-			t.Errorf("region %s: milestones differ from the resolver over its WAL: %v", r.name, diffs)
+		if n := s.CachedInfo().State.Msgs; n != uint64(distinct) {
+			t.Errorf("region %s: WAL holds %d events, want %d (one per event id)", r.name, n, distinct)
 		}
 	}
+	owed, views := agreeWithResolver(t, ctx, msgs, a, b)
+	// The home's ledger holds every milestone some region owes, each once, and the
+	// other region's copy ends identical to it.
+	assertOneLedger(t, ctx, owed, a, b)
 	if diffs := verify.DiffViews(views["a"], views["b"]); len(diffs) > 0 {
 		t.Errorf("%d orders differ between the regions, first: %v", len(diffs), diffs[0])
 	}
-	t.Logf("%d orders, %d messages (%d distinct events) published across both regions; link cut for a third of them", len(want), len(msgs), len(distinct))
+	t.Logf("%d orders, %d messages (%d distinct events) published across both regions; link cut for a third of them", len(views["a"]), len(msgs), distinct)
 }
 
 // TestRegionRestartResumesReplication: region b stops while a keeps taking events,
@@ -337,22 +434,8 @@ func TestRegionRestartResumesReplication(t *testing.T) {
 	b, _ = startRegion(t, "b", dirB, leafB, regions.Peer{Name: "a"})
 	publishSplit(t, rng, msgs[2*third:], a, b)
 
-	distinct := map[string]bool{}
-	for _, m := range msgs {
-		distinct[m.MsgID] = true
-	}
-	waitFor(t, 60*time.Second, "both WALs hold every event", walsHold(ctx, len(distinct), a, b))
-	want := convergent(verify.FoldMessages(msgs))
-	for _, r := range []*region{a, b} {
-		if err := pipelines.WaitDrained(ctx, r.js, time.Minute); err != nil {
-			t.Fatalf("region %s: %v", r.name, err)
-		}
-		got, err := verify.Snapshots(ctx, r.js)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if diffs := verify.DiffViews(want, convergent(got)); len(diffs) > 0 {
-			t.Errorf("region %s: %d orders differ from the resolver, first: %v", r.name, len(diffs), diffs[0])
-		}
-	}
+	distinct := distinctEvents(msgs)
+	waitFor(t, 60*time.Second, "both WALs hold every event", walsHold(ctx, distinct, a, b))
+	owed, _ := agreeWithResolver(t, ctx, msgs, a, b)
+	assertOneLedger(t, ctx, owed, a, b)
 }

@@ -136,6 +136,9 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	if err != nil {
 		return err
 	}
+	if err := handOverMilestones(ctx, nc, cfg, log); err != nil {
+		return err
+	}
 	changes, err := topology.Provision(ctx, js, cfg.Topology)
 	if err != nil {
 		return fmt.Errorf("provision: %w", err)
@@ -286,7 +289,7 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 			}
 		}()
 	}
-	runRegionMetrics(runCtx, &wg, cfg, nc, reg, log)
+	runRegion(runCtx, &wg, cfg, nc, reg, log)
 	if archiver != nil {
 		wg.Add(1)
 		go func() {
@@ -368,7 +371,7 @@ func newDeps(ctx context.Context, js jetstream.JetStream, topo topology.Topology
 	}
 	return handlers.Deps{
 		Orders: walLog, Lanes: lanes, Snapshots: snaps,
-		DLQ: handlers.NewDLQ(js), Milestones: handlers.NewMilestonePublisher(js), Metrics: m, Logger: log,
+		DLQ: handlers.NewDLQ(js), Milestones: handlers.NewMilestonePublisher(js, topo.MilestonesPublishPrefix()), Metrics: m, Logger: log,
 		Failpoints: handlers.FailpointsFromEnv(),
 	}, nil
 }

@@ -88,7 +88,7 @@ func incompatibleStream(have, want jetstream.StreamConfig, msgs uint64) string {
 	if have.Storage != want.Storage {
 		return fmt.Sprintf("storage is %s, wanted %s; storage cannot change in place", have.Storage, want.Storage)
 	}
-	if msgs > 0 && transformDest(have) != transformDest(want) {
+	if want.Name == EventsStream && msgs > 0 && transformDest(have) != transformDest(want) {
 		return fmt.Sprintf("partitioning is %q but %q was requested, and the stream holds %d events: "+
 			"events of one order would be split across lanes and lose their order. "+
 			"Keep the old partition count, or grow it with `orderflow partitions grow --to N` (every serve stopped)", transformDest(have), transformDest(want), msgs)

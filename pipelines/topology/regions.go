@@ -79,6 +79,12 @@ func (t Topology) streamsInOrder(ctx context.Context, js jetstream.JetStream) ([
 		}
 		return append([]jetstream.StreamConfig{t.EventsConfig()}, rest...), nil
 	}
+	if err := t.checkMilestones(ctx, js); err != nil {
+		return nil, err
+	}
+	if !t.MilestonesHomed() {
+		rest = append(rest, t.MilestonesQueueConfig())
+	}
 	wal, ingest := t.EventsConfig(), t.IngestConfig()
 	s, err := js.Stream(ctx, EventsStream)
 	switch {

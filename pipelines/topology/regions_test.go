@@ -2,6 +2,8 @@ package topology
 
 import (
 	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // TestRegionalStreams: a region's producers' subjects go to ORDER_INGEST only, and
@@ -36,5 +38,48 @@ func TestRegionalStreams(t *testing.T) {
 	}
 	if !sourcesEqual(wal.Sources, wal.Sources) || sourcesEqual(wal.Sources, wal.Sources[:1]) {
 		t.Error("sourcesEqual")
+	}
+}
+
+// TestMilestonesLedgerAndCopies: every region computes the same milestones home
+// (the name that sorts first, unless configured); the home's ledger keeps one
+// message per subject and also captures forwarded milestones, stored under the
+// ledger's own subjects; the other regions hold a copy without subjects and queue
+// their own milestones locally.
+func TestMilestonesLedgerAndCopies(t *testing.T) {
+	regional := func(region string, peers ...string) Topology {
+		t := Topology{Region: region, Peers: peers}
+		t.SetDefaults()
+		return t
+	}
+	eu, us := regional("eu", "us"), regional("us", "eu")
+	if eu.MilestonesHome != "eu" || us.MilestonesHome != "eu" {
+		t.Fatalf("homes %q and %q, want eu for both", eu.MilestonesHome, us.MilestonesHome)
+	}
+	home := eu.MilestonesConfig()
+	if MilestonesCopyOf(home) != "" || home.MaxMsgsPerSubject != 1 || !home.DiscardNewPerSubject ||
+		len(home.Subjects) != 2 || home.Subjects[1] != MilestonesRelayPrefix+".*.*" ||
+		home.SubjectTransform == nil || home.SubjectTransform.Source != MilestonesRelayPrefix+".*.*" {
+		t.Errorf("home ledger %+v", home)
+	}
+	cp := us.MilestonesConfig()
+	if MilestonesCopyOf(cp) != "eu" || len(cp.Subjects) != 0 || cp.Mirror != nil {
+		t.Errorf("copy %+v: want a copy of eu's ledger without subjects", cp)
+	}
+	if eu.MilestonesPublishPrefix() != MilestonesPrefix || us.MilestonesPublishPrefix() != MilestonesQueuePrefix {
+		t.Errorf("publish prefixes %q %q", eu.MilestonesPublishPrefix(), us.MilestonesPublishPrefix())
+	}
+	if q := us.MilestonesQueueConfig(); q.Retention != jetstream.WorkQueuePolicy || q.Subjects[0] != MilestonesQueuePrefix+".*.*" {
+		t.Errorf("queue %+v", q)
+	}
+	single := Topology{}
+	single.SetDefaults()
+	if !single.MilestonesHomed() || MilestonesCopyOf(single.MilestonesConfig()) != "" || len(single.MilestonesConfig().Subjects) != 1 {
+		t.Errorf("single-region ledger changed: %+v", single.MilestonesConfig())
+	}
+	bad := regional("eu", "us")
+	bad.MilestonesHome = "ap"
+	if err := bad.Validate(); err == nil {
+		t.Error("a milestones home that is no region validated")
 	}
 }

@@ -6,6 +6,7 @@ package topology
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -76,6 +77,10 @@ type Topology struct {
 	Region string
 	// Peers are the other regions' names (= their JetStream domains).
 	Peers []string
+	// MilestonesHome is the region whose ORDER_MILESTONES is the one global ledger;
+	// every other region's is a mirror of it (milestones.go). Empty with a region
+	// set: the region whose name sorts first.
+	MilestonesHome string
 }
 
 // SetDefaults fills unset fields.
@@ -106,6 +111,9 @@ func (t *Topology) SetDefaults() {
 	if t.LanePinnedTTL == 0 {
 		t.LanePinnedTTL = 10 * time.Second
 	}
+	if t.Regional() && t.MilestonesHome == "" {
+		t.MilestonesHome = DefaultMilestonesHome(t.Region, t.Peers)
+	}
 }
 
 // Validate reports a configuration that cannot work.
@@ -122,6 +130,9 @@ func (t Topology) Validate() error {
 	}
 	if t.WALMaxAge < 0 {
 		errs = append(errs, fmt.Errorf("WAL max age must be 0 (no limit) or positive, got %s", t.WALMaxAge))
+	}
+	if t.Regional() && t.MilestonesHome != t.Region && !slices.Contains(t.Peers, t.MilestonesHome) {
+		errs = append(errs, fmt.Errorf("milestones region %q is neither this region (%s) nor a peer %v", t.MilestonesHome, t.Region, t.Peers))
 	}
 	if t.TerminalTTL < time.Second {
 		errs = append(errs, fmt.Errorf("terminal TTL must be at least 1s, got %s", t.TerminalTTL))
@@ -216,8 +227,13 @@ func (t Topology) DLQConfig() jetstream.StreamConfig {
 }
 
 // MilestonesConfig is ORDER_MILESTONES: at most one message per subject, ever, so a
-// relay retrying after any crash cannot publish a milestone twice.
+// relay retrying after any crash cannot publish a milestone twice. With regions, it
+// is the home's ledger or a mirror of it (milestones.go).
 func (t Topology) MilestonesConfig() jetstream.StreamConfig {
+	return t.regionalMilestones(t.milestonesLedger())
+}
+
+func (t Topology) milestonesLedger() jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:                 MilestonesStream,
 		Description:          "orderflow milestones, one message per order and milestone",

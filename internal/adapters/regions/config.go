@@ -1,6 +1,8 @@
 // Package regions joins orderflow's embedded JetStream servers of several regions
-// with NATS's own links and reports how far each region's copy of its peers' events
-// lags (DESIGN §8.1).
+// with NATS's own links, reports how far each region's copy of its peers' events
+// lags, restarts stalled sources, and keeps the one global milestone ledger fed:
+// the forwarder (forward.go) moves a region's milestones to the milestones home, and
+// promote.go turns a copy into the ledger or hands a ledger over (DESIGN §8.1).
 //
 // # Topology
 //
@@ -26,6 +28,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/orderflow/orderflow/pipelines/topology"
 )
 
 // DefaultName is the region of an instance started without --region.
@@ -53,6 +56,15 @@ type Config struct {
 	Listen string
 	// Peers are the other regions.
 	Peers []Peer
+	// MilestonesHome is the region holding the global milestone ledger; the others
+	// copy it (pipelines/topology milestones.go). Empty: the region whose name
+	// sorts first, so every region computes the same home.
+	MilestonesHome string
+	// Handover, at start, hands a local ORDER_MILESTONES that disagrees with
+	// MilestonesHome (a ledger of its own, or a copy of another region) over to
+	// the home: its milestones are copied to the home's ledger, then it is replaced
+	// by a copy (DemoteMilestones). Without it serve refuses such a stream.
+	Handover bool
 	// ReconnectInterval is how long a cut link waits between reconnect attempts.
 	// Default 1s (NATS's own default is 1s too, but says so explicitly here because
 	// it bounds how soon replication resumes after a heal).
@@ -86,6 +98,9 @@ func (c *Config) SetDefaults() {
 		c.ReconnectInterval = time.Second
 	}
 	sort.Slice(c.Peers, func(i, j int) bool { return c.Peers[i].Name < c.Peers[j].Name })
+	if c.Enabled() && c.MilestonesHome == "" {
+		c.MilestonesHome = topology.DefaultMilestonesHome(c.Name, c.PeerNames())
+	}
 }
 
 // Validate reports every problem at once.
@@ -111,6 +126,9 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("peer %q given twice", p.Name))
 		}
 		seen[p.Name] = true
+	}
+	if c.MilestonesHome != "" && c.MilestonesHome != c.Name && !seen[c.MilestonesHome] {
+		errs = append(errs, fmt.Errorf("milestones region %q is neither this region (%s) nor a peer", c.MilestonesHome, c.Name))
 	}
 	if c.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.Listen); err != nil {

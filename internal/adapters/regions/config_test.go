@@ -32,6 +32,17 @@ func TestParsePeer(t *testing.T) {
 	}
 }
 
+// TestMilestonesHomeDefault: both regions of a pair compute the same home.
+func TestMilestonesHomeDefault(t *testing.T) {
+	a := Config{Name: "eu", Peers: []Peer{{"ap", "h:1"}}}
+	b := Config{Name: "ap", Peers: []Peer{{"eu", "h:1"}}}
+	a.SetDefaults()
+	b.SetDefaults()
+	if a.MilestonesHome != "ap" || b.MilestonesHome != "ap" {
+		t.Fatalf("homes %q and %q, want ap for both", a.MilestonesHome, b.MilestonesHome)
+	}
+}
+
 func TestValidate(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -44,6 +55,8 @@ func TestValidate(t *testing.T) {
 		{"self as peer", Config{Name: "a", Peers: []Peer{{"a", "h:1"}}}, "is this region"},
 		{"three regions", Config{Name: "a", Peers: []Peer{{"b", "h:1"}, {"c", "h:2"}}}, "two regions"},
 		{"bad listen", Config{Name: "a", Listen: "7422"}, "region listen"},
+		{"milestones at a peer", Config{Name: "a", Peers: []Peer{{"b", "h:1"}}, MilestonesHome: "b"}, ""},
+		{"milestones nowhere", Config{Name: "a", Peers: []Peer{{"b", "h:1"}}, MilestonesHome: "c"}, "milestones region"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.cfg.SetDefaults()

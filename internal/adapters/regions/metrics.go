@@ -3,17 +3,21 @@ package regions
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/orderflow/orderflow/pipelines/topology"
 )
 
 // Metrics are the per-peer replication gauges of /metrics.
 type Metrics struct {
 	lagEvents, lagSeconds, linkUp, replicated *prometheus.GaugeVec
 	resumes                                   *prometheus.CounterVec
+	milestonesQueued, milestonesCopyLag       prometheus.Gauge
 }
 
 // NewMetrics registers the region gauges on reg.
@@ -26,17 +30,30 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	resumes := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "orderflow_region_source_restarts_total",
 		Help: "Times a stalled stream source from the peer region was restarted."}, []string{"peer"})
 	reg.MustRegister(resumes)
+	queued := prometheus.NewGauge(prometheus.GaugeOpts{Name: "orderflow_region_milestones_queued",
+		Help: "Milestones of this region waiting for the milestones home to store them (ORDER_MILESTONES_QUEUE)."})
+	copyLag := prometheus.NewGauge(prometheus.GaugeOpts{Name: "orderflow_region_milestones_copy_lag",
+		Help: "Milestones of the home's ledger this region's copy does not hold yet (0 at the home)."})
+	reg.MustRegister(queued, copyLag)
 	return &Metrics{
-		resumes:    resumes,
-		lagEvents:  g("orderflow_region_replication_lag_events", "Events of the peer region's ingest log this region's WAL does not hold yet (JetStream's source lag)."),
-		lagSeconds: g("orderflow_region_replication_lag_seconds", "Age of the oldest peer event not replicated here yet; while the link is down, time since the peer was last heard from."),
-		linkUp:     g("orderflow_region_link_up", "1 when the peer region's JetStream answers through the link, else 0."),
-		replicated: g("orderflow_region_replicated_sequence", "Last sequence of the peer's ORDER_INGEST held in this region's WAL."),
+		resumes:           resumes,
+		milestonesQueued:  queued,
+		milestonesCopyLag: copyLag,
+		lagEvents:         g("orderflow_region_replication_lag_events", "Events of the peer region's ingest log this region's WAL does not hold yet (JetStream's source lag)."),
+		lagSeconds:        g("orderflow_region_replication_lag_seconds", "Age of the oldest peer event not replicated here yet; while the link is down, time since the peer was last heard from."),
+		linkUp:            g("orderflow_region_link_up", "1 when the peer region's JetStream answers through the link, else 0."),
+		replicated:        g("orderflow_region_replicated_sequence", "Last sequence of the peer's ORDER_INGEST held in this region's WAL."),
 	}
 }
 
 // Observe sets the gauges from a status.
 func (m *Metrics) Observe(st Status) {
+	m.milestonesQueued.Set(float64(st.Milestones.Queued))
+	lag := 0.0
+	if c := st.Milestones.Copy; c != nil {
+		lag = float64(c.LagEvents)
+	}
+	m.milestonesCopyLag.Set(lag)
 	for _, p := range st.Peers {
 		m.lagEvents.WithLabelValues(p.Peer).Set(float64(p.LagEvents))
 		m.lagSeconds.WithLabelValues(p.Peer).Set(p.LagSeconds)
@@ -69,7 +86,16 @@ func (m *Metrics) Poll(ctx context.Context, nc *nats.Conn, every time.Duration, 
 		st, err := Read(ctx, nc)
 		if err == nil {
 			m.Observe(st)
-			for _, p := range st.Peers {
+			peers := st.Peers
+			if c := st.Milestones.Copy; c != nil {
+				peers = append(peers[:len(peers):len(peers)], *c)
+			}
+			for i, p := range peers {
+				stream, key := topology.EventsStream, p.Peer
+				if i >= len(st.Peers) {
+					stream, key = topology.MilestonesStream, "milestones@"+p.Peer
+				}
+				p.Peer = key
 				if !stalled(p) {
 					delete(since, p.Peer)
 					continue
@@ -81,12 +107,13 @@ func (m *Metrics) Poll(ctx context.Context, nc *nats.Conn, every time.Duration, 
 					continue // give JetStream's own retry a chance first
 				}
 				delete(since, p.Peer)
+				peer := strings.TrimPrefix(p.Peer, "milestones@")
 				log.Warn("replication from a peer region stalled with the link up; restarting its stream source",
-					"peer", p.Peer, "lag_events", p.LagEvents, "last_heard", p.LastHeard)
-				if err := Resume(ctx, js, p.Peer); err != nil {
-					log.Error("restart stream source", "peer", p.Peer, "err", err)
+					"peer", peer, "stream", stream, "lag_events", p.LagEvents, "last_heard", p.LastHeard)
+				if err := Resume(ctx, js, stream, peer); err != nil {
+					log.Error("restart stream source", "peer", peer, "stream", stream, "err", err)
 				}
-				m.resumes.WithLabelValues(p.Peer).Inc()
+				m.resumes.WithLabelValues(peer).Inc()
 			}
 		} else if ctx.Err() == nil {
 			log.Debug("region status", "err", err)

@@ -6,8 +6,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/orderflow/orderflow/pipelines/topology"
 )
 
 // StallAfter is how long a peer may be reachable, ahead of this region, and silent
@@ -24,12 +22,13 @@ func stalled(p PeerStatus) bool {
 	return p.Link == "up" && p.LagEvents > 0 && (p.LastHeard < 0 || p.LastHeard > StallAfter)
 }
 
-// Resume restarts ORDER_EVENTS' source of peer by removing it and adding it back;
+// Resume restarts stream's source of peer (ORDER_EVENTS' of the peer's ingest log,
+// or the milestone copy's of the home's ledger) by removing it and adding it back;
 // JetStream then continues from the last sequence it stored from that peer (its
-// persisted source state), so nothing is skipped, and the WAL's duplicate window
+// persisted source state), so nothing is skipped, and the stream's duplicate window
 // drops anything it sends twice.
-func Resume(ctx context.Context, js jetstream.JetStream, peer string) error {
-	s, err := js.Stream(ctx, topology.EventsStream)
+func Resume(ctx context.Context, js jetstream.JetStream, stream, peer string) error {
+	s, err := js.Stream(ctx, stream)
 	if err != nil {
 		return err
 	}
@@ -45,10 +44,15 @@ func Resume(ctx context.Context, js jetstream.JetStream, peer string) error {
 		without = append(without, src)
 	}
 	if !found {
-		return fmt.Errorf("%s has no source from region %s", topology.EventsStream, peer)
+		return fmt.Errorf("%s has no source from region %s", stream, peer)
 	}
 	restart := cfg
 	restart.Sources = without
+	if len(without) == 0 {
+		// A stream without subjects needs a source: park it on a placeholder
+		// (sourcing nothing of the peer) while the real one is away.
+		restart.Sources = []*jetstream.StreamSource{{Name: stream, Domain: peer, FilterSubject: "orderflow.none"}}
+	}
 	if _, err := js.UpdateStream(ctx, restart); err != nil {
 		return fmt.Errorf("restart source of %s: remove: %w", peer, err)
 	}

@@ -51,6 +51,22 @@ type Status struct {
 	// LocalLagEvents is how many of this region's own events its WAL lacks yet.
 	LocalLagEvents uint64       `json:"local_lag_events"`
 	Peers          []PeerStatus `json:"peers"`
+	// Milestones is where this region's milestones stand.
+	Milestones MilestonesStatus `json:"milestones"`
+}
+
+// MilestonesStatus is this region's part in the one global milestone ledger
+// (pipelines/topology milestones.go).
+type MilestonesStatus struct {
+	// Home is the region holding the ledger; this region's ORDER_MILESTONES is a
+	// copy of it unless Home is this region.
+	Home string `json:"home"`
+	// Queued is how many of this region's milestones wait in ORDER_MILESTONES_QUEUE
+	// for the home to store them (0 at the home, unless a promotion left some).
+	Queued uint64 `json:"queued"`
+	// Copy is how this region's copy of the ledger stands (not at the home): the
+	// same fields as a peer's replication, for the home's ORDER_MILESTONES.
+	Copy *PeerStatus `json:"copy,omitempty"`
 }
 
 // peerTimeout bounds each question to a peer: a cut link must not stall status.
@@ -89,17 +105,20 @@ func Read(ctx context.Context, nc *nats.Conn) (Status, error) {
 			}
 			continue
 		}
-		st.Peers = append(st.Peers, peerStatus(ctx, nc, si))
+		st.Peers = append(st.Peers, peerStatus(ctx, nc, si, topology.IngestStream))
 	}
 	if len(st.Peers) == 0 {
 		return st, ErrNotRegional
 	}
+	st.Milestones = milestonesStatus(ctx, nc, js, st.Region)
 	sort.Slice(st.Peers, func(i, j int) bool { return st.Peers[i].Peer < st.Peers[j].Peer })
 	return st, nil
 }
 
-func peerStatus(ctx context.Context, nc *nats.Conn, si *jetstream.StreamSourceInfo) PeerStatus {
-	ps := PeerStatus{Peer: domainOf(si.External.APIPrefix), Link: "down", ReplicatedSeq: si.Seq, LagEvents: si.Lag, LastHeard: si.Active}
+// peerStatus is how far a source of a peer's stream (its ORDER_INGEST, or the home's
+// ORDER_MILESTONES) is behind.
+func peerStatus(ctx context.Context, nc *nats.Conn, si *jetstream.StreamSourceInfo, stream string) PeerStatus {
+	ps := PeerStatus{Peer: topology.DomainOf(si.External.APIPrefix), Link: "down", ReplicatedSeq: si.Seq, LagEvents: si.Lag, LastHeard: si.Active}
 	if si.Error != nil {
 		ps.Error = si.Error.Error()
 	}
@@ -108,7 +127,7 @@ func peerStatus(ctx context.Context, nc *nats.Conn, si *jetstream.StreamSourceIn
 	pjs, err := jetstream.NewWithDomain(nc, ps.Peer)
 	if err == nil {
 		var s jetstream.Stream
-		if s, err = pjs.Stream(ctx, topology.IngestStream); err == nil {
+		if s, err = pjs.Stream(ctx, stream); err == nil {
 			ps.Link = "up"
 			ps.PeerLastSeq = s.CachedInfo().State.LastSeq
 			ps.LagEvents = 0
@@ -133,11 +152,24 @@ func peerStatus(ctx context.Context, nc *nats.Conn, si *jetstream.StreamSourceIn
 	return ps
 }
 
-// domainOf reads the domain out of an API prefix $JS.<domain>.API.
-func domainOf(api string) string {
-	const pre, post = "$JS.", ".API"
-	if len(api) > len(pre)+len(post) && api[:len(pre)] == pre && api[len(api)-len(post):] == post {
-		return api[len(pre) : len(api)-len(post)]
+func milestonesStatus(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, region string) MilestonesStatus {
+	ms := MilestonesStatus{Home: region}
+	if q, err := js.Stream(ctx, topology.MilestonesQueueStream); err == nil {
+		ms.Queued = q.CachedInfo().State.Msgs
 	}
-	return api
+	s, err := js.Stream(ctx, topology.MilestonesStream)
+	if err != nil {
+		return ms
+	}
+	info := s.CachedInfo()
+	if home := topology.MilestonesCopyOf(info.Config); home != "" {
+		ms.Home = home
+		for _, si := range info.Sources {
+			if si != nil && si.External != nil {
+				ps := peerStatus(ctx, nc, si, topology.MilestonesStream)
+				ms.Copy = &ps
+			}
+		}
+	}
+	return ms
 }

@@ -75,7 +75,11 @@ func catchUp(ctx context.Context, js jetstream.JetStream, ckpts map[int]uint64, 
 	if err != nil {
 		return res, err
 	}
-	ms := handlers.NewMilestonePublisher(js)
+	prefix, err := topology.MilestonesPublishPrefixOf(ctx, js)
+	if err != nil {
+		return res, err
+	}
+	ms := handlers.NewMilestonePublisher(js, prefix)
 	for _, id := range ids {
 		wrote, aside, err := catchUpOrder(ctx, log, lanes, store, ms, dlq, id, upto)
 		if err != nil {

@@ -80,7 +80,11 @@ func Snapshots(ctx context.Context, js jetstream.JetStream, o Options) (Report, 
 	if err != nil {
 		return rep, err
 	}
-	ms := handlers.NewMilestonePublisher(js)
+	prefix, err := topology.MilestonesPublishPrefixOf(ctx, js)
+	if err != nil {
+		return rep, err
+	}
+	ms := handlers.NewMilestonePublisher(js, prefix)
 	ids := make([]string, 0, len(touched))
 	for id := range touched {
 		ids = append(ids, id)
