@@ -24,6 +24,9 @@ type DispatchConfig struct {
 	// Searches and Assigns are how many of each the latency runs time; default 2000, 500.
 	Searches, Assigns int
 	Progress          io.Writer
+	// Phase, if set, is called at the start and end of each phase ("raw",
+	// "ingest", "nearby", "assign"), e.g. to profile just one.
+	Phase func(name string, start bool)
 }
 
 // DispatchResult is what the dispatch phase measured, in one run on one server.
@@ -68,6 +71,9 @@ func RunDispatch(ctx context.Context, cfg DispatchConfig) (DispatchResult, error
 	}
 	if cfg.Progress == nil {
 		cfg.Progress = io.Discard
+	}
+	if cfg.Phase == nil {
+		cfg.Phase = func(string, bool) {}
 	}
 	var res DispatchResult
 	srv, err := startServer(ctx, "orderflow-bench-dispatch", topology.Topology{Partitions: 2})
@@ -156,7 +162,9 @@ func RunDispatch(ctx context.Context, cfg DispatchConfig) (DispatchResult, error
 	}
 
 	fmt.Fprintf(cfg.Progress, "dispatch: raw core NATS pub+sub of %d positions...\n", len(bodies))
+	cfg.Phase("raw", true)
 	raw, err := receive(func(*nats.Msg) {})
+	cfg.Phase("raw", false)
 	if err != nil {
 		return res, err
 	}
@@ -169,7 +177,9 @@ func RunDispatch(ctx context.Context, cfg DispatchConfig) (DispatchResult, error
 		return res, err
 	}
 	cpu0 := processCPU()
+	cfg.Phase("ingest", true)
 	took, err := receive(func(m *nats.Msg) { loc.Handle(m.Subject, m.Data) })
+	cfg.Phase("ingest", false)
 	if err != nil {
 		return res, err
 	}
@@ -201,6 +211,7 @@ func RunDispatch(ctx context.Context, cfg DispatchConfig) (DispatchResult, error
 		}
 		sendErr <- nil
 	}()
+	cfg.Phase("nearby", true)
 	lat := make([]time.Duration, 0, cfg.Searches)
 	for i := range cfg.Searches {
 		c := places[(i*31)%len(places)]
@@ -209,7 +220,9 @@ func RunDispatch(ctx context.Context, cfg DispatchConfig) (DispatchResult, error
 		lat = append(lat, time.Since(t0))
 	}
 	stop.Store(true)
-	if err := <-sendErr; err != nil {
+	err = <-sendErr
+	cfg.Phase("nearby", false)
+	if err != nil {
 		return res, err
 	}
 	res.NearbyP50Ms, res.NearbyP99Ms = quantileMs(lat, .5), quantileMs(lat, .99)
@@ -220,6 +233,8 @@ func RunDispatch(ctx context.Context, cfg DispatchConfig) (DispatchResult, error
 		return res, err
 	}
 	lat = lat[:0]
+	cfg.Phase("assign", true)
+	defer cfg.Phase("assign", false)
 	for i := range cfg.Assigns {
 		t0 := time.Now()
 		if _, err := d.Assign(ctx, fmt.Sprintf("bench-%d", i), dispatch.AssignRequest{Pickup: places[(i*97)%len(places)], RadiusM: 3000}); err != nil {
