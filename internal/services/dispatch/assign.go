@@ -147,6 +147,7 @@ type Dispatcher struct {
 	index    *Index
 	outcomes *prometheus.CounterVec
 	latency  prometheus.Histogram
+	released prometheus.Counter
 }
 
 // NewDispatcher opens the dispatch buckets (topology.Provision creates them).
@@ -169,8 +170,11 @@ func NewDispatcher(ctx context.Context, js jetstream.JetStream, index *Index, cf
 			Name: "orderflow_dispatch_assign_duration_seconds", Help: "Time to reserve a dasher and write the assignment to the WAL.",
 			Buckets: prometheus.ExponentialBuckets(1e-4, 2, 16),
 		}),
+		released: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orderflow_dispatch_released_total", Help: "Leases given back because their order was delivered or cancelled.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{d.outcomes, d.latency} {
+	for _, c := range []prometheus.Collector{d.outcomes, d.latency, d.released} {
 		if err := cfg.Registerer.Register(c); err != nil {
 			return nil, fmt.Errorf("dispatch metrics: %w", err)
 		}

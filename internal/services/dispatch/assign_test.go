@@ -2,7 +2,6 @@ package dispatch_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/orderflow/orderflow/internal/services/dispatch"
 	"github.com/orderflow/orderflow/internal/testsupport/testenv"
-	"github.com/orderflow/orderflow/pipelines/topology"
 	"github.com/orderflow/orderflow/schemas"
 )
 
@@ -44,84 +42,6 @@ func instance(t *testing.T, env *testenv.NATSEnv, dashers int, cfg dispatch.Assi
 	return d
 }
 
-// leaseLog records every change of every lease, in the bucket's order.
-type leaseLog struct {
-	mu  sync.Mutex
-	ops map[string][]string // dasher -> "put:<order>:<state>" | "del"
-}
-
-func watchLeases(t *testing.T, env *testenv.NATSEnv) *leaseLog {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	kv, err := env.JS.KeyValue(ctx, topology.LeasesBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := &leaseLog{ops: map[string][]string{}}
-	go func() {
-		for e := range w.Updates() {
-			if e == nil {
-				continue
-			}
-			op := "del"
-			if e.Operation() == jetstream.KeyValuePut {
-				var l dispatch.Lease
-				if err := json.Unmarshal(e.Value(), &l); err != nil {
-					t.Errorf("lease %s: %v", e.Key(), err)
-				}
-				op = "put:" + l.OrderID + ":" + l.State
-			}
-			log.mu.Lock()
-			log.ops[e.Key()] = append(log.ops[e.Key()], op)
-			log.mu.Unlock()
-		}
-	}()
-	return log
-}
-
-// check fails unless every dasher's leases form a sequence of single-order spans: a
-// lease for another order is only ever taken after the previous one ended.
-func (l *leaseLog) check(t *testing.T) (spans int) {
-	t.Helper()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for dasher, ops := range l.ops {
-		holder := ""
-		for _, op := range ops {
-			if op == "del" {
-				holder = ""
-				continue
-			}
-			order, state, _ := cut(op[4:])
-			if holder != "" && holder != order {
-				t.Errorf("dasher %s: leased to %s while holding %s (%v)", dasher, order, holder, ops)
-			}
-			if holder == "" {
-				if state != dispatch.LeaseReserved {
-					t.Errorf("dasher %s: a lease began %s", dasher, state)
-				}
-				spans++
-			}
-			holder = order
-		}
-	}
-	return spans
-}
-
-func cut(s string) (string, string, bool) {
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] == ':' {
-			return s[:i], s[i+1:], true
-		}
-	}
-	return s, "", false
-}
-
 // walAssignments reads every platform event in the WAL: per order, in WAL order.
 func walAssignments(t *testing.T, env *testenv.NATSEnv) map[string][]schemas.Event {
 	t.Helper()
@@ -136,7 +56,7 @@ func walAssignments(t *testing.T, env *testenv.NATSEnv) map[string][]schemas.Eve
 // order twice at once (once per instance).
 func TestContendedAssignment(t *testing.T) {
 	env := testenv.WAL(t, 2)
-	leases := watchLeases(t, env)
+	leases := env.WatchLeases(t)
 	const dashers, orderCount = 4, 30
 	cfg := dispatch.AssignConfig{LeaseTTL: time.Second}
 	a, b := instance(t, env, dashers, cfg), instance(t, env, dashers, cfg)
@@ -215,7 +135,7 @@ func TestContendedAssignment(t *testing.T) {
 
 	time.Sleep(200 * time.Millisecond) // let the watcher drain
 	// Every assignment held a lease; a raced order's loser held one briefly too.
-	if spans, won := leases.check(t), len(first)+len(second); spans < won {
+	if spans, won := leases.Check(t), len(first)+len(second); spans < won {
 		t.Errorf("%d lease spans for %d assignments", spans, won)
 	}
 
