@@ -22,6 +22,9 @@ const (
 	// assignment's source_seq, the dashers who declined it, and its pickup and
 	// drop-off points (the estimator reads them).
 	DispatchBucket = "order_dispatch"
+	// EstimatorBucket holds each estimator's checkpoint (key = its name): its WAL
+	// position and model, so a restart resumes instead of rereading the WAL.
+	EstimatorBucket = "estimator_checkpoints"
 
 	// LocationsTTL forgets a dasher's stored position after this much silence.
 	LocationsTTL = time.Hour
@@ -46,6 +49,10 @@ func (t Topology) DispatchBuckets() []jetstream.KeyValueConfig {
 		{
 			Bucket: DispatchBucket, Description: "orderflow dispatch record per order",
 			History: 1, TTL: DispatchTTL, Storage: jetstream.FileStorage, Replicas: t.Replicas,
+		},
+		{
+			Bucket: EstimatorBucket, Description: "orderflow estimator checkpoints: WAL position and model",
+			History: 1, Storage: jetstream.FileStorage, Replicas: t.Replicas,
 		},
 	}
 }
