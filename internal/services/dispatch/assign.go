@@ -33,6 +33,10 @@ var (
 	ErrNoLease = errors.New("the dasher holds no lease for this order")
 	// ErrContended: the order's record kept changing under this request; retry.
 	ErrContended = errors.New("the order's assignment changed concurrently; retry")
+	// ErrEventIDTaken: the WAL already holds another event under the assignment's
+	// event id, so the assignment could not be recorded; the dasher was given
+	// back, and a retry assigns under the next source_seq.
+	ErrEventIDTaken = errors.New("the WAL already holds another event with the assignment's event id")
 )
 
 // Lease states.
@@ -472,8 +476,45 @@ func (d *Dispatcher) publish(ctx context.Context, orderID, dasherID string, l Le
 	m := nats.NewMsg(schemas.Subject(schemas.SourcePlatform, orderID))
 	m.Data = body
 	m.Header.Set(jetstream.MsgIDHeader, ev.EventID)
-	if _, err := d.js.PublishMsg(ctx, m); err != nil {
+	ack, err := d.js.PublishMsg(ctx, m)
+	if err != nil {
 		return fmt.Errorf("write assignment of %s to the WAL: %w", orderID, err)
 	}
-	return nil
+	if !ack.Duplicate {
+		return nil
+	}
+	// A duplicate is expected when this is a retry of an assignment whose first
+	// answer was lost: the WAL holds this very event. Anything else under the same
+	// id (a dispatch record lost and its source_seq reused, another writer) means
+	// this assignment is not in the WAL: the WAL would name another dasher than the
+	// lease. Give the dasher back so the next attempt takes a new source_seq.
+	same, err := d.walHolds(ctx, ack, ev)
+	if err != nil {
+		return fmt.Errorf("check the WAL's copy of assignment %s: %w", ev.EventID, err)
+	}
+	if same {
+		return nil
+	}
+	if err := d.Release(ctx, orderID, dasherID); err != nil && !errors.Is(err, ErrNoLease) {
+		return fmt.Errorf("%w (%s); give %s back: %w", ErrEventIDTaken, ev.EventID, dasherID, err)
+	}
+	return fmt.Errorf("%w: %s", ErrEventIDTaken, ev.EventID)
+}
+
+// walHolds reports whether the message a duplicate ack points at is ev: the same
+// order, source_seq and dasher.
+func (d *Dispatcher) walHolds(ctx context.Context, ack *jetstream.PubAck, ev schemas.Event) (bool, error) {
+	stream, err := d.js.Stream(ctx, ack.Stream)
+	if err != nil {
+		return false, err
+	}
+	m, err := stream.GetMsg(ctx, ack.Sequence)
+	if err != nil {
+		return false, err
+	}
+	var stored schemas.Event
+	if err := json.Unmarshal(m.Data, &stored); err != nil {
+		return false, nil // not an assignment at all
+	}
+	return stored.OrderID == ev.OrderID && stored.Source == ev.Source && stored.SourceSeq == ev.SourceSeq && stored.DasherID == ev.DasherID, nil
 }

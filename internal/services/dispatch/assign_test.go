@@ -222,3 +222,37 @@ func TestAcceptDeclineRelease(t *testing.T) {
 		t.Fatalf("WAL for o1: %+v", evs)
 	}
 }
+
+// TestAssignmentWhoseEventIDIsTaken: the WAL already holds another assignment
+// under the id the next one would use (its dispatch record was lost, so its
+// source_seq is reused). JetStream answers "duplicate" and drops the new event;
+// dispatch must not take that for success (the WAL would name another dasher than
+// the lease): it gives the dasher back and fails, and the retry assigns under the
+// next source_seq, which the WAL then records. A retried assign whose event is
+// already in the WAL stays a success.
+func TestAssignmentWhoseEventIDIsTaken(t *testing.T) {
+	env := testenv.WAL(t, 2)
+	ctx := context.Background()
+	d := instance(t, env, 2, dispatch.AssignConfig{})
+	old := dispatch.AssignmentEvent("o1", "someone-else", dispatch.Lease{OrderID: "o1", Seq: 1, ReservedAt: time.Now().UTC()})
+	env.Publish(t, old)
+
+	if a, err := d.Assign(ctx, "o1", dispatch.AssignRequest{Pickup: pickup}); !errors.Is(err, dispatch.ErrEventIDTaken) {
+		t.Fatalf("assign over a taken event id: %+v %v, want ErrEventIDTaken", a, err)
+	}
+	if _, err := d.Lease(ctx, "d0"); !errors.Is(err, dispatch.ErrNoLease) {
+		t.Fatalf("d0 after the failed assignment: %v, want given back", err)
+	}
+	a, err := d.Assign(ctx, "o1", dispatch.AssignRequest{Pickup: pickup})
+	if err != nil || a.DasherID != "d0" || a.SourceSeq != 2 {
+		t.Fatalf("retry: %+v %v, want d0 under source_seq 2", a, err)
+	}
+	again, err := d.Assign(ctx, "o1", dispatch.AssignRequest{Pickup: pickup})
+	if err != nil || !again.Existing || again.DasherID != "d0" {
+		t.Fatalf("assign again (publishes the same event, a duplicate of itself): %+v %v", again, err)
+	}
+	evs := walAssignments(t, env)["o1"]
+	if len(evs) != 2 || evs[0].DasherID != "someone-else" || evs[1].DasherID != "d0" || evs[1].SourceSeq != 2 {
+		t.Fatalf("WAL for o1: %+v, want the old event and d0's under source_seq 2", evs)
+	}
+}
