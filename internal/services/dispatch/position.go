@@ -5,6 +5,8 @@ import (
 	"math"
 	"strings"
 	"time"
+
+	"github.com/orderflow/orderflow/schemas"
 )
 
 // LocationsPrefix starts the firehose subjects: dashers.locations.<dasher_id>.
@@ -13,21 +15,9 @@ const LocationsPrefix = "dashers.locations."
 // LocationsSubject is where dasher dasherID publishes its positions.
 func LocationsSubject(dasherID string) string { return LocationsPrefix + dasherID }
 
-// ValidDasherID reports whether id can be a dasher id, [A-Za-z0-9_-]{1,64}: the
-// order id alphabet, so it is a valid subject token and KV key.
-func ValidDasherID(id string) bool {
-	if len(id) == 0 || len(id) > 64 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		switch c := id[i]; {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '_', c == '-':
-		default:
-			return false
-		}
-	}
-	return true
-}
+// ValidDasherID reports whether id can be a dasher id: the order id rule
+// (schemas.ValidOrderID), so it is a valid subject token and KV key.
+func ValidDasherID(id string) bool { return schemas.ValidOrderID(id) }
 
 // Limits of an accepted position.
 const (
