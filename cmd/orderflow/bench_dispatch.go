@@ -37,6 +37,6 @@ func newBenchDispatch() *cobra.Command {
 	f.IntVar(&cfg.Assigns, "assigns", 500, "assigns timed")
 	f.BoolVar(&asJSON, "json", false, "machine-readable output")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of one phase (server included) to this file")
-	f.StringVar(&profilePhase, "profile-phase", "ingest", "the phase --cpuprofile covers: raw, ingest, nearby or assign")
+	f.StringVar(&profilePhase, "profile-phase", "ingest", "the phase --cpuprofile covers: raw, ingest, index-only, nearby or assign")
 	return cmd
 }

@@ -25,7 +25,7 @@ type DispatchConfig struct {
 	Searches, Assigns int
 	Progress          io.Writer
 	// Phase, if set, is called at the start and end of each phase ("raw",
-	// "ingest", "nearby", "assign"), e.g. to profile just one.
+	// "ingest", "index-only", "nearby", "assign"), e.g. to profile just one.
 	Phase func(name string, start bool)
 }
 
@@ -36,6 +36,10 @@ type DispatchResult struct {
 	Ratio        float64 `json:"ingest_ratio"`
 	// IngestCPU is the process CPU seconds per million updates while ingesting.
 	IngestCPUPerMillion float64 `json:"ingest_cpu_s_per_million"`
+	// IndexOnly is the same ingest with the store writes off: parse, validate and
+	// index alone, to show what the KV dasher_locations writes cost.
+	IndexOnlyPerSec float64 `json:"index_only_per_sec"`
+	IndexOnlyRatio  float64 `json:"index_only_ratio"`
 	NearbyP50Ms         float64 `json:"nearby_p50_ms"`
 	NearbyP99Ms         float64 `json:"nearby_p99_ms"`
 	NearbyUnderRate     float64 `json:"nearby_background_updates_per_sec"`
@@ -49,13 +53,16 @@ func (r DispatchResult) Print(w io.Writer) {
 	fmt.Fprintf(w, "location ingest into the index: %.0f updates/s; raw core NATS pub+sub of the same messages: %.0f/s; ratio %.2f %s\n",
 		r.IngestPerSec, r.RawPerSec, r.Ratio, target(r.Ratio >= 0.5, "goal >= 0.5"))
 	fmt.Fprintf(w, "  process CPU: %.2f s per million updates\n", r.IngestCPUPerMillion)
+	fmt.Fprintf(w, "  the same without the store writes (every dasher's first position goes to KV dasher_locations): %.0f updates/s, ratio %.2f\n",
+		r.IndexOnlyPerSec, r.IndexOnlyRatio)
 	fmt.Fprintf(w, "nearby (2 km, 10 nearest) over %d dashers while ingesting %.0f updates/s: p50 %.3f ms, p99 %.3f ms %s\n",
 		r.NearbyDashers, r.NearbyUnderRate, r.NearbyP50Ms, r.NearbyP99Ms, target(r.NearbyP99Ms <= 5, "goal <= 5 ms"))
 	fmt.Fprintf(w, "assign (KV lease + dispatch record + WAL event): p50 %.2f ms, p99 %.2f ms\n", r.AssignP50Ms, r.AssignP99Ms)
 }
 
-// RunDispatch measures location ingest against raw core NATS, nearby latency while
-// ingesting, and assign latency, on a private embedded server.
+// RunDispatch measures location ingest against raw core NATS (with and without
+// the KV store writes, which every dasher's first position makes), nearby latency
+// while ingesting, and assign latency, on a private embedded server.
 func RunDispatch(ctx context.Context, cfg DispatchConfig) (DispatchResult, error) {
 	if cfg.Updates == 0 {
 		cfg.Updates = 300_000
@@ -170,6 +177,20 @@ func RunDispatch(ctx context.Context, cfg DispatchConfig) (DispatchResult, error
 	}
 	res.RawPerSec = float64(len(bodies)) / raw.Seconds()
 
+	fmt.Fprintf(cfg.Progress, "dispatch: the same into an index without the store writes...\n")
+	bare, err := dispatch.NewLocations(pub, dispatch.NewIndex(0), dispatch.LocationsConfig{StoreEvery: -1, Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		return res, err
+	}
+	cfg.Phase("index-only", true)
+	took, err := receive(func(m *nats.Msg) { bare.Handle(m.Subject, m.Data) })
+	cfg.Phase("index-only", false)
+	if err != nil {
+		return res, err
+	}
+	res.IndexOnlyPerSec = float64(len(bodies)) / took.Seconds()
+	res.IndexOnlyRatio = res.IndexOnlyPerSec / res.RawPerSec
+
 	fmt.Fprintf(cfg.Progress, "dispatch: the same into the index...\n")
 	ix := dispatch.NewIndex(0)
 	loc, err := dispatch.NewLocations(pub, ix, dispatch.LocationsConfig{Registerer: prometheus.NewRegistry()})
@@ -178,7 +199,7 @@ func RunDispatch(ctx context.Context, cfg DispatchConfig) (DispatchResult, error
 	}
 	cpu0 := processCPU()
 	cfg.Phase("ingest", true)
-	took, err := receive(func(m *nats.Msg) { loc.Handle(m.Subject, m.Data) })
+	took, err = receive(func(m *nats.Msg) { loc.Handle(m.Subject, m.Data) })
 	cfg.Phase("ingest", false)
 	if err != nil {
 		return res, err
@@ -186,6 +207,7 @@ func RunDispatch(ctx context.Context, cfg DispatchConfig) (DispatchResult, error
 	res.IngestPerSec = float64(len(bodies)) / took.Seconds()
 	res.Ratio = res.IngestPerSec / res.RawPerSec
 	res.IngestCPUPerMillion = (processCPU() - cpu0).Seconds() / float64(len(bodies)) * 1e6
+
 
 	// Nearby while ingesting at half the measured rate, into the same index.
 	fmt.Fprintf(cfg.Progress, "dispatch: nearby over %d dashers while ingesting...\n", ix.Len())
