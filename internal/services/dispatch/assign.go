@@ -211,18 +211,9 @@ func (d *Dispatcher) Assign(ctx context.Context, id string, req AssignRequest) (
 	if radius <= 0 {
 		radius = d.cfg.RadiusM
 	}
-	var platformSeq uint64
-	if d.cfg.Orders != nil {
-		v, err := d.cfg.Orders.Get(ctx, id)
-		switch {
-		case errors.Is(err, orders.ErrNotFound):
-			return Assignment{}, ErrOrderNotFound
-		case err != nil:
-			return Assignment{}, fmt.Errorf("read order %s: %w", id, err)
-		case !v.Predicted && (v.Status == schemas.StatusDelivered || v.Status == schemas.StatusCancelled):
-			return Assignment{}, ErrOrderClosed
-		}
-		platformSeq = v.Version[schemas.SourcePlatform]
+	platformSeq, err := d.openOrder(ctx, id)
+	if err != nil {
+		return Assignment{}, err
 	}
 	for range 8 {
 		rec, recRev, err := d.record(ctx, id)
@@ -277,6 +268,24 @@ func (d *Dispatcher) Assign(ctx context.Context, id string, req AssignRequest) (
 	return Assignment{}, ErrContended
 }
 
+// openOrder checks, when the dispatcher has Orders, that order id exists and is
+// neither delivered nor cancelled, and returns its platform version (0 without Orders).
+func (d *Dispatcher) openOrder(ctx context.Context, id string) (platformSeq uint64, err error) {
+	if d.cfg.Orders == nil {
+		return 0, nil
+	}
+	v, err := d.cfg.Orders.Get(ctx, id)
+	switch {
+	case errors.Is(err, orders.ErrNotFound):
+		return 0, ErrOrderNotFound
+	case err != nil:
+		return 0, fmt.Errorf("read order %s: %w", id, err)
+	case !v.Predicted && (v.Status == schemas.StatusDelivered || v.Status == schemas.StatusCancelled):
+		return 0, ErrOrderClosed
+	}
+	return v.Version[schemas.SourcePlatform], nil
+}
+
 // reserve takes a lease on the nearest dasher within radius that has none.
 func (d *Dispatcher) reserve(ctx context.Context, pickup Point, radius float64, declined []string, l Lease) (Hit, uint64, error) {
 	body, _ := json.Marshal(l)
@@ -299,10 +308,21 @@ func (d *Dispatcher) reserve(ctx context.Context, pickup Point, radius float64, 
 }
 
 // Accept confirms dasherID's reservation for order id: the lease no longer expires
-// after LeaseTTL, only after ConfirmedTTL or a Release.
+// after LeaseTTL, only after ConfirmedTTL or a Release. An order delivered or
+// cancelled meanwhile is refused (ErrOrderClosed) and the dasher given back: an
+// assign racing the order's end can leave a reservation the release missed, and
+// confirming it would hold the dasher for ConfirmedTTL.
 func (d *Dispatcher) Accept(ctx context.Context, id, dasherID string) (Assignment, error) {
 	l, rev, err := d.leaseFor(ctx, id, dasherID)
 	if err != nil {
+		return Assignment{}, err
+	}
+	if _, err := d.openOrder(ctx, id); errors.Is(err, ErrOrderClosed) {
+		if err := d.Release(ctx, id, dasherID); err != nil && !errors.Is(err, ErrNoLease) {
+			return Assignment{}, err
+		}
+		return Assignment{}, ErrOrderClosed
+	} else if err != nil {
 		return Assignment{}, err
 	}
 	if l.State == LeaseConfirmed {

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderflow/orderflow/internal/services/dispatch"
+	"github.com/orderflow/orderflow/internal/testsupport/orderstest"
 	"github.com/orderflow/orderflow/internal/testsupport/testenv"
 	"github.com/orderflow/orderflow/schemas"
 )
@@ -254,5 +255,27 @@ func TestAssignmentWhoseEventIDIsTaken(t *testing.T) {
 	evs := walAssignments(t, env)["o1"]
 	if len(evs) != 2 || evs[0].DasherID != "someone-else" || evs[1].DasherID != "d0" || evs[1].SourceSeq != 2 {
 		t.Fatalf("WAL for o1: %+v, want the old event and d0's under source_seq 2", evs)
+	}
+}
+
+// TestAcceptRefusesAClosedOrder: an assign that raced the order's cancel can leave
+// a reservation the release never saw (it read the record before the assign wrote
+// it); accepting it would hold the dasher for hours. Accept refuses the closed
+// order and gives the dasher back.
+func TestAcceptRefusesAClosedOrder(t *testing.T) {
+	env := testenv.WAL(t, 2)
+	ctx := context.Background()
+	d := instance(t, env, 1, dispatch.AssignConfig{Orders: orderstest.New(t, env).Reader})
+	env.Publish(t, testenv.Event("o1", schemas.SourcePlatform, 1, schemas.StatusCreated))
+	a, err := d.Assign(ctx, "o1", dispatch.AssignRequest{Pickup: pickup})
+	if err != nil || a.DasherID != "d0" || a.SourceSeq != 2 {
+		t.Fatalf("assign: %+v %v, want d0 under source_seq 2", a, err)
+	}
+	env.Publish(t, testenv.Event("o1", schemas.SourcePlatform, 3, schemas.StatusCancelled))
+	if _, err := d.Accept(ctx, "o1", "d0"); !errors.Is(err, dispatch.ErrOrderClosed) {
+		t.Fatalf("accept for a cancelled order: %v, want ErrOrderClosed", err)
+	}
+	if _, err := d.Lease(ctx, "d0"); !errors.Is(err, dispatch.ErrNoLease) {
+		t.Fatalf("d0 after the refused accept: %v, want given back", err)
 	}
 }
