@@ -34,8 +34,11 @@ type DispatchResult struct {
 	RawPerSec    float64 `json:"raw_core_pubsub_per_sec"`
 	IngestPerSec float64 `json:"ingest_per_sec"`
 	Ratio        float64 `json:"ingest_ratio"`
-	// IngestCPU is the process CPU seconds per million updates while ingesting.
-	IngestCPUPerMillion float64 `json:"ingest_cpu_s_per_million"`
+	// The CPU figures are process CPU seconds (publisher, server and subscriber)
+	// per million updates, in each run.
+	RawCPUPerMillion       float64 `json:"raw_cpu_s_per_million"`
+	IngestCPUPerMillion    float64 `json:"ingest_cpu_s_per_million"`
+	IndexOnlyCPUPerMillion float64 `json:"index_only_cpu_s_per_million"`
 	// IndexOnly is the same ingest with the store writes off: parse, validate and
 	// index alone, to show what the KV dasher_locations writes cost.
 	IndexOnlyPerSec float64 `json:"index_only_per_sec"`
@@ -52,9 +55,10 @@ type DispatchResult struct {
 func (r DispatchResult) Print(w io.Writer) {
 	fmt.Fprintf(w, "location ingest into the index: %.0f updates/s; raw core NATS pub+sub of the same messages: %.0f/s; ratio %.2f %s\n",
 		r.IngestPerSec, r.RawPerSec, r.Ratio, target(r.Ratio >= 0.5, "goal >= 0.5"))
-	fmt.Fprintf(w, "  process CPU: %.2f s per million updates\n", r.IngestCPUPerMillion)
 	fmt.Fprintf(w, "  the same without the store writes (every dasher's first position goes to KV dasher_locations): %.0f updates/s, ratio %.2f\n",
 		r.IndexOnlyPerSec, r.IndexOnlyRatio)
+	fmt.Fprintf(w, "  process CPU per million updates: raw %.2f s, without the store writes %.2f s, ingest %.2f s\n",
+		r.RawCPUPerMillion, r.IndexOnlyCPUPerMillion, r.IngestCPUPerMillion)
 	fmt.Fprintf(w, "nearby (2 km, 10 nearest) over %d dashers while ingesting %.0f updates/s: p50 %.3f ms, p99 %.3f ms %s\n",
 		r.NearbyDashers, r.NearbyUnderRate, r.NearbyP50Ms, r.NearbyP99Ms, target(r.NearbyP99Ms <= 5, "goal <= 5 ms"))
 	fmt.Fprintf(w, "assign (KV lease + dispatch record + WAL event): p50 %.2f ms, p99 %.2f ms\n", r.AssignP50Ms, r.AssignP99Ms)
@@ -133,13 +137,18 @@ func RunDispatch(ctx context.Context, cfg DispatchConfig) (DispatchResult, error
 		}
 		return pub.Flush()
 	}
-	// Both runs receive on a connection of their own, like serve's firehose.
-	receive := func(handle func(*nats.Msg)) (time.Duration, error) {
+	// Every run receives on a connection of its own, like serve's firehose, which
+	// also carries the store writes: handler builds the run's handler on it.
+	receive := func(handler func(sc *nats.Conn) (func(*nats.Msg), error)) (time.Duration, error) {
 		sc, err := nats.Connect(srv.url())
 		if err != nil {
 			return 0, err
 		}
 		defer sc.Close()
+		handle, err := handler(sc)
+		if err != nil {
+			return 0, err
+		}
 		var got atomic.Int64
 		done := make(chan struct{})
 		want := int64(len(bodies))
@@ -169,44 +178,53 @@ func RunDispatch(ctx context.Context, cfg DispatchConfig) (DispatchResult, error
 	}
 
 	fmt.Fprintf(cfg.Progress, "dispatch: raw core NATS pub+sub of %d positions...\n", len(bodies))
+	cpuPerMillion := func(since time.Duration) float64 {
+		return (processCPU() - since).Seconds() / float64(len(bodies)) * 1e6
+	}
+	cpu0 := processCPU()
 	cfg.Phase("raw", true)
-	raw, err := receive(func(*nats.Msg) {})
+	raw, err := receive(func(*nats.Conn) (func(*nats.Msg), error) { return func(*nats.Msg) {}, nil })
 	cfg.Phase("raw", false)
 	if err != nil {
 		return res, err
 	}
 	res.RawPerSec = float64(len(bodies)) / raw.Seconds()
+	res.RawCPUPerMillion = cpuPerMillion(cpu0)
 
 	fmt.Fprintf(cfg.Progress, "dispatch: the same into an index without the store writes...\n")
-	bare, err := dispatch.NewLocations(pub, dispatch.NewIndex(0), dispatch.LocationsConfig{StoreEvery: -1, Registerer: prometheus.NewRegistry()})
-	if err != nil {
-		return res, err
+	// locations feeds ix from the firehose on sc, writing the store on sc too.
+	locations := func(ix *dispatch.Index, storeEvery time.Duration) func(sc *nats.Conn) (func(*nats.Msg), error) {
+		return func(sc *nats.Conn) (func(*nats.Msg), error) {
+			l, err := dispatch.NewLocations(sc, ix, dispatch.LocationsConfig{StoreEvery: storeEvery, Registerer: prometheus.NewRegistry()})
+			if err != nil {
+				return nil, err
+			}
+			return func(m *nats.Msg) { l.Handle(m.Subject, m.Data) }, nil
+		}
 	}
+	cpu0 = processCPU()
 	cfg.Phase("index-only", true)
-	took, err := receive(func(m *nats.Msg) { bare.Handle(m.Subject, m.Data) })
+	took, err := receive(locations(dispatch.NewIndex(0), -1))
 	cfg.Phase("index-only", false)
 	if err != nil {
 		return res, err
 	}
 	res.IndexOnlyPerSec = float64(len(bodies)) / took.Seconds()
 	res.IndexOnlyRatio = res.IndexOnlyPerSec / res.RawPerSec
+	res.IndexOnlyCPUPerMillion = cpuPerMillion(cpu0)
 
 	fmt.Fprintf(cfg.Progress, "dispatch: the same into the index...\n")
 	ix := dispatch.NewIndex(0)
-	loc, err := dispatch.NewLocations(pub, ix, dispatch.LocationsConfig{Registerer: prometheus.NewRegistry()})
-	if err != nil {
-		return res, err
-	}
-	cpu0 := processCPU()
+	cpu0 = processCPU()
 	cfg.Phase("ingest", true)
-	took, err = receive(func(m *nats.Msg) { loc.Handle(m.Subject, m.Data) })
+	took, err = receive(locations(ix, 0))
 	cfg.Phase("ingest", false)
 	if err != nil {
 		return res, err
 	}
 	res.IngestPerSec = float64(len(bodies)) / took.Seconds()
 	res.Ratio = res.IngestPerSec / res.RawPerSec
-	res.IngestCPUPerMillion = (processCPU() - cpu0).Seconds() / float64(len(bodies)) * 1e6
+	res.IngestCPUPerMillion = cpuPerMillion(cpu0)
 
 
 	// Nearby while ingesting at half the measured rate, into the same index.
@@ -217,7 +235,11 @@ func RunDispatch(ctx context.Context, cfg DispatchConfig) (DispatchResult, error
 		return res, err
 	}
 	defer sc.Close()
-	sub, err := sc.Subscribe(dispatch.LocationsPrefix+"*", func(m *nats.Msg) { loc.Handle(m.Subject, m.Data) })
+	handle, err := locations(ix, 0)(sc)
+	if err != nil {
+		return res, err
+	}
+	sub, err := sc.Subscribe(dispatch.LocationsPrefix+"*", handle)
 	if err != nil {
 		return res, err
 	}
