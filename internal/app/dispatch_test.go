@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -135,8 +136,9 @@ func httpPostJSON(t *testing.T, url, body string, v any) int {
 
 // TestDeliveredAndCancelledOrdersFreeTheirDasher: with one dasher, a second order
 // finds nobody until the first is delivered; a third, until the second is
-// cancelled. The lease is given back by the status pipeline's milestones, and the
-// dasher's leases are one order at a time throughout.
+// cancelled. The lease is given back by the status pipeline's milestones (also
+// after the release consumer was deleted), and the dasher's leases are one order
+// at a time throughout.
 func TestDeliveredAndCancelledOrdersFreeTheirDasher(t *testing.T) {
 	env := testenv.NATS(t)
 	base := "http://" + startServe(t, env, topology.Topology{Partitions: 2})
@@ -180,6 +182,10 @@ func TestDeliveredAndCancelledOrdersFreeTheirDasher(t *testing.T) {
 	}
 	if code := httpPostJSON(t, base+"/v1/orders/o3/assign", pickup, nil); code != http.StatusServiceUnavailable {
 		t.Fatalf("o3 while d0 serves o2: %d, want 503", code)
+	}
+	// The release consumer deleted by hand comes back.
+	if err := env.JS.DeleteConsumer(context.Background(), topology.MilestonesStream, topology.ReleaseConsumer); err != nil {
+		t.Fatal(err)
 	}
 	// The platform's cancel follows its assignment event (source_seq 2).
 	env.Publish(t, testenv.Event("o2", schemas.SourcePlatform, 3, schemas.StatusCancelled))

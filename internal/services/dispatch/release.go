@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -20,10 +21,30 @@ import (
 // acknowledged after the release, so a crash repeats a release, which is harmless,
 // and never skips one.
 func (d *Dispatcher) FollowMilestones(ctx context.Context) error {
+	for {
+		lost, err := d.followMilestones(ctx)
+		if err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-lost:
+			// The consumer was deleted (by hand, or with its stream): create it
+			// again rather than stop releasing.
+		}
+	}
+}
+
+// followMilestones consumes until ctx ends or the consumer goes away, which the
+// returned channel reports.
+func (d *Dispatcher) followMilestones(ctx context.Context) (lost <-chan struct{}, err error) {
 	cons, err := d.js.CreateOrUpdateConsumer(ctx, topology.MilestonesStream, topology.Topology{}.ReleaseConsumerConfig())
 	if err != nil {
-		return fmt.Errorf("follow milestones: %w", err)
+		return nil, fmt.Errorf("follow milestones: %w", err)
 	}
+	gone := make(chan struct{})
+	var once sync.Once
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		subject := m.Subject()
 		orderID := subject[strings.LastIndexByte(subject, '.')+1:]
@@ -32,13 +53,22 @@ func (d *Dispatcher) FollowMilestones(ctx context.Context) error {
 			return
 		}
 		_ = m.Ack()
-	})
+	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+			once.Do(func() { close(gone) })
+		}
+	}))
 	if err != nil {
-		return fmt.Errorf("follow milestones: %w", err)
+		return nil, fmt.Errorf("follow milestones: %w", err)
 	}
-	defer cc.Stop()
-	<-ctx.Done()
-	return nil
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-gone:
+		}
+		cc.Stop()
+	}()
+	return gone, nil
 }
 
 // ReleaseOrder frees the dasher whose lease names order id, if one does: the last
