@@ -43,12 +43,19 @@ type DispatchResult struct {
 	// index alone, to show what the KV dasher_locations writes cost.
 	IndexOnlyPerSec float64 `json:"index_only_per_sec"`
 	IndexOnlyRatio  float64 `json:"index_only_ratio"`
-	NearbyP50Ms         float64 `json:"nearby_p50_ms"`
-	NearbyP99Ms         float64 `json:"nearby_p99_ms"`
-	NearbyUnderRate     float64 `json:"nearby_background_updates_per_sec"`
-	NearbyDashers       int     `json:"nearby_dashers"`
-	AssignP50Ms         float64 `json:"assign_p50_ms"`
-	AssignP99Ms         float64 `json:"assign_p99_ms"`
+	// NearbyP50Ms and NearbyP99Ms time searches back to back: one goroutine that
+	// never waits, which the scheduler preempts for other goroutines' turns (10 ms
+	// slices) in the middle of a search when the cores are busy.
+	NearbyP50Ms float64 `json:"nearby_p50_ms"`
+	NearbyP99Ms float64 `json:"nearby_p99_ms"`
+	// NearbyPacedP50Ms and NearbyPacedP99Ms time the same searches arriving one
+	// per millisecond, as requests do.
+	NearbyPacedP50Ms float64 `json:"nearby_paced_p50_ms"`
+	NearbyPacedP99Ms float64 `json:"nearby_paced_p99_ms"`
+	NearbyUnderRate  float64 `json:"nearby_background_updates_per_sec"`
+	NearbyDashers    int     `json:"nearby_dashers"`
+	AssignP50Ms      float64 `json:"assign_p50_ms"`
+	AssignP99Ms      float64 `json:"assign_p99_ms"`
 }
 
 // Print writes the figures and the targets of DESIGN §8.4.
@@ -59,8 +66,10 @@ func (r DispatchResult) Print(w io.Writer) {
 		r.IndexOnlyPerSec, r.IndexOnlyRatio)
 	fmt.Fprintf(w, "  process CPU per million updates: raw %.2f s, without the store writes %.2f s, ingest %.2f s\n",
 		r.RawCPUPerMillion, r.IndexOnlyCPUPerMillion, r.IngestCPUPerMillion)
-	fmt.Fprintf(w, "nearby (2 km, 10 nearest) over %d dashers while ingesting %.0f updates/s: p50 %.3f ms, p99 %.3f ms %s\n",
-		r.NearbyDashers, r.NearbyUnderRate, r.NearbyP50Ms, r.NearbyP99Ms, target(r.NearbyP99Ms <= 5, "goal <= 5 ms"))
+	fmt.Fprintf(w, "nearby (2 km, 10 nearest) over %d dashers while ingesting %.0f updates/s:\n", r.NearbyDashers, r.NearbyUnderRate)
+	fmt.Fprintf(w, "  searches back to back: p50 %.3f ms, p99 %.3f ms %s\n", r.NearbyP50Ms, r.NearbyP99Ms, target(r.NearbyP99Ms <= 5, "goal <= 5 ms"))
+	fmt.Fprintf(w, "  one search per ms, as requests arrive: p50 %.3f ms, p99 %.3f ms %s\n",
+		r.NearbyPacedP50Ms, r.NearbyPacedP99Ms, target(r.NearbyPacedP99Ms <= 5, "goal <= 5 ms"))
 	fmt.Fprintf(w, "assign (KV lease + dispatch record + WAL event): p50 %.2f ms, p99 %.2f ms\n", r.AssignP50Ms, r.AssignP99Ms)
 }
 
@@ -226,7 +235,6 @@ func RunDispatch(ctx context.Context, cfg DispatchConfig) (DispatchResult, error
 	res.Ratio = res.IngestPerSec / res.RawPerSec
 	res.IngestCPUPerMillion = cpuPerMillion(cpu0)
 
-
 	// Nearby while ingesting at half the measured rate, into the same index.
 	fmt.Fprintf(cfg.Progress, "dispatch: nearby over %d dashers while ingesting...\n", ix.Len())
 	res.NearbyUnderRate, res.NearbyDashers = res.IngestPerSec/2, ix.Len()
@@ -256,13 +264,19 @@ func RunDispatch(ctx context.Context, cfg DispatchConfig) (DispatchResult, error
 		sendErr <- nil
 	}()
 	cfg.Phase("nearby", true)
-	lat := make([]time.Duration, 0, cfg.Searches)
-	for i := range cfg.Searches {
-		c := places[(i*31)%len(places)]
-		t0 := time.Now()
-		ix.Nearby(dispatch.Query{Center: c, RadiusM: 2000, Limit: 10})
-		lat = append(lat, time.Since(t0))
+	search := func(pause time.Duration) []time.Duration {
+		lat := make([]time.Duration, 0, cfg.Searches)
+		for i := range cfg.Searches {
+			c := places[(i*31)%len(places)]
+			t0 := time.Now()
+			ix.Nearby(dispatch.Query{Center: c, RadiusM: 2000, Limit: 10})
+			lat = append(lat, time.Since(t0))
+			time.Sleep(pause)
+		}
+		return lat
 	}
+	lat := search(0)
+	paced := search(time.Millisecond)
 	stop.Store(true)
 	err = <-sendErr
 	cfg.Phase("nearby", false)
@@ -270,6 +284,7 @@ func RunDispatch(ctx context.Context, cfg DispatchConfig) (DispatchResult, error
 		return res, err
 	}
 	res.NearbyP50Ms, res.NearbyP99Ms = quantileMs(lat, .5), quantileMs(lat, .99)
+	res.NearbyPacedP50Ms, res.NearbyPacedP99Ms = quantileMs(paced, .5), quantileMs(paced, .99)
 
 	fmt.Fprintf(cfg.Progress, "dispatch: %d assigns...\n", cfg.Assigns)
 	d, err := dispatch.NewDispatcher(ctx, js, ix, dispatch.AssignConfig{MaxPositionAge: 24 * time.Hour, Registerer: prometheus.NewRegistry()})
