@@ -156,6 +156,14 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("read the WAL: %w", err)
 	}
 	startLast := info.State.LastSeq
+	if s.walSeq > startLast {
+		// The checkpoint is ahead of the WAL: the WAL was recreated, and its
+		// sequences mean other events now. Start over from the WAL.
+		s.cfg.Logger.Warn("estimator checkpoint is ahead of the WAL; reading the WAL from the start", "checkpoint_seq", s.walSeq, "wal_last_seq", startLast)
+		s.mu.Lock()
+		s.model, s.pending, s.walSeq = NewModel(), map[string]schemas.Event{}, 0
+		s.mu.Unlock()
+	}
 	follow := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
 	if s.walSeq > 0 {
 		follow = jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: s.walSeq + 1}

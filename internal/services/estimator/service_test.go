@@ -262,3 +262,34 @@ func TestEstimatorResumesFromItsCheckpoint(t *testing.T) {
 		}
 	}
 }
+
+// TestEstimatorIgnoresACheckpointAheadOfTheWAL: a checkpoint past the WAL's last
+// sequence belongs to a WAL since recreated; following it would skip every event
+// until the new WAL caught up with it. The estimator reads the WAL from the start.
+func TestEstimatorIgnoresACheckpointAheadOfTheWAL(t *testing.T) {
+	env := testenv.WAL(t, 2)
+	ctx := context.Background()
+	kv, err := env.JS.KeyValue(ctx, topology.EstimatorBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "estimator", []byte(`{"wal_seq":1000000,"model":{"orders":{"o1":{"seq":50}},"global":{"n":0,"sum":0}}}`)); err != nil {
+		t.Fatal(err)
+	}
+	env.Publish(t, testenv.Event("o1", schemas.SourcePlatform, 1, schemas.StatusCreated))
+	ix := dispatch.NewIndex(0)
+	ix.Update("d1", dispatch.Position{Point: start, At: time.Now()}, 0)
+	d, err := dispatch.NewDispatcher(ctx, env.JS, ix, dispatch.AssignConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Assign(ctx, "o1", dispatch.AssignRequest{Pickup: restaurant, Dropoff: &customer}); err != nil {
+		t.Fatal(err)
+	}
+	stop := run(t, env)
+	defer stop()
+	evs := waitFor(t, env, "an eta", func(evs []schemas.Event) bool { moveDasher(t, env, "d1", start, 6); return len(evs) >= 1 })
+	if evs[0].SourceSeq != 1 {
+		t.Fatalf("first event %+v, want source_seq 1 (the stale checkpoint's 50 ignored)", evs[0])
+	}
+}
