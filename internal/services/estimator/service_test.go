@@ -75,10 +75,24 @@ func moveDasher(t *testing.T, env *testenv.NATSEnv, dasher string, p dispatch.Po
 	}
 }
 
+// assignAt gives order to dasher, who is at start, with the restaurant as pickup
+// and the customer as drop-off: the dispatch record the estimator reads.
+func assignAt(t *testing.T, env *testenv.NATSEnv, order, dasher string) {
+	t.Helper()
+	ix := dispatch.NewIndex(0)
+	ix.Update(dasher, dispatch.Position{Point: start, At: time.Now()}, 0)
+	d, err := dispatch.NewDispatcher(context.Background(), env.JS, ix, dispatch.AssignConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, err := d.Assign(context.Background(), order, dispatch.AssignRequest{Pickup: restaurant, Dropoff: &customer}); err != nil || a.DasherID != dasher {
+		t.Fatalf("assign %s: %+v %v, want %s", order, a, err, dasher)
+	}
+}
+
 // TestEstimatorFollowsTheDasherAndRestartsWhereItStopped.
 func TestEstimatorFollowsTheDasherAndRestartsWhereItStopped(t *testing.T) {
 	env := testenv.WAL(t, 2)
-	ctx := context.Background()
 	move := func(p dispatch.Point, speed float64) { t.Helper(); moveDasher(t, env, "d1", p, speed) }
 	now := time.Now().UTC().Truncate(time.Second)
 	created := testenv.Event("o1", schemas.SourcePlatform, 1, schemas.StatusCreated)
@@ -87,15 +101,7 @@ func TestEstimatorFollowsTheDasherAndRestartsWhereItStopped(t *testing.T) {
 	confirmed := testenv.Event("o1", schemas.SourceMerchant, 1, schemas.StatusConfirmed)
 	confirmed.OccurredAt = now
 	env.Publish(t, confirmed)
-	ix := dispatch.NewIndex(0)
-	ix.Update("d1", dispatch.Position{Point: start, At: time.Now()}, 0)
-	d, err := dispatch.NewDispatcher(ctx, env.JS, ix, dispatch.AssignConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := d.Assign(ctx, "o1", dispatch.AssignRequest{Pickup: restaurant, Dropoff: &customer}); err != nil {
-		t.Fatal(err)
-	}
+	assignAt(t, env, "o1", "d1")
 
 	stop := run(t, env)
 	move(start, 6)
@@ -145,20 +151,11 @@ func TestEstimatorResumesFromItsCheckpoint(t *testing.T) {
 	env := testenv.WAL(t, 2)
 	ctx := context.Background()
 	move := func(dasher string, p dispatch.Point, speed float64) { t.Helper(); moveDasher(t, env, dasher, p, speed) }
-	ix := dispatch.NewIndex(0)
-	d, err := dispatch.NewDispatcher(ctx, env.JS, ix, dispatch.AssignConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	open := func(order, dasher string) {
 		t.Helper()
 		env.Publish(t, testenv.Event(order, schemas.SourcePlatform, 1, schemas.StatusCreated))
 		env.Publish(t, testenv.Event(order, schemas.SourceMerchant, 1, schemas.StatusConfirmed))
-		ix.Update(dasher, dispatch.Position{Point: start, At: time.Now()}, 0)
-		if a, err := d.Assign(ctx, order, dispatch.AssignRequest{Pickup: restaurant, Dropoff: &customer}); err != nil || a.DasherID != dasher {
-			t.Fatalf("assign %s: %+v %v, want %s", order, a, err, dasher)
-		}
-		ix.Remove(dasher)
+		assignAt(t, env, order, dasher)
 	}
 	var mu sync.Mutex
 	var published []schemas.Event
@@ -277,15 +274,7 @@ func TestEstimatorIgnoresACheckpointAheadOfTheWAL(t *testing.T) {
 		t.Fatal(err)
 	}
 	env.Publish(t, testenv.Event("o1", schemas.SourcePlatform, 1, schemas.StatusCreated))
-	ix := dispatch.NewIndex(0)
-	ix.Update("d1", dispatch.Position{Point: start, At: time.Now()}, 0)
-	d, err := dispatch.NewDispatcher(ctx, env.JS, ix, dispatch.AssignConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := d.Assign(ctx, "o1", dispatch.AssignRequest{Pickup: restaurant, Dropoff: &customer}); err != nil {
-		t.Fatal(err)
-	}
+	assignAt(t, env, "o1", "d1")
 	stop := run(t, env)
 	defer stop()
 	evs := waitFor(t, env, "an eta", func(evs []schemas.Event) bool { moveDasher(t, env, "d1", start, 6); return len(evs) >= 1 })
