@@ -26,29 +26,11 @@ func newBench(g *globals) *cobra.Command {
 			if cmd.Flags().Changed("live-fraction") {
 				cfg.LiveFractions = []float64{liveFraction}
 			}
-			if cpuProfile != "" {
-				f, err := os.Create(cpuProfile)
-				if err != nil {
-					return err
-				}
-				defer f.Close()
-				// The profile covers one phase, server included, so it shows where that
-				// phase's time goes and nothing else.
-				cfg.Phase = func(name string, start bool) {
-					switch {
-					case name != profilePhase:
-					case start:
-						err = pprof.StartCPUProfile(f)
-					default:
-						pprof.StopCPUProfile()
-					}
-				}
-				defer func() {
-					if err != nil {
-						fmt.Fprintln(cmd.ErrOrStderr(), "cpu profile:", err)
-					}
-				}()
+			stop, err := profilePhases(&cfg.Phase, cpuProfile, profilePhase, cmd.ErrOrStderr())
+			if err != nil {
+				return err
 			}
+			defer stop()
 			res, err := bench.Run(cmd.Context(), cfg)
 			if err != nil {
 				return err
@@ -73,6 +55,31 @@ func newBench(g *globals) *cobra.Command {
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of one phase (server included) to this file")
 	f.StringVar(&profilePhase, "profile-phase", "pipeline", "the phase --cpuprofile covers: raw, floor, peer, pipeline, saturate, live (every point), reads, ingest or replay")
 	return cmd
+}
+
+// profilePhases, when path is set, writes a Go CPU profile of one bench phase,
+// server included, to path: it sets the bench's Phase hook; stop closes the file.
+// The profile shows where that phase's time goes and nothing else.
+func profilePhases(hook *func(name string, start bool), path, phase string, errs io.Writer) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	*hook = func(name string, start bool) {
+		switch {
+		case name != phase:
+		case start:
+			if err := pprof.StartCPUProfile(f); err != nil {
+				fmt.Fprintln(errs, "cpu profile:", err)
+			}
+		default:
+			pprof.StopCPUProfile()
+		}
+	}
+	return func() { _ = f.Close() }, nil
 }
 
 // printBench writes a bench result as its table, or as JSON for scripts.

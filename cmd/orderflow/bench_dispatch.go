@@ -8,8 +8,9 @@ import (
 
 func newBenchDispatch() *cobra.Command {
 	var (
-		cfg    bench.DispatchConfig
-		asJSON bool
+		cfg                      bench.DispatchConfig
+		asJSON                   bool
+		cpuProfile, profilePhase string
 	)
 	cmd := &cobra.Command{
 		Use:   "dispatch",
@@ -17,6 +18,11 @@ func newBenchDispatch() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg.Progress = cmd.ErrOrStderr()
+			stop, err := profilePhases(&cfg.Phase, cpuProfile, profilePhase, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			defer stop()
 			res, err := bench.RunDispatch(cmd.Context(), cfg)
 			if err != nil {
 				return err
@@ -30,5 +36,7 @@ func newBenchDispatch() *cobra.Command {
 	f.IntVar(&cfg.Searches, "searches", 2000, "nearby searches timed")
 	f.IntVar(&cfg.Assigns, "assigns", 500, "assigns timed")
 	f.BoolVar(&asJSON, "json", false, "machine-readable output")
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of one phase (server included) to this file")
+	f.StringVar(&profilePhase, "profile-phase", "ingest", "the phase --cpuprofile covers: raw, ingest, index-only, nearby or assign")
 	return cmd
 }

@@ -15,7 +15,7 @@ func newCreds() *cobra.Command {
 		Use:   "creds",
 		Short: "NATS credentials per role for the embedded server started with --auth",
 	}
-	var dataDir, role, out, name string
+	var dataDir, role, out, name, dasher string
 	var ttl time.Duration
 	issue := &cobra.Command{
 		Use:   "issue --role R [--out F]",
@@ -36,7 +36,15 @@ func newCreds() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			b, err := authz.UserCreds(r, name, ttl)
+			var b []byte
+			switch {
+			case dasher != "" && r != auth.RoleDriver:
+				return usageError{fmt.Errorf("--dasher is for --role driver")}
+			case dasher != "":
+				b, err = authz.DasherCreds(dasher, name, ttl)
+			default:
+				b, err = authz.UserCreds(r, name, ttl)
+			}
 			if err != nil {
 				return err
 			}
@@ -57,6 +65,7 @@ func newCreds() *cobra.Command {
 	f.StringVar(&out, "out", "", "file to write (mode 0600); default stdout")
 	f.StringVar(&name, "name", "", "user name shown in the server's logs (default the role)")
 	f.DurationVar(&ttl, "ttl", 30*24*time.Hour, "how long the credentials are valid; 0 = never expire (a leaked file stays usable until the account key is rotated)")
+	f.StringVar(&dasher, "dasher", "", "with --role driver: a dasher's own credentials, which may also publish its positions on dashers.locations.<ID> (and no other dasher's)")
 	_ = issue.MarkFlagRequired("role")
 	cmd.AddCommand(issue)
 	return cmd

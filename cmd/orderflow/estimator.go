@@ -11,6 +11,7 @@ import (
 
 func newEstimator(g *globals) *cobra.Command {
 	var tick time.Duration
+	var name string
 	cmd := &cobra.Command{
 		Use:   "estimator",
 		Short: "Follow the WAL and dasher locations, and publish predicted stages and etas as the estimator source",
@@ -20,7 +21,7 @@ func newEstimator(g *globals) *cobra.Command {
 				return err
 			}
 			defer nc.Close()
-			svc, err := estimator.New(cmd.Context(), nc, js, estimator.Config{Tick: tick})
+			svc, err := estimator.New(cmd.Context(), nc, js, estimator.Config{Tick: tick, Name: name})
 			if err != nil {
 				return err
 			}
@@ -29,5 +30,6 @@ func newEstimator(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().DurationVar(&tick, "tick", time.Second, "how often every open order is re-estimated")
+	cmd.Flags().StringVar(&name, "name", "estimator", "key of this estimator's checkpoint in KV estimator_checkpoints (one estimator per name)")
 	return cmd
 }

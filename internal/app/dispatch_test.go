@@ -1,10 +1,12 @@
 package app_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -22,10 +24,14 @@ func TestDispatchThroughServe(t *testing.T) {
 	addr := startServe(t, env, topology.Topology{Partitions: 2})
 	base := "http://" + addr
 	restaurant := dispatch.Point{Lat: 40.7484, Lng: -73.9857}
-	for i := range 5 {
-		p := dispatch.Position{Point: dispatch.Destination(restaurant, float64(70*i), float64(150*(i+1))), At: time.Now(), SpeedMPS: 4}
-		if err := env.Conn.Publish(dispatch.LocationsSubject(fmt.Sprintf("d%d", i)), dispatch.EncodePosition(p)); err != nil {
-			t.Fatal(err)
+	// Positions are core NATS: those sent before serve subscribed are lost, so the
+	// dashers send theirs again until the search sees them, as apps do.
+	sendPositions := func() {
+		for i := range 5 {
+			p := dispatch.Position{Point: dispatch.Destination(restaurant, float64(70*i), float64(150*(i+1))), At: time.Now(), SpeedMPS: 4}
+			if err := env.Conn.Publish(dispatch.LocationsSubject(fmt.Sprintf("d%d", i)), dispatch.EncodePosition(p)); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	// Bad positions are dropped, and do not stop the subscriber.
@@ -35,6 +41,7 @@ func TestDispatchThroughServe(t *testing.T) {
 	var near struct{ Dashers []dispatch.Hit }
 	deadline := time.Now().Add(10 * time.Second)
 	for len(near.Dashers) < 5 && time.Now().Before(deadline) {
+		sendPositions()
 		httpGetJSON(t, fmt.Sprintf("%s/v1/dashers/nearby?lat=%v&lng=%v&radius_m=1000&limit=3", base, restaurant.Lat, restaurant.Lng), &near)
 		if len(near.Dashers) == 3 {
 			break
@@ -125,4 +132,72 @@ func httpPostJSON(t *testing.T, url, body string, v any) int {
 		}
 	}
 	return resp.StatusCode
+}
+
+// TestDeliveredAndCancelledOrdersFreeTheirDasher: with one dasher, a second order
+// finds nobody until the first is delivered; a third, until the second is
+// cancelled. The lease is given back by the status pipeline's milestones (also
+// after the release consumer was deleted), and the dasher's leases are one order
+// at a time throughout.
+func TestDeliveredAndCancelledOrdersFreeTheirDasher(t *testing.T) {
+	env := testenv.NATS(t)
+	base := "http://" + startServe(t, env, topology.Topology{Partitions: 2})
+	leases := env.WatchLeases(t)
+	restaurant := dispatch.Point{Lat: 40.7484, Lng: -73.9857}
+	for _, o := range []string{"o1", "o2", "o3"} {
+		env.Publish(t, testenv.Event(o, schemas.SourcePlatform, 1, schemas.StatusCreated))
+	}
+	pickup := fmt.Sprintf(`{"pickup":{"lat":%v,"lng":%v}}`, restaurant.Lat, restaurant.Lng)
+	// assign polls until the order gets a dasher (the index, the read path and
+	// the release catch up asynchronously), and fails after 10 s. d0 keeps sending
+	// its position meanwhile (core NATS: one sent before serve subscribed is lost).
+	assign := func(order string) dispatch.Assignment {
+		t.Helper()
+		var a dispatch.Assignment
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			pos := dispatch.Position{Point: dispatch.Destination(restaurant, 90, 200), At: time.Now(), SpeedMPS: 4}
+			if err := env.Conn.Publish(dispatch.LocationsSubject("d0"), dispatch.EncodePosition(pos)); err != nil {
+				t.Fatal(err)
+			}
+			if code := httpPostJSON(t, base+"/v1/orders/"+order+"/assign", pickup, &a); code == http.StatusCreated {
+				return a
+			}
+		}
+		t.Fatalf("order %s got no dasher within 10 s", order)
+		return a
+	}
+	if a := assign("o1"); a.DasherID != "d0" {
+		t.Fatalf("o1: %+v, want d0", a)
+	}
+	if code := httpPostJSON(t, base+"/v1/orders/o1/assign/accept", `{"dasher_id":"d0"}`, nil); code != http.StatusOK {
+		t.Fatalf("accept: %d", code)
+	}
+	if code := httpPostJSON(t, base+"/v1/orders/o2/assign", pickup, nil); code != http.StatusServiceUnavailable {
+		t.Fatalf("o2 while d0 serves o1: %d, want 503", code)
+	}
+
+	env.Publish(t, testenv.Event("o1", schemas.SourceDriver, 1, schemas.StatusDelivered))
+	if a := assign("o2"); a.DasherID != "d0" || a.SourceSeq != 2 {
+		t.Fatalf("o2 after o1 was delivered: %+v, want d0 with source_seq 2", a)
+	}
+	if code := httpPostJSON(t, base+"/v1/orders/o3/assign", pickup, nil); code != http.StatusServiceUnavailable {
+		t.Fatalf("o3 while d0 serves o2: %d, want 503", code)
+	}
+	// The release consumer deleted by hand comes back.
+	if err := env.JS.DeleteConsumer(context.Background(), topology.MilestonesStream, topology.ReleaseConsumer); err != nil {
+		t.Fatal(err)
+	}
+	// The platform's cancel follows its assignment event (source_seq 2).
+	env.Publish(t, testenv.Event("o2", schemas.SourcePlatform, 3, schemas.StatusCancelled))
+	if a := assign("o3"); a.DasherID != "d0" {
+		t.Fatalf("o3 after o2 was cancelled: %+v, want d0", a)
+	}
+
+	// The watcher sees o3's lease; then the whole history is one order at a time.
+	for deadline := time.Now().Add(10 * time.Second); len(leases.Orders("d0")) < 3 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	}
+	leases.Check(t)
+	if got := leases.Orders("d0"); !slices.Equal(got, []string{"o1", "o2", "o3"}) {
+		t.Fatalf("d0 leased to %v, want o1, o2, o3 in turn", got)
+	}
 }

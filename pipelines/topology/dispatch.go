@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/orderflow/orderflow/schemas"
 )
 
 // Dispatch resources (DESIGN §8.4). The location firehose itself,
@@ -20,6 +22,9 @@ const (
 	// assignment's source_seq, the dashers who declined it, and its pickup and
 	// drop-off points (the estimator reads them).
 	DispatchBucket = "order_dispatch"
+	// EstimatorBucket holds each estimator's checkpoint (key = its name): its WAL
+	// position and model, so a restart resumes instead of rereading the WAL.
+	EstimatorBucket = "estimator_checkpoints"
 
 	// LocationsTTL forgets a dasher's stored position after this much silence.
 	LocationsTTL = time.Hour
@@ -45,5 +50,31 @@ func (t Topology) DispatchBuckets() []jetstream.KeyValueConfig {
 			Bucket: DispatchBucket, Description: "orderflow dispatch record per order",
 			History: 1, TTL: DispatchTTL, Storage: jetstream.FileStorage, Replicas: t.Replicas,
 		},
+		{
+			Bucket: EstimatorBucket, Description: "orderflow estimator checkpoints: WAL position and model",
+			History: 1, Storage: jetstream.FileStorage, Replicas: t.Replicas,
+		},
+	}
+}
+
+// ReleaseConsumer is the durable consumer on ORDER_MILESTONES through which
+// dispatch gives a delivered or cancelled order's dasher back: one for every
+// instance, so each milestone is handled once (a second time is harmless).
+const ReleaseConsumer = "dispatch-release"
+
+// ReleaseConsumerConfig is ReleaseConsumer: the delivered and cancelled milestones,
+// from the first, acknowledged one by one.
+func (t Topology) ReleaseConsumerConfig() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:     ReleaseConsumer,
+		Description: "orderflow dispatch: release the dasher of a delivered or cancelled order",
+		FilterSubjects: []string{
+			schemas.MilestonesPrefix + "." + string(schemas.StatusDelivered) + ".*",
+			schemas.MilestonesPrefix + "." + string(schemas.StatusCancelled) + ".*",
+		},
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       30 * time.Second,
+		MaxAckPending: 256,
 	}
 }

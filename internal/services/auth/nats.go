@@ -57,6 +57,10 @@ func (r Role) InboxPrefix() string {
 const (
 	eventsStream     = "ORDER_EVENTS"
 	milestonesStream = "ORDER_MILESTONES"
+	// LocationsPrefix starts the dasher position subjects, dashers.locations.<dasher_id>.
+	LocationsPrefix = "dashers.locations."
+	// EstimatorBucket is the KV bucket of the estimator's checkpoints.
+	EstimatorBucket = "estimator_checkpoints"
 )
 
 // Permissions are the role's publish and subscribe allow lists; anything not
@@ -78,7 +82,19 @@ func (r Role) Permissions() jwt.Permissions {
 	case RoleIngest:
 		p.Pub.Allow.Add(schemas.SubjectPrefix + ">")
 		p.Sub.Allow.Add(inbox)
-	case RolePlatform, RoleMerchant, RoleDriver, RoleEstimator, RoleAgent:
+	case RoleEstimator:
+		// Publishes only its own events, and its checkpoint; reads what it
+		// predicts from: the WAL through ordered (ephemeral) consumers, dispatch
+		// records by KV get, and the position firehose.
+		p.Pub.Allow.Add(schemas.SubjectPrefix + string(r) + ".>")
+		p.Pub.Allow.Add(readOnly...)
+		p.Pub.Allow.Add(
+			"$JS.API.CONSUMER.CREATE."+eventsStream+".>",
+			"$JS.API.CONSUMER.INFO."+eventsStream+".*", "$JS.API.CONSUMER.MSG.NEXT."+eventsStream+".*",
+			"$KV."+EstimatorBucket+".>",
+		)
+		p.Sub.Allow.Add(inbox, LocationsPrefix+"*")
+	case RolePlatform, RoleMerchant, RoleDriver, RoleAgent:
 		p.Pub.Allow.Add(schemas.SubjectPrefix + string(r) + ".>")
 		p.Sub.Allow.Add(inbox)
 	case RoleReader:
@@ -210,6 +226,15 @@ func (a *Authority) Configure(opts *server.Options) error {
 	return nil
 }
 
+// DasherPermissions are a driver's, plus publishing the positions of one dasher,
+// on dashers.locations.<dasherID> and nowhere else: a dasher's app cannot move
+// another dasher on the map.
+func DasherPermissions(dasherID string) jwt.Permissions {
+	p := RoleDriver.Permissions()
+	p.Pub.Allow.Add(LocationsPrefix + dasherID)
+	return p
+}
+
 // UserCreds signs a user of role in the orderflow account and returns it as a
 // .creds file (user JWT and seed), the format `nats --creds` and
 // nats.UserCredentials read. ttl 0 means the user does not expire.
@@ -217,6 +242,21 @@ func (a *Authority) UserCreds(role Role, name string, ttl time.Duration) ([]byte
 	if !role.Valid() {
 		return nil, fmt.Errorf("role %q: one of %v", role, Roles)
 	}
+	return a.signUser(role, name, ttl, role.Permissions())
+}
+
+// DasherCreds signs a driver user for one dasher (DasherPermissions); see UserCreds.
+func (a *Authority) DasherCreds(dasherID, name string, ttl time.Duration) ([]byte, error) {
+	if !schemas.ValidOrderID(dasherID) {
+		return nil, fmt.Errorf("dasher id %q: must match [A-Za-z0-9_-]{1,64}", dasherID)
+	}
+	if name == "" {
+		name = "dasher-" + dasherID
+	}
+	return a.signUser(RoleDriver, name, ttl, DasherPermissions(dasherID))
+}
+
+func (a *Authority) signUser(role Role, name string, ttl time.Duration, perms jwt.Permissions) ([]byte, error) {
 	ukp, err := nkeys.CreateUser()
 	if err != nil {
 		return nil, err
@@ -228,7 +268,7 @@ func (a *Authority) UserCreds(role Role, name string, ttl time.Duration) ([]byte
 		uc.Name = string(role)
 	}
 	uc.Tags.Add("role:" + string(role))
-	uc.Permissions = role.Permissions()
+	uc.Permissions = perms
 	if ttl > 0 {
 		uc.Expires = time.Now().Add(ttl).Unix()
 	}

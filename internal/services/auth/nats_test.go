@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -16,6 +17,9 @@ import (
 
 	"github.com/orderflow/orderflow/internal/adapters/embedded"
 	"github.com/orderflow/orderflow/internal/services/auth"
+	"github.com/orderflow/orderflow/internal/services/dispatch"
+	"github.com/orderflow/orderflow/internal/services/estimator"
+	"github.com/orderflow/orderflow/internal/testsupport/testenv"
 	"github.com/orderflow/orderflow/pipelines/topology"
 	"github.com/orderflow/orderflow/schemas"
 )
@@ -66,6 +70,21 @@ func (s *secureServer) credsFile(t *testing.T, role auth.Role) string {
 		t.Fatal(err)
 	}
 	path := filepath.Join(s.dir, string(role)+".creds")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// dasherCredsFile writes a dasher's own .creds file, as `orderflow creds issue
+// --role driver --dasher ID` does.
+func (s *secureServer) dasherCredsFile(t *testing.T, dasher string) string {
+	t.Helper()
+	b, err := s.authz.DasherCreds(dasher, "", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(s.dir, "dasher-"+dasher+".creds")
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -145,6 +164,44 @@ func ops() []op {
 			_, err := nc.SubscribeSync(schemas.SubjectPrefix + ">")
 			return err
 		}},
+		op{"follow the WAL", func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream, _ auth.Role) error {
+			// As the estimator does: an ordered consumer's Consume.
+			c, err := js.OrderedConsumer(ctx, topology.EventsStream, jetstream.OrderedConsumerConfig{})
+			if err != nil {
+				return err
+			}
+			got := make(chan struct{}, 1)
+			cc, err := c.Consume(func(jetstream.Msg) {
+				select {
+				case got <- struct{}{}:
+				default:
+				}
+			})
+			if err != nil {
+				return err
+			}
+			defer cc.Stop()
+			select {
+			case <-got:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}},
+		op{"KV put estimator checkpoint", func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream, role auth.Role) error {
+			_, err := js.Publish(ctx, "$KV."+topology.EstimatorBucket+".pm-"+string(role), []byte(`{}`))
+			return err
+		}},
+		op{"subscribe to positions", func(ctx context.Context, nc *nats.Conn, _ jetstream.JetStream, _ auth.Role) error {
+			_, err := nc.SubscribeSync(dispatch.LocationsPrefix + "*")
+			return err
+		}},
+		op{"send position of d7", func(ctx context.Context, nc *nats.Conn, _ jetstream.JetStream, _ auth.Role) error {
+			return nc.Publish(dispatch.LocationsSubject("d7"), []byte(`{}`))
+		}},
+		op{"send position of d8", func(ctx context.Context, nc *nats.Conn, _ jetstream.JetStream, _ auth.Role) error {
+			return nc.Publish(dispatch.LocationsSubject("d8"), []byte(`{}`))
+		}},
 	)
 }
 
@@ -168,17 +225,41 @@ func apiCall(ctx context.Context, nc *nats.Conn, subject string) error {
 	return nil
 }
 
+// user is one credential the matrix tries: a role's, or a dasher's own.
+type user struct {
+	role   auth.Role
+	dasher string // set: auth.DasherCreds for this dasher
+}
+
+func (u user) String() string {
+	if u.dasher != "" {
+		return string(u.role) + " " + u.dasher
+	}
+	return string(u.role)
+}
+
 // allowed is the matrix the permissions must implement.
-func allowed(role auth.Role, opName string) bool {
-	switch role {
-	case auth.RolePipeline:
+func allowed(u user, opName string) bool {
+	switch role := u.role; {
+	case u.dasher != "":
+		return opName == "publish "+string(role) || opName == "send position of "+u.dasher
+	case role == auth.RolePipeline:
 		return true
-	case auth.RoleIngest:
+	case role == auth.RoleIngest:
 		return strings.HasPrefix(opName, "publish ") && opName != "publish milestone"
-	case auth.RoleReader:
+	case role == auth.RoleReader:
 		return opName == "KV get" || opName == "subscribe to WAL subjects"
-	case auth.RoleAnalyst:
+	case role == auth.RoleAnalyst:
 		return opName == "KV get" || opName == "create consumer on milestones"
+	case role == auth.RoleEstimator:
+		switch opName {
+		case "publish estimator", "KV get", "follow the WAL", "KV put estimator checkpoint", "subscribe to positions",
+			// What an ordered consumer needs also creates a durable one: read-only
+			// access to the WAL either way.
+			"create consumer on the WAL":
+			return true
+		}
+		return false
 	default: // a producer
 		return opName == "publish "+string(role)
 	}
@@ -197,11 +278,20 @@ func TestPermissionMatrix(t *testing.T) {
 	if _, err := kv.Put(ctx, "pm-0", []byte(`{"order_id":"pm-0"}`)); err != nil {
 		t.Fatal(err)
 	}
+	var users []user
 	for _, role := range auth.Roles {
 		if _, err := s.admin.CreateStream(ctx, jetstream.StreamConfig{Name: scratch(role), Subjects: []string{"scratch." + string(role)}}); err != nil {
 			t.Fatal(err)
 		}
+		users = append(users, user{role: role})
+	}
+	users = append(users, user{role: auth.RoleDriver, dasher: "d7"})
+	for _, u := range users {
+		role := u.role
 		creds := s.credsFile(t, role)
+		if u.dasher != "" {
+			creds = s.dasherCredsFile(t, u.dasher)
+		}
 		for _, o := range ops() {
 			perm := make(chan error, 4)
 			nc := s.connect(t, creds, func(err error) {
@@ -234,17 +324,18 @@ func TestPermissionMatrix(t *testing.T) {
 			}
 			cancel()
 			nc.Close()
-			want := allowed(role, o.name)
+			want := allowed(u, o.name)
 			switch {
 			case want && (err != nil || violation != nil):
-				t.Errorf("%s: %s should be allowed: err=%v violation=%v", role, o.name, err, violation)
+				t.Errorf("%s: %s should be allowed: err=%v violation=%v", u, o.name, err, violation)
 			case !want && violation == nil:
-				t.Errorf("%s: %s should fail with a permissions violation: err=%v", role, o.name, err)
+				t.Errorf("%s: %s should fail with a permissions violation: err=%v", u, o.name, err)
 			}
 		}
 	}
 	// Denied writes left nothing: only the pipeline's and the ingest user's
-	// publishes and each producer's own are in the WAL.
+	// publishes and each producer's own are in the WAL (the dasher's as a driver
+	// carries the driver role's message id, so the WAL keeps one of the two).
 	info, err := s.admin.Stream(ctx, topology.EventsStream)
 	if err != nil {
 		t.Fatal(err)
@@ -291,5 +382,111 @@ func TestUnauthenticatedClientsCannotConnect(t *testing.T) {
 	if nc, err := nats.Connect(s.url, nats.UserCredentials(path)); err == nil {
 		nc.Close()
 		t.Fatal("an expired user connected")
+	}
+}
+
+// TestEstimatorAndDasherRunOnTheirCredentials: the real estimator, connected with
+// the estimator role's credentials, follows the WAL, the dispatch record and a
+// dasher's positions (sent with that dasher's own credentials), publishes its
+// prediction and writes its checkpoint, without one permissions violation.
+func TestEstimatorAndDasherRunOnTheirCredentials(t *testing.T) {
+	s := startSecure(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for _, ev := range []schemas.Event{
+		testenv.Event("o1", schemas.SourcePlatform, 1, schemas.StatusCreated),
+		testenv.Event("o1", schemas.SourceMerchant, 1, schemas.StatusConfirmed),
+	} {
+		if _, err := s.admin.Publish(ctx, schemas.Subject(ev.Source, ev.OrderID), testenv.EventJSON(t, ev), jetstream.WithMsgID(ev.EventID)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	restaurant := dispatch.Point{Lat: 48.8566, Lng: 2.3522}
+	customer := dispatch.Destination(restaurant, 90, 2000)
+	ix := dispatch.NewIndex(0)
+	ix.Update("d7", dispatch.Position{Point: restaurant, At: time.Now()}, 0)
+	d, err := dispatch.NewDispatcher(ctx, s.admin, ix, dispatch.AssignConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Assign(ctx, "o1", dispatch.AssignRequest{Pickup: restaurant, Dropoff: &customer}); err != nil {
+		t.Fatal(err)
+	}
+
+	violations := make(chan error, 16)
+	onErr := func(err error) {
+		if errors.Is(err, nats.ErrPermissionViolation) {
+			select {
+			case violations <- err:
+			default:
+			}
+		}
+	}
+	nc := s.connect(t, s.credsFile(t, auth.RoleEstimator), onErr)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	published := make(chan schemas.Event, 16)
+	svc, err := estimator.New(ctx, nc, js, estimator.Config{Tick: 50 * time.Millisecond,
+		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Published: func(ev schemas.Event) { published <- ev }})
+	if err != nil {
+		t.Fatalf("the estimator cannot start on its credentials: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	dasher := s.connect(t, s.dasherCredsFile(t, "d7"), onErr)
+	defer dasher.Close()
+
+	var ev schemas.Event
+	timeout := time.After(10 * time.Second)
+	for got := false; !got; {
+		pos := dispatch.Position{Point: restaurant, At: time.Now(), SpeedMPS: 0}
+		if err := dasher.Publish(dispatch.LocationsSubject("d7"), dispatch.EncodePosition(pos)); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case ev = <-published:
+			got = ev.Status == schemas.StatusReadyForPickup
+		case err := <-violations:
+			t.Fatalf("permissions violation: %v", err)
+		case err := <-done:
+			t.Fatalf("the estimator stopped: %v", err)
+		case <-timeout:
+			t.Fatal("no ready_for_pickup prediction within 10 s")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	kv, err := s.admin.KeyValue(ctx, topology.EstimatorBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if e, err := kv.Get(ctx, "estimator"); err == nil {
+			if cp, err := estimator.ParseCheckpoint(e.Value()); err == nil && cp.Model.Orders["o1"].Seq >= ev.SourceSeq {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no checkpoint covering the prediction within 10 s")
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("estimator: %v", err)
+	}
+	select {
+	case err := <-violations:
+		t.Fatalf("permissions violation: %v", err)
+	default:
+	}
+}
+
+// The permissions spell the names they allow; they must be the topology's.
+func TestPermissionNamesAreTheTopologys(t *testing.T) {
+	if auth.LocationsPrefix != dispatch.LocationsPrefix || auth.EstimatorBucket != topology.EstimatorBucket {
+		t.Fatalf("auth names %q %q, topology's %q %q", auth.LocationsPrefix, auth.EstimatorBucket, dispatch.LocationsPrefix, topology.EstimatorBucket)
 	}
 }

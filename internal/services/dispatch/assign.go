@@ -33,6 +33,10 @@ var (
 	ErrNoLease = errors.New("the dasher holds no lease for this order")
 	// ErrContended: the order's record kept changing under this request; retry.
 	ErrContended = errors.New("the order's assignment changed concurrently; retry")
+	// ErrEventIDTaken: the WAL already holds another event under the assignment's
+	// event id, so the assignment could not be recorded; the dasher was given
+	// back, and a retry assigns under the next source_seq.
+	ErrEventIDTaken = errors.New("the WAL already holds another event with the assignment's event id")
 )
 
 // Lease states.
@@ -147,6 +151,7 @@ type Dispatcher struct {
 	index    *Index
 	outcomes *prometheus.CounterVec
 	latency  prometheus.Histogram
+	released prometheus.Counter
 }
 
 // NewDispatcher opens the dispatch buckets (topology.Provision creates them).
@@ -169,8 +174,11 @@ func NewDispatcher(ctx context.Context, js jetstream.JetStream, index *Index, cf
 			Name: "orderflow_dispatch_assign_duration_seconds", Help: "Time to reserve a dasher and write the assignment to the WAL.",
 			Buckets: prometheus.ExponentialBuckets(1e-4, 2, 16),
 		}),
+		released: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orderflow_dispatch_released_total", Help: "Leases given back because their order was delivered or cancelled.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{d.outcomes, d.latency} {
+	for _, c := range []prometheus.Collector{d.outcomes, d.latency, d.released} {
 		if err := cfg.Registerer.Register(c); err != nil {
 			return nil, fmt.Errorf("dispatch metrics: %w", err)
 		}
@@ -203,18 +211,9 @@ func (d *Dispatcher) Assign(ctx context.Context, id string, req AssignRequest) (
 	if radius <= 0 {
 		radius = d.cfg.RadiusM
 	}
-	var platformSeq uint64
-	if d.cfg.Orders != nil {
-		v, err := d.cfg.Orders.Get(ctx, id)
-		switch {
-		case errors.Is(err, orders.ErrNotFound):
-			return Assignment{}, ErrOrderNotFound
-		case err != nil:
-			return Assignment{}, fmt.Errorf("read order %s: %w", id, err)
-		case !v.Predicted && (v.Status == schemas.StatusDelivered || v.Status == schemas.StatusCancelled):
-			return Assignment{}, ErrOrderClosed
-		}
-		platformSeq = v.Version[schemas.SourcePlatform]
+	platformSeq, err := d.openOrder(ctx, id)
+	if err != nil {
+		return Assignment{}, err
 	}
 	for range 8 {
 		rec, recRev, err := d.record(ctx, id)
@@ -269,6 +268,24 @@ func (d *Dispatcher) Assign(ctx context.Context, id string, req AssignRequest) (
 	return Assignment{}, ErrContended
 }
 
+// openOrder checks, when the dispatcher has Orders, that order id exists and is
+// neither delivered nor cancelled, and returns its platform version (0 without Orders).
+func (d *Dispatcher) openOrder(ctx context.Context, id string) (platformSeq uint64, err error) {
+	if d.cfg.Orders == nil {
+		return 0, nil
+	}
+	v, err := d.cfg.Orders.Get(ctx, id)
+	switch {
+	case errors.Is(err, orders.ErrNotFound):
+		return 0, ErrOrderNotFound
+	case err != nil:
+		return 0, fmt.Errorf("read order %s: %w", id, err)
+	case !v.Predicted && (v.Status == schemas.StatusDelivered || v.Status == schemas.StatusCancelled):
+		return 0, ErrOrderClosed
+	}
+	return v.Version[schemas.SourcePlatform], nil
+}
+
 // reserve takes a lease on the nearest dasher within radius that has none.
 func (d *Dispatcher) reserve(ctx context.Context, pickup Point, radius float64, declined []string, l Lease) (Hit, uint64, error) {
 	body, _ := json.Marshal(l)
@@ -291,10 +308,21 @@ func (d *Dispatcher) reserve(ctx context.Context, pickup Point, radius float64, 
 }
 
 // Accept confirms dasherID's reservation for order id: the lease no longer expires
-// after LeaseTTL, only after ConfirmedTTL or a Release.
+// after LeaseTTL, only after ConfirmedTTL or a Release. An order delivered or
+// cancelled meanwhile is refused (ErrOrderClosed) and the dasher given back: an
+// assign racing the order's end can leave a reservation the release missed, and
+// confirming it would hold the dasher for ConfirmedTTL.
 func (d *Dispatcher) Accept(ctx context.Context, id, dasherID string) (Assignment, error) {
 	l, rev, err := d.leaseFor(ctx, id, dasherID)
 	if err != nil {
+		return Assignment{}, err
+	}
+	if _, err := d.openOrder(ctx, id); errors.Is(err, ErrOrderClosed) {
+		if err := d.Release(ctx, id, dasherID); err != nil && !errors.Is(err, ErrNoLease) {
+			return Assignment{}, err
+		}
+		return Assignment{}, ErrOrderClosed
+	} else if err != nil {
 		return Assignment{}, err
 	}
 	if l.State == LeaseConfirmed {
@@ -468,8 +496,45 @@ func (d *Dispatcher) publish(ctx context.Context, orderID, dasherID string, l Le
 	m := nats.NewMsg(schemas.Subject(schemas.SourcePlatform, orderID))
 	m.Data = body
 	m.Header.Set(jetstream.MsgIDHeader, ev.EventID)
-	if _, err := d.js.PublishMsg(ctx, m); err != nil {
+	ack, err := d.js.PublishMsg(ctx, m)
+	if err != nil {
 		return fmt.Errorf("write assignment of %s to the WAL: %w", orderID, err)
 	}
-	return nil
+	if !ack.Duplicate {
+		return nil
+	}
+	// A duplicate is expected when this is a retry of an assignment whose first
+	// answer was lost: the WAL holds this very event. Anything else under the same
+	// id (a dispatch record lost and its source_seq reused, another writer) means
+	// this assignment is not in the WAL: the WAL would name another dasher than the
+	// lease. Give the dasher back so the next attempt takes a new source_seq.
+	same, err := d.walHolds(ctx, ack, ev)
+	if err != nil {
+		return fmt.Errorf("check the WAL's copy of assignment %s: %w", ev.EventID, err)
+	}
+	if same {
+		return nil
+	}
+	if err := d.Release(ctx, orderID, dasherID); err != nil && !errors.Is(err, ErrNoLease) {
+		return fmt.Errorf("%w (%s); give %s back: %w", ErrEventIDTaken, ev.EventID, dasherID, err)
+	}
+	return fmt.Errorf("%w: %s", ErrEventIDTaken, ev.EventID)
+}
+
+// walHolds reports whether the message a duplicate ack points at is ev: the same
+// order, source_seq and dasher.
+func (d *Dispatcher) walHolds(ctx context.Context, ack *jetstream.PubAck, ev schemas.Event) (bool, error) {
+	stream, err := d.js.Stream(ctx, ack.Stream)
+	if err != nil {
+		return false, err
+	}
+	m, err := stream.GetMsg(ctx, ack.Sequence)
+	if err != nil {
+		return false, err
+	}
+	var stored schemas.Event
+	if err := json.Unmarshal(m.Data, &stored); err != nil {
+		return false, nil // not an assignment at all
+	}
+	return stored.OrderID == ev.OrderID && stored.Source == ev.Source && stored.SourceSeq == ev.SourceSeq && stored.DasherID == ev.DasherID, nil
 }

@@ -2,7 +2,6 @@ package dispatch_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -13,8 +12,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderflow/orderflow/internal/services/dispatch"
+	"github.com/orderflow/orderflow/internal/testsupport/orderstest"
 	"github.com/orderflow/orderflow/internal/testsupport/testenv"
-	"github.com/orderflow/orderflow/pipelines/topology"
 	"github.com/orderflow/orderflow/schemas"
 )
 
@@ -44,84 +43,6 @@ func instance(t *testing.T, env *testenv.NATSEnv, dashers int, cfg dispatch.Assi
 	return d
 }
 
-// leaseLog records every change of every lease, in the bucket's order.
-type leaseLog struct {
-	mu  sync.Mutex
-	ops map[string][]string // dasher -> "put:<order>:<state>" | "del"
-}
-
-func watchLeases(t *testing.T, env *testenv.NATSEnv) *leaseLog {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	kv, err := env.JS.KeyValue(ctx, topology.LeasesBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := &leaseLog{ops: map[string][]string{}}
-	go func() {
-		for e := range w.Updates() {
-			if e == nil {
-				continue
-			}
-			op := "del"
-			if e.Operation() == jetstream.KeyValuePut {
-				var l dispatch.Lease
-				if err := json.Unmarshal(e.Value(), &l); err != nil {
-					t.Errorf("lease %s: %v", e.Key(), err)
-				}
-				op = "put:" + l.OrderID + ":" + l.State
-			}
-			log.mu.Lock()
-			log.ops[e.Key()] = append(log.ops[e.Key()], op)
-			log.mu.Unlock()
-		}
-	}()
-	return log
-}
-
-// check fails unless every dasher's leases form a sequence of single-order spans: a
-// lease for another order is only ever taken after the previous one ended.
-func (l *leaseLog) check(t *testing.T) (spans int) {
-	t.Helper()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for dasher, ops := range l.ops {
-		holder := ""
-		for _, op := range ops {
-			if op == "del" {
-				holder = ""
-				continue
-			}
-			order, state, _ := cut(op[4:])
-			if holder != "" && holder != order {
-				t.Errorf("dasher %s: leased to %s while holding %s (%v)", dasher, order, holder, ops)
-			}
-			if holder == "" {
-				if state != dispatch.LeaseReserved {
-					t.Errorf("dasher %s: a lease began %s", dasher, state)
-				}
-				spans++
-			}
-			holder = order
-		}
-	}
-	return spans
-}
-
-func cut(s string) (string, string, bool) {
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] == ':' {
-			return s[:i], s[i+1:], true
-		}
-	}
-	return s, "", false
-}
-
 // walAssignments reads every platform event in the WAL: per order, in WAL order.
 func walAssignments(t *testing.T, env *testenv.NATSEnv) map[string][]schemas.Event {
 	t.Helper()
@@ -136,7 +57,7 @@ func walAssignments(t *testing.T, env *testenv.NATSEnv) map[string][]schemas.Eve
 // order twice at once (once per instance).
 func TestContendedAssignment(t *testing.T) {
 	env := testenv.WAL(t, 2)
-	leases := watchLeases(t, env)
+	leases := env.WatchLeases(t)
 	const dashers, orderCount = 4, 30
 	cfg := dispatch.AssignConfig{LeaseTTL: time.Second}
 	a, b := instance(t, env, dashers, cfg), instance(t, env, dashers, cfg)
@@ -215,7 +136,7 @@ func TestContendedAssignment(t *testing.T) {
 
 	time.Sleep(200 * time.Millisecond) // let the watcher drain
 	// Every assignment held a lease; a raced order's loser held one briefly too.
-	if spans, won := leases.check(t), len(first)+len(second); spans < won {
+	if spans, won := leases.Check(t), len(first)+len(second); spans < won {
 		t.Errorf("%d lease spans for %d assignments", spans, won)
 	}
 
@@ -300,5 +221,61 @@ func TestAcceptDeclineRelease(t *testing.T) {
 	wal := walAssignments(t, env)
 	if evs := wal["o1"]; len(evs) != 2 || evs[0].DasherID != "d0" || evs[1].DasherID != "d1" || evs[1].SourceSeq != 2 {
 		t.Fatalf("WAL for o1: %+v", evs)
+	}
+}
+
+// TestAssignmentWhoseEventIDIsTaken: the WAL already holds another assignment
+// under the id the next one would use (its dispatch record was lost, so its
+// source_seq is reused). JetStream answers "duplicate" and drops the new event;
+// dispatch must not take that for success (the WAL would name another dasher than
+// the lease): it gives the dasher back and fails, and the retry assigns under the
+// next source_seq, which the WAL then records. A retried assign whose event is
+// already in the WAL stays a success.
+func TestAssignmentWhoseEventIDIsTaken(t *testing.T) {
+	env := testenv.WAL(t, 2)
+	ctx := context.Background()
+	d := instance(t, env, 2, dispatch.AssignConfig{})
+	old := dispatch.AssignmentEvent("o1", "someone-else", dispatch.Lease{OrderID: "o1", Seq: 1, ReservedAt: time.Now().UTC()})
+	env.Publish(t, old)
+
+	if a, err := d.Assign(ctx, "o1", dispatch.AssignRequest{Pickup: pickup}); !errors.Is(err, dispatch.ErrEventIDTaken) {
+		t.Fatalf("assign over a taken event id: %+v %v, want ErrEventIDTaken", a, err)
+	}
+	if _, err := d.Lease(ctx, "d0"); !errors.Is(err, dispatch.ErrNoLease) {
+		t.Fatalf("d0 after the failed assignment: %v, want given back", err)
+	}
+	a, err := d.Assign(ctx, "o1", dispatch.AssignRequest{Pickup: pickup})
+	if err != nil || a.DasherID != "d0" || a.SourceSeq != 2 {
+		t.Fatalf("retry: %+v %v, want d0 under source_seq 2", a, err)
+	}
+	again, err := d.Assign(ctx, "o1", dispatch.AssignRequest{Pickup: pickup})
+	if err != nil || !again.Existing || again.DasherID != "d0" {
+		t.Fatalf("assign again (publishes the same event, a duplicate of itself): %+v %v", again, err)
+	}
+	evs := walAssignments(t, env)["o1"]
+	if len(evs) != 2 || evs[0].DasherID != "someone-else" || evs[1].DasherID != "d0" || evs[1].SourceSeq != 2 {
+		t.Fatalf("WAL for o1: %+v, want the old event and d0's under source_seq 2", evs)
+	}
+}
+
+// TestAcceptRefusesAClosedOrder: an assign that raced the order's cancel can leave
+// a reservation the release never saw (it read the record before the assign wrote
+// it); accepting it would hold the dasher for hours. Accept refuses the closed
+// order and gives the dasher back.
+func TestAcceptRefusesAClosedOrder(t *testing.T) {
+	env := testenv.WAL(t, 2)
+	ctx := context.Background()
+	d := instance(t, env, 1, dispatch.AssignConfig{Orders: orderstest.New(t, env).Reader})
+	env.Publish(t, testenv.Event("o1", schemas.SourcePlatform, 1, schemas.StatusCreated))
+	a, err := d.Assign(ctx, "o1", dispatch.AssignRequest{Pickup: pickup})
+	if err != nil || a.DasherID != "d0" || a.SourceSeq != 2 {
+		t.Fatalf("assign: %+v %v, want d0 under source_seq 2", a, err)
+	}
+	env.Publish(t, testenv.Event("o1", schemas.SourcePlatform, 3, schemas.StatusCancelled))
+	if _, err := d.Accept(ctx, "o1", "d0"); !errors.Is(err, dispatch.ErrOrderClosed) {
+		t.Fatalf("accept for a cancelled order: %v, want ErrOrderClosed", err)
+	}
+	if _, err := d.Lease(ctx, "d0"); !errors.Is(err, dispatch.ErrNoLease) {
+		t.Fatalf("d0 after the refused accept: %v, want given back", err)
 	}
 }

@@ -27,8 +27,17 @@
 // cells of about 1.2 × 0.6 km), sharded by dasher id so an update takes one shard's
 // lock. A search enumerates the cells that cover the bounding box of its circle
 // (wrapping across the antimeridian, all longitudes when the circle holds a pole),
-// and keeps the dashers whose great-circle distance is within the radius, nearest
-// first. A search that would touch more than maxQueryCells cells scans instead. The
+// visits them nearest first by a lower bound of their distance, and keeps the
+// dashers whose great-circle distance is within the radius, nearest first; with a
+// limit it stops at the first cell that cannot hold anyone nearer than the worst
+// kept. A search that would touch more than maxQueryCells cells scans instead. The
 // newest position wins by device time (`at`), whatever the arrival order, so the
 // subscriber may run several workers and the rebuild may overlap live updates.
+//
+// # Leases
+//
+// Dispatcher reserves a dasher for an order with a compare-and-set lease in KV
+// dasher_leases; accept confirms it, decline and release delete it, and an order
+// delivered or cancelled gives its dasher back through FollowMilestones (the status
+// pipeline's milestones, so only what the resolver decided frees a dasher).
 package dispatch

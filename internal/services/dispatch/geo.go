@@ -18,12 +18,30 @@ func (p Point) Valid() bool {
 
 // DistanceM is the great-circle (haversine) distance between a and b in metres. It
 // is exact across the antimeridian and at the poles, where planar shortcuts fail.
-func DistanceM(a, b Point) float64 {
-	φ1, φ2 := rad(a.Lat), rad(b.Lat)
-	dφ, dλ := φ2-φ1, rad(b.Lng-a.Lng)
-	h := sq(math.Sin(dφ/2)) + math.Cos(φ1)*math.Cos(φ2)*sq(math.Sin(dλ/2))
-	return 2 * EarthRadiusM * math.Asin(math.Min(1, math.Sqrt(h)))
+func DistanceM(a, b Point) float64 { return haversineM(newOrigin(a).haversine(b)) }
+
+// origin is a point distances are measured from, with what every distance from it
+// needs computed once: a search measures from its centre to every candidate.
+type origin struct {
+	p       Point
+	φ, cosφ float64
 }
+
+func newOrigin(p Point) origin {
+	φ := rad(p.Lat)
+	return origin{p: p, φ: φ, cosφ: math.Cos(φ)}
+}
+
+// haversine is the haversine of the central angle from o to b: a monotone
+// function of the distance, cheaper to compare than the distance itself.
+func (o origin) haversine(b Point) float64 {
+	φ2 := rad(b.Lat)
+	dφ, dλ := φ2-o.φ, rad(b.Lng-o.p.Lng)
+	return sq(math.Sin(dφ/2)) + o.cosφ*math.Cos(φ2)*sq(math.Sin(dλ/2))
+}
+
+// haversineM is the distance in metres of a haversine.
+func haversineM(h float64) float64 { return 2 * EarthRadiusM * math.Asin(math.Min(1, math.Sqrt(h))) }
 
 // Destination is the point reached from p after distM metres on the initial bearing
 // (degrees clockwise from north), normalised to lng in [-180, 180).

@@ -208,7 +208,7 @@ func (h *HTTP) failed(w http.ResponseWriter, err error) bool {
 		httpjson.WriteError(w, http.StatusNotFound, err.Error())
 	case errors.Is(err, ErrOrderClosed):
 		httpjson.WriteError(w, http.StatusConflict, err.Error())
-	case errors.Is(err, ErrContended):
+	case errors.Is(err, ErrContended), errors.Is(err, ErrEventIDTaken):
 		w.Header().Set("Retry-After", "1")
 		httpjson.WriteError(w, http.StatusConflict, err.Error())
 	default:

@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"cmp"
 	"hash/maphash"
 	"math"
 	"slices"
@@ -192,17 +193,34 @@ type Query struct {
 }
 
 // Nearby returns the dashers within q.RadiusM of q.Center, nearest first (ties by
-// id, so answers are deterministic), each with its distance. With a Limit it keeps
-// only the best Limit candidates as it goes (a bounded max-heap), so a search in a
-// dense city costs a distance per candidate, not a sort of every dasher in range.
+// id, so answers are deterministic), each with its distance. It visits the cells
+// nearest first (by a lower bound of the distance to any point of the cell) and,
+// with a Limit, keeps only the best Limit candidates as it goes (a bounded
+// max-heap) and stops at the first cell that cannot hold anyone nearer than the
+// worst kept: in a dense city the nearest ten are found in a cell or two, not
+// among every dasher in range.
 func (ix *Index) Nearby(q Query) []Hit {
-	cells, scan := queryCells(q.Center, q.RadiusM)
+	o := newOrigin(q.Center)
+	cells, scan := queryCells(o, q.RadiusM)
+	// Candidates beyond the radius are dropped on the haversine, before the
+	// distance's arcsine; the margin leaves the last word to the exact distance.
+	hMax := math.Inf(1)
+	if a := q.RadiusM / (2 * EarthRadiusM); a < math.Pi/2 {
+		hMax = sq(math.Sin(a))*(1+1e-9) + 1e-18
+	}
 	top := hitHeap{limit: q.Limit}
+	if q.Limit > 0 {
+		top.hits = make([]Hit, 0, q.Limit)
+	}
 	consider := func(id string, e *entry) {
 		if !q.Since.IsZero() && e.pos.At.Before(q.Since) {
 			return
 		}
-		d := DistanceM(q.Center, e.pos.Point)
+		h := o.haversine(e.pos.Point)
+		if h > hMax {
+			return
+		}
+		d := haversineM(h)
 		if d > q.RadiusM || !top.wants(d, id) || (q.Skip != nil && q.Skip(id)) {
 			return
 		}
@@ -217,7 +235,10 @@ func (ix *Index) Nearby(q Query) []Hit {
 			}
 		} else {
 			for _, c := range cells {
-				for id, e := range s.cells[c] {
+				if top.full() && c.nearestM > top.hits[0].DistanceM {
+					break // every cell left is farther than the worst kept
+				}
+				for id, e := range s.cells[c.cell] {
 					consider(id, e)
 				}
 			}
@@ -292,11 +313,18 @@ func (h *hitHeap) push(x Hit) {
 	}
 }
 
-// queryCells lists the cells that intersect the bounding box of the circle, wrapping
-// longitudes across the antimeridian. scan is true when there would be more than
-// maxQueryCells of them.
-func queryCells(c Point, radiusM float64) (cells []uint64, scan bool) {
-	minLat, maxLat, minLng, maxLng, full := boundingBox(c, radiusM)
+// queryCell is a cell a search visits, with a lower bound of the distance from the
+// search's centre to any point in it.
+type queryCell struct {
+	cell     uint64
+	nearestM float64
+}
+
+// queryCells lists the cells within radiusM of o among those that intersect the
+// bounding box of the circle (wrapping longitudes across the antimeridian), nearest
+// first. scan is true when the box holds more than maxQueryCells cells.
+func queryCells(o origin, radiusM float64) (cells []queryCell, scan bool) {
+	minLat, maxLat, minLng, maxLng, full := boundingBox(o.p, radiusM)
 	row0 := clampRow(int(math.Floor((minLat + 90) / cellLatDeg)))
 	row1 := clampRow(int(math.Floor((maxLat + 90) / cellLatDeg)))
 	var col0, col1 int
@@ -313,16 +341,51 @@ func queryCells(c Point, radiusM float64) (cells []uint64, scan bool) {
 	if n > maxQueryCells {
 		return nil, true
 	}
-	cells = make([]uint64, 0, n)
+	cells = make([]queryCell, 0, n)
 	for r := row0; r <= row1; r++ {
-		lat := -90 + (float64(r)+0.5)*cellLatDeg
+		lat0 := -90 + float64(r)*cellLatDeg
 		for col := col0; col <= col1; col++ {
 			w := ((col % cellsPerAxis) + cellsPerAxis) % cellsPerAxis
-			lng := -180 + (float64(w)+0.5)*cellLngDeg
-			cells = append(cells, geohash.EncodeIntWithPrecision(lat, lng, cellBits))
+			lng0 := -180 + float64(w)*cellLngDeg
+			near := cellNearestM(o, lat0, lng0)
+			if near > radiusM {
+				continue
+			}
+			cells = append(cells, queryCell{
+				cell:     geohash.EncodeIntWithPrecision(lat0+cellLatDeg/2, lng0+cellLngDeg/2, cellBits),
+				nearestM: near,
+			})
 		}
 	}
+	slices.SortFunc(cells, func(a, b queryCell) int { return cmp.Compare(a.nearestM, b.nearestM) })
 	return cells, false
+}
+
+// cellNearestM is a lower bound of the distance from o to any point of the cell
+// whose south-west corner is (lat0, lng0). The haversine is a sum of a latitude
+// term and a longitude term scaled by the cosines of both latitudes; each is at
+// least its least value over the cell (the nearest latitude, the nearest
+// longitude going either way round, the least cosine, at an edge since cos is
+// concave on [-90°, 90°]), so their sum bounds the haversine of every point.
+// The bound is lowered by a hair so rounding never makes it pass a real distance.
+func cellNearestM(o origin, lat0, lng0 float64) float64 {
+	lat1 := lat0 + cellLatDeg
+	var dLat float64
+	switch {
+	case o.p.Lat < lat0:
+		dLat = lat0 - o.p.Lat
+	case o.p.Lat > lat1:
+		dLat = o.p.Lat - lat1
+	}
+	// Degrees east of o to the cell's west edge, in [0, 360).
+	east := math.Mod(lng0-o.p.Lng+720, 360)
+	var dLng float64
+	if east > 0 && east+cellLngDeg < 360 { // o is not within the cell's longitudes
+		dLng = math.Min(east, 360-east-cellLngDeg)
+	}
+	minCos := math.Max(0, math.Min(math.Cos(rad(lat0)), math.Cos(rad(lat1))))
+	h := sq(math.Sin(rad(dLat)/2)) + o.cosφ*minCos*sq(math.Sin(rad(dLng)/2))
+	return math.Max(0, haversineM(h)*(1-1e-9)-1e-6)
 }
 
 func clampRow(r int) int { return max(0, min(cellsPerAxis-1, r)) }

@@ -210,3 +210,22 @@ func TestIndexUnderConcurrentUpdatesAndSearches(t *testing.T) {
 		t.Fatalf("%d dashers, want 200", ix.Len())
 	}
 }
+
+// The cell bound that lets a search stop early must never pass a real distance:
+// every point of a cell is at least cellNearestM from the centre.
+func TestCellNearestIsALowerBound(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		o := centre(t)
+		near := Destination(o, rapid.Float64Range(0, 360).Draw(t, "bearing"), rapid.SampledFrom([]float64{0, 10, 700, 3000, 50000}).Draw(t, "dist"))
+		row := clampRow(int(math.Floor((near.Lat + 90) / cellLatDeg)))
+		col := int(math.Floor((near.Lng + 180) / cellLngDeg))
+		lat0, lng0 := -90+float64(row)*cellLatDeg, -180+float64(col)*cellLngDeg
+		p := Point{
+			Lat: math.Min(90, lat0+rapid.Float64Range(0, 1).Draw(t, "u")*cellLatDeg),
+			Lng: normLng(lng0 + rapid.Float64Range(0, 1).Draw(t, "v")*cellLngDeg),
+		}
+		if d, lb := DistanceM(o, p), cellNearestM(newOrigin(o), lat0, lng0); lb > d {
+			t.Fatalf("centre %+v, point %+v of cell (%v, %v): bound %v m > distance %v m", o, p, lat0, lng0, lb, d)
+		}
+	})
+}

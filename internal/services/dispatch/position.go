@@ -2,11 +2,11 @@ package dispatch
 
 import (
 	"encoding/json"
-	"errors"
 	"math"
-	"regexp"
 	"strings"
 	"time"
+
+	"github.com/orderflow/orderflow/schemas"
 )
 
 // LocationsPrefix starts the firehose subjects: dashers.locations.<dasher_id>.
@@ -15,11 +15,9 @@ const LocationsPrefix = "dashers.locations."
 // LocationsSubject is where dasher dasherID publishes its positions.
 func LocationsSubject(dasherID string) string { return LocationsPrefix + dasherID }
 
-var dasherIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-
-// ValidDasherID reports whether id can be a dasher id: the order id alphabet, so it
-// is a valid subject token and KV key.
-func ValidDasherID(id string) bool { return dasherIDPattern.MatchString(id) }
+// ValidDasherID reports whether id can be a dasher id: the order id rule
+// (schemas.ValidOrderID), so it is a valid subject token and KV key.
+func ValidDasherID(id string) bool { return schemas.ValidOrderID(id) }
 
 // Limits of an accepted position.
 const (
@@ -53,14 +51,6 @@ const (
 var Reasons = []Reason{ReasonInvalidSubject, ReasonTooLarge, ReasonMalformedJSON, ReasonNonNumeric,
 	ReasonMissingField, ReasonLatRange, ReasonLngRange, ReasonSpeedRange, ReasonBadTime, ReasonFuture}
 
-// wirePosition is the body of a location message: {"lat","lng","at","speed"}.
-type wirePosition struct {
-	Lat   *float64 `json:"lat"`
-	Lng   *float64 `json:"lng"`
-	At    *string  `json:"at"`
-	Speed *float64 `json:"speed"`
-}
-
 // EncodePosition is the body a dasher publishes.
 func EncodePosition(p Position) []byte {
 	b, _ := json.Marshal(map[string]any{"lat": p.Lat, "lng": p.Lng, "at": p.At.UTC().Format(time.RFC3339Nano), "speed": p.SpeedMPS})
@@ -83,21 +73,14 @@ func ParsePosition(body []byte, now time.Time) (Position, Reason) {
 	if len(body) > MaxLocationBytes {
 		return Position{}, ReasonTooLarge
 	}
-	var w wirePosition
-	if err := json.Unmarshal(body, &w); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			return Position{}, ReasonNonNumeric
-		}
-		return Position{}, ReasonMalformedJSON
+	w, reason := decodePosition(body)
+	if reason != "" {
+		return Position{}, reason
 	}
-	if w.Lat == nil || w.Lng == nil || w.At == nil {
+	if !w.hasLat || !w.hasLng || !w.hasAt {
 		return Position{}, ReasonMissingField
 	}
-	p := Position{Point: Point{Lat: *w.Lat, Lng: *w.Lng}}
-	if w.Speed != nil {
-		p.SpeedMPS = *w.Speed
-	}
+	p := Position{Point: Point{Lat: w.lat, Lng: w.lng}, SpeedMPS: w.speed}
 	switch {
 	case !(p.Lat >= -90 && p.Lat <= 90):
 		return Position{}, ReasonLatRange
@@ -106,7 +89,7 @@ func ParsePosition(body []byte, now time.Time) (Position, Reason) {
 	case !(p.SpeedMPS >= 0 && p.SpeedMPS <= MaxSpeedMPS) || math.IsNaN(p.SpeedMPS):
 		return Position{}, ReasonSpeedRange
 	}
-	t, err := time.Parse(time.RFC3339Nano, *w.At)
+	t, err := time.Parse(time.RFC3339Nano, w.at)
 	if err != nil {
 		return Position{}, ReasonBadTime
 	}

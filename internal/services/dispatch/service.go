@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 
@@ -47,8 +48,18 @@ func New(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, cfg Config)
 	return &Service{Index: ix, Locations: l, Dispatcher: d, js: js, http: NewHTTP(ix, d, cfg.Tokens)}, nil
 }
 
-// Run follows the firehose until ctx ends.
-func (s *Service) Run(ctx context.Context) error { return s.Locations.Run(ctx, s.js) }
+// Run follows the firehose, and the milestones that free dashers, until ctx ends
+// or one of them fails.
+func (s *Service) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, 2)
+	go func() { errs <- s.Locations.Run(ctx, s.js) }()
+	go func() { errs <- s.Dispatcher.FollowMilestones(ctx) }()
+	err := <-errs
+	cancel()
+	return errors.Join(err, <-errs)
+}
 
 // Handler serves Routes.
 func (s *Service) Handler() http.Handler { return s.http.Handler() }

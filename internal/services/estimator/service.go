@@ -25,24 +25,34 @@ type Config struct {
 	Logger *slog.Logger
 	// Published, if set, sees every event the service publishes (tests, logs).
 	Published func(schemas.Event)
+	// Name keys this estimator's checkpoint in KV estimator_checkpoints; default
+	// "estimator". Two estimators running at once need different names.
+	Name string
 }
 
 // Service follows the WAL and the location firehose and publishes estimator events.
 //
-// Restarts: the WAL is the estimator's memory. On start it reads the WAL from the
-// beginning (its own events included) up to the last sequence stored at that
-// moment, and publishes nothing before: so it knows every source_seq it used and
-// every stage and eta it said, continues after them, and does not repeat them. An
-// event whose publish failed is retried as the same event (same id, same seq).
+// Restarts: the WAL is the estimator's memory, and the checkpoint (see
+// Checkpoint) a bookmark in it. On start it loads its checkpoint, reads the WAL
+// after it (from the beginning without one), its own events included, up to the
+// last sequence stored at that moment, and publishes nothing before: so it knows
+// every source_seq it used and every stage and eta it said, continues after them,
+// and does not repeat them. An event whose publish failed, or that was pending at
+// the checkpoint, is published again as the same event (same id, same seq). The
+// checkpoint is written after a round when anything changed.
 type Service struct {
-	cfg     Config
-	nc      *nats.Conn
-	js      jetstream.JetStream
-	records jetstream.KeyValue
+	cfg         Config
+	nc          *nats.Conn
+	js          jetstream.JetStream
+	records     jetstream.KeyValue
+	checkpoints jetstream.KeyValue
 
 	mu      sync.Mutex
 	model   *Model
 	pending map[string]schemas.Event // published but not acknowledged
+	walSeq  uint64                   // the last WAL message folded into model
+	changes uint64                   // counts changes to model, pending and walSeq
+	saved   uint64                   // changes when the checkpoint was last written
 }
 
 // New returns a service on nc.
@@ -56,15 +66,73 @@ func New(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, cfg Config)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Name == "" {
+		cfg.Name = "estimator"
+	}
 	records, err := js.KeyValue(ctx, topology.DispatchBucket)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", topology.DispatchBucket, err)
 	}
-	return &Service{cfg: cfg, nc: nc, js: js, records: records, model: NewModel(), pending: map[string]schemas.Event{}}, nil
+	checkpoints, err := js.KeyValue(ctx, topology.EstimatorBucket)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", topology.EstimatorBucket, err)
+	}
+	return &Service{cfg: cfg, nc: nc, js: js, records: records, checkpoints: checkpoints, model: NewModel(), pending: map[string]schemas.Event{}}, nil
+}
+
+// restore loads the checkpoint, if there is one.
+func (s *Service) restore(ctx context.Context) error {
+	e, err := s.checkpoints.Get(ctx, s.cfg.Name)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read the checkpoint: %w", err)
+	}
+	c, err := ParseCheckpoint(e.Value())
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.model, s.walSeq = ModelFromState(c.Model), c.WALSeq
+	for _, ev := range c.Pending {
+		s.pending[ev.OrderID] = ev
+	}
+	return nil
+}
+
+// checkpoint writes what changed since the last write.
+func (s *Service) checkpoint(ctx context.Context) error {
+	s.mu.Lock()
+	if s.changes == s.saved {
+		s.mu.Unlock()
+		return nil
+	}
+	c := Checkpoint{WALSeq: s.walSeq, Model: s.model.State()}
+	for _, ev := range s.pending {
+		c.Pending = append(c.Pending, ev)
+	}
+	changes := s.changes
+	s.mu.Unlock()
+	b, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	if _, err := s.checkpoints.Put(ctx, s.cfg.Name, b); err != nil {
+		return fmt.Errorf("write the checkpoint: %w", err)
+	}
+	s.mu.Lock()
+	s.saved = changes
+	s.mu.Unlock()
+	return nil
 }
 
 // Run serves until ctx ends.
 func (s *Service) Run(ctx context.Context) error {
+	if err := s.restore(ctx); err != nil {
+		return err
+	}
 	sub, err := s.nc.Subscribe(dispatch.LocationsPrefix+"*", func(m *nats.Msg) {
 		id, p, reason := dispatch.ParseLocation(m.Subject, m.Data, s.cfg.Now())
 		if reason != "" {
@@ -88,19 +156,34 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("read the WAL: %w", err)
 	}
 	startLast := info.State.LastSeq
-	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+	if s.walSeq > startLast {
+		// The checkpoint is ahead of the WAL: the WAL was recreated, and its
+		// sequences mean other events now. Start over from the WAL.
+		s.cfg.Logger.Warn("estimator checkpoint is ahead of the WAL; reading the WAL from the start", "checkpoint_seq", s.walSeq, "wal_last_seq", startLast)
+		s.mu.Lock()
+		s.model, s.pending, s.walSeq = NewModel(), map[string]schemas.Event{}, 0
+		s.mu.Unlock()
+	}
+	follow := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if s.walSeq > 0 {
+		follow = jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: s.walSeq + 1}
+	}
+	cons, err := stream.OrderedConsumer(ctx, follow)
 	if err != nil {
 		return fmt.Errorf("follow the WAL: %w", err)
 	}
 	caughtUp := make(chan struct{})
 	var once sync.Once
-	if startLast == 0 {
+	if startLast <= s.walSeq {
 		once.Do(func() { close(caughtUp) })
 	}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
-		meta, _ := m.Metadata()
-		s.observe(ctx, m.Subject(), m.Data())
-		if meta != nil && meta.Sequence.Stream >= startLast {
+		meta, err := m.Metadata()
+		if err != nil {
+			return // not a stream message; an ordered consumer delivers only those
+		}
+		s.observe(ctx, meta.Sequence.Stream, m.Subject(), m.Data())
+		if meta.Sequence.Stream >= startLast {
 			once.Do(func() { close(caughtUp) })
 		}
 	})
@@ -122,34 +205,49 @@ func (s *Service) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 			s.round(ctx)
+			if err := s.checkpoint(ctx); err != nil && ctx.Err() == nil {
+				s.cfg.Logger.Warn("estimator checkpoint failed; retrying next round", "err", err)
+			}
 		}
 	}
 }
 
-// observe folds one WAL message; a platform assignment brings the order's places.
-func (s *Service) observe(ctx context.Context, walSubject string, body []byte) {
+// observe folds WAL message seq; a platform assignment brings the order's places.
+// The places are read before the lock, so folding the message, its places and
+// the WAL position is one step a checkpoint sees whole or not at all.
+func (s *Service) observe(ctx context.Context, seq uint64, walSubject string, body []byte) {
 	ev, err := schemas.Decode(schemas.ProducerSubject(walSubject), body)
+	var rec *dispatch.Record
+	if err == nil && ev.Source == schemas.SourcePlatform && ev.DasherID != "" {
+		rec = s.record(ctx, ev.OrderID)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.walSeq = max(s.walSeq, seq)
+	s.changes++
 	if err != nil {
 		return // the lanes send it to the DLQ; nothing to learn from it
 	}
-	s.mu.Lock()
 	s.model.Observe(*ev)
 	if p, ok := s.pending[ev.OrderID]; ok && p.EventID == ev.EventID {
 		delete(s.pending, ev.OrderID)
 	}
-	s.mu.Unlock()
-	if ev.Source == schemas.SourcePlatform && ev.DasherID != "" {
-		e, err := s.records.Get(ctx, ev.OrderID)
-		if err != nil {
-			return
-		}
-		var rec dispatch.Record
-		if json.Unmarshal(e.Value(), &rec) == nil && rec.Dropoff != nil {
-			s.mu.Lock()
-			s.model.SetPlaces(ev.OrderID, rec.Pickup, rec.Dropoff)
-			s.mu.Unlock()
-		}
+	if rec != nil && rec.Dropoff != nil {
+		s.model.SetPlaces(ev.OrderID, rec.Pickup, rec.Dropoff)
 	}
+}
+
+// record reads an order's dispatch record, nil when there is none to read.
+func (s *Service) record(ctx context.Context, orderID string) *dispatch.Record {
+	e, err := s.records.Get(ctx, orderID)
+	if err != nil {
+		return nil
+	}
+	var rec dispatch.Record
+	if json.Unmarshal(e.Value(), &rec) != nil {
+		return nil
+	}
+	return &rec
 }
 
 // round re-estimates every open order and publishes what changed.
@@ -166,6 +264,7 @@ func (s *Service) round(ctx context.Context) {
 		}
 		if ev, ok := s.model.Decide(id, now); ok {
 			s.pending[id] = ev
+			s.changes++
 			out = append(out, ev)
 		}
 	}
@@ -180,6 +279,7 @@ func (s *Service) round(ctx context.Context) {
 		s.mu.Lock()
 		if p, ok := s.pending[ev.OrderID]; ok && p.EventID == ev.EventID {
 			delete(s.pending, ev.OrderID)
+			s.changes++
 		}
 		s.mu.Unlock()
 		if s.cfg.Published != nil {

@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/orderflow/orderflow/internal/services/dispatch"
 	"github.com/orderflow/orderflow/internal/services/estimator"
 	"github.com/orderflow/orderflow/internal/testsupport/testenv"
+	"github.com/orderflow/orderflow/pipelines/topology"
 	"github.com/orderflow/orderflow/schemas"
 )
 
@@ -20,10 +23,15 @@ func estimatorEvents(t *testing.T, env *testenv.NATSEnv) []schemas.Event {
 }
 
 // run starts an estimator and returns a stop function that waits for it.
-func run(t *testing.T, env *testenv.NATSEnv) func() {
+// published, if set, sees every event it publishes.
+func run(t *testing.T, env *testenv.NATSEnv, published ...func(schemas.Event)) func() {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	svc, err := estimator.New(ctx, env.Conn, env.JS, estimator.Config{Tick: 50 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	cfg := estimator.Config{Tick: 50 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if len(published) > 0 {
+		cfg.Published = published[0]
+	}
+	svc, err := estimator.New(ctx, env.Conn, env.JS, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,19 +60,40 @@ func waitFor(t *testing.T, env *testenv.NATSEnv, what string, ok func([]schemas.
 	}
 }
 
+// The tests' places: a restaurant, its customer 3 km east, and where the dasher starts.
+var (
+	restaurant = dispatch.Point{Lat: 51.5074, Lng: -0.1278}
+	customer   = dispatch.Destination(restaurant, 90, 3000)
+	start      = dispatch.Destination(restaurant, 200, 1500)
+)
+
+// moveDasher publishes dasher's position on the firehose, measured now.
+func moveDasher(t *testing.T, env *testenv.NATSEnv, dasher string, p dispatch.Point, speed float64) {
+	t.Helper()
+	if err := env.Conn.Publish(dispatch.LocationsSubject(dasher), dispatch.EncodePosition(dispatch.Position{Point: p, At: time.Now(), SpeedMPS: speed})); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// assignAt gives order to dasher, who is at start, with the restaurant as pickup
+// and the customer as drop-off: the dispatch record the estimator reads.
+func assignAt(t *testing.T, env *testenv.NATSEnv, order, dasher string) {
+	t.Helper()
+	ix := dispatch.NewIndex(0)
+	ix.Update(dasher, dispatch.Position{Point: start, At: time.Now()}, 0)
+	d, err := dispatch.NewDispatcher(context.Background(), env.JS, ix, dispatch.AssignConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, err := d.Assign(context.Background(), order, dispatch.AssignRequest{Pickup: restaurant, Dropoff: &customer}); err != nil || a.DasherID != dasher {
+		t.Fatalf("assign %s: %+v %v, want %s", order, a, err, dasher)
+	}
+}
+
 // TestEstimatorFollowsTheDasherAndRestartsWhereItStopped.
 func TestEstimatorFollowsTheDasherAndRestartsWhereItStopped(t *testing.T) {
 	env := testenv.WAL(t, 2)
-	ctx := context.Background()
-	restaurant := dispatch.Point{Lat: 51.5074, Lng: -0.1278}
-	customer := dispatch.Destination(restaurant, 90, 3000)
-	start := dispatch.Destination(restaurant, 200, 1500)
-	move := func(p dispatch.Point, speed float64) {
-		t.Helper()
-		if err := env.Conn.Publish(dispatch.LocationsSubject("d1"), dispatch.EncodePosition(dispatch.Position{Point: p, At: time.Now(), SpeedMPS: speed})); err != nil {
-			t.Fatal(err)
-		}
-	}
+	move := func(p dispatch.Point, speed float64) { t.Helper(); moveDasher(t, env, "d1", p, speed) }
 	now := time.Now().UTC().Truncate(time.Second)
 	created := testenv.Event("o1", schemas.SourcePlatform, 1, schemas.StatusCreated)
 	created.OccurredAt = now
@@ -72,15 +101,7 @@ func TestEstimatorFollowsTheDasherAndRestartsWhereItStopped(t *testing.T) {
 	confirmed := testenv.Event("o1", schemas.SourceMerchant, 1, schemas.StatusConfirmed)
 	confirmed.OccurredAt = now
 	env.Publish(t, confirmed)
-	ix := dispatch.NewIndex(0)
-	ix.Update("d1", dispatch.Position{Point: start, At: time.Now()}, 0)
-	d, err := dispatch.NewDispatcher(ctx, env.JS, ix, dispatch.AssignConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := d.Assign(ctx, "o1", dispatch.AssignRequest{Pickup: restaurant, Dropoff: &customer}); err != nil {
-		t.Fatal(err)
-	}
+	assignAt(t, env, "o1", "d1")
 
 	stop := run(t, env)
 	move(start, 6)
@@ -115,5 +136,149 @@ func TestEstimatorFollowsTheDasherAndRestartsWhereItStopped(t *testing.T) {
 		if i >= len(before) && ev.Status == schemas.StatusReadyForPickup {
 			t.Errorf("repeated ready_for_pickup after the restart: %+v", ev)
 		}
+	}
+}
+
+// TestEstimatorResumesFromItsCheckpoint: stopped mid-delivery, the estimator's
+// checkpoint holds its WAL position and model; the WAL before that position is
+// then purged (as the archive does), and events arrive while it is down. The
+// restarted estimator must continue from the checkpoint: no source_seq repeated
+// or skipped, no stage said twice (its history is no longer in the WAL, only in
+// the checkpoint), and the events that came while it was down folded (a new
+// order gets its predictions). Every event it published is in the WAL as
+// published: none dropped as a duplicate of an earlier one.
+func TestEstimatorResumesFromItsCheckpoint(t *testing.T) {
+	env := testenv.WAL(t, 2)
+	ctx := context.Background()
+	move := func(dasher string, p dispatch.Point, speed float64) { t.Helper(); moveDasher(t, env, dasher, p, speed) }
+	open := func(order, dasher string) {
+		t.Helper()
+		env.Publish(t, testenv.Event(order, schemas.SourcePlatform, 1, schemas.StatusCreated))
+		env.Publish(t, testenv.Event(order, schemas.SourceMerchant, 1, schemas.StatusConfirmed))
+		assignAt(t, env, order, dasher)
+	}
+	var mu sync.Mutex
+	var published []schemas.Event
+	afterRestart := 0 // published[afterRestart:] came from the restarted estimator
+	record := func(ev schemas.Event) {
+		mu.Lock()
+		published = append(published, ev)
+		mu.Unlock()
+	}
+	// says polls the WAL until order's last estimator event has status.
+	says := func(order string, status schemas.Status, resend func()) {
+		t.Helper()
+		waitFor(t, env, order+" "+string(status), func(evs []schemas.Event) bool {
+			resend()
+			for i := len(evs) - 1; i >= 0; i-- {
+				if evs[i].OrderID == order {
+					return evs[i].Status == status
+				}
+			}
+			return false
+		})
+	}
+
+	open("o1", "d1")
+	stop := run(t, env, record)
+	says("o1", schemas.StatusReadyForPickup, func() { move("d1", restaurant, 0) })
+	// Let a round pass after the last publish, so the checkpoint covers it, then stop.
+	kv, err := env.JS.KeyValue(ctx, topology.EstimatorBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := env.JS.Stream(ctx, topology.EventsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := info.State.LastSeq
+	var cp estimator.Checkpoint
+	for deadline := time.Now().Add(10 * time.Second); cp.WALSeq < last; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("checkpoint at WAL seq %d, want %d", cp.WALSeq, last)
+		}
+		if e, err := kv.Get(ctx, "estimator"); err == nil {
+			if cp, err = estimator.ParseCheckpoint(e.Value()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	stop()
+	mu.Lock()
+	afterRestart = len(published)
+	mu.Unlock()
+	if _, ok := cp.Model.Orders["o1"]; !ok {
+		t.Fatalf("checkpoint lacks o1: %+v", cp)
+	}
+
+	// While it is down: the WAL up to the checkpoint is purged, o1 is picked up,
+	// and o2 is opened and assigned.
+	if err := stream.Purge(ctx, jetstream.WithPurgeSequence(cp.WALSeq+1)); err != nil {
+		t.Fatal(err)
+	}
+	env.Publish(t, testenv.Event("o1", schemas.SourceDriver, 1, schemas.StatusPickedUp))
+	open("o2", "d2")
+
+	stop = run(t, env, record)
+	defer stop()
+	says("o1", schemas.StatusEnRoute, func() { move("d1", dispatch.Destination(restaurant, 90, 2000), 8) })
+	says("o2", schemas.StatusReadyForPickup, func() { move("d2", restaurant, 0) })
+
+	mu.Lock()
+	defer mu.Unlock()
+	seqs := map[string]uint64{}
+	stages := map[string]map[schemas.Status]bool{}
+	for _, ev := range published {
+		if ev.SourceSeq != seqs[ev.OrderID]+1 || ev.EventID != estimator.EventID(ev.OrderID, ev.SourceSeq) {
+			t.Errorf("%s published %+v after source_seq %d: want the next, no gaps, no repeats", ev.OrderID, ev, seqs[ev.OrderID])
+		}
+		seqs[ev.OrderID] = ev.SourceSeq
+		if stages[ev.OrderID] == nil {
+			stages[ev.OrderID] = map[schemas.Status]bool{}
+		}
+		if ev.Status != "" && stages[ev.OrderID][ev.Status] {
+			t.Errorf("%s said %s twice", ev.OrderID, ev.Status)
+		}
+		stages[ev.OrderID][ev.Status] = true
+	}
+	inWAL := map[string]schemas.Event{}
+	for _, ev := range estimatorEvents(t, env) {
+		inWAL[ev.EventID] = ev
+	}
+	for i, ev := range published {
+		got, ok := inWAL[ev.EventID]
+		switch {
+		case !ok && i >= afterRestart:
+			t.Errorf("published %+v is not in the WAL", ev)
+		case ok && (got.Status != ev.Status || !got.ETA.Equal(*ev.ETA) || got.SourceSeq != ev.SourceSeq):
+			t.Errorf("WAL holds %+v under %s, the estimator published %+v", got, ev.EventID, ev)
+		}
+	}
+}
+
+// TestEstimatorIgnoresACheckpointAheadOfTheWAL: a checkpoint past the WAL's last
+// sequence belongs to a WAL since recreated; following it would skip every event
+// until the new WAL caught up with it. The estimator reads the WAL from the start.
+func TestEstimatorIgnoresACheckpointAheadOfTheWAL(t *testing.T) {
+	env := testenv.WAL(t, 2)
+	ctx := context.Background()
+	kv, err := env.JS.KeyValue(ctx, topology.EstimatorBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "estimator", []byte(`{"wal_seq":1000000,"model":{"orders":{"o1":{"seq":50}},"global":{"n":0,"sum":0}}}`)); err != nil {
+		t.Fatal(err)
+	}
+	env.Publish(t, testenv.Event("o1", schemas.SourcePlatform, 1, schemas.StatusCreated))
+	assignAt(t, env, "o1", "d1")
+	stop := run(t, env)
+	defer stop()
+	evs := waitFor(t, env, "an eta", func(evs []schemas.Event) bool { moveDasher(t, env, "d1", start, 6); return len(evs) >= 1 })
+	if evs[0].SourceSeq != 1 {
+		t.Fatalf("first event %+v, want source_seq 1 (the stale checkpoint's 50 ignored)", evs[0])
 	}
 }

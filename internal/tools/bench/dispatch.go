@@ -24,6 +24,9 @@ type DispatchConfig struct {
 	// Searches and Assigns are how many of each the latency runs time; default 2000, 500.
 	Searches, Assigns int
 	Progress          io.Writer
+	// Phase, if set, is called at the start and end of each phase ("raw",
+	// "ingest", "index-only", "nearby", "assign"), e.g. to profile just one.
+	Phase func(name string, start bool)
 }
 
 // DispatchResult is what the dispatch phase measured, in one run on one server.
@@ -31,28 +34,48 @@ type DispatchResult struct {
 	RawPerSec    float64 `json:"raw_core_pubsub_per_sec"`
 	IngestPerSec float64 `json:"ingest_per_sec"`
 	Ratio        float64 `json:"ingest_ratio"`
-	// IngestCPU is the process CPU seconds per million updates while ingesting.
-	IngestCPUPerMillion float64 `json:"ingest_cpu_s_per_million"`
-	NearbyP50Ms         float64 `json:"nearby_p50_ms"`
-	NearbyP99Ms         float64 `json:"nearby_p99_ms"`
-	NearbyUnderRate     float64 `json:"nearby_background_updates_per_sec"`
-	NearbyDashers       int     `json:"nearby_dashers"`
-	AssignP50Ms         float64 `json:"assign_p50_ms"`
-	AssignP99Ms         float64 `json:"assign_p99_ms"`
+	// The CPU figures are process CPU seconds (publisher, server and subscriber)
+	// per million updates, in each run.
+	RawCPUPerMillion       float64 `json:"raw_cpu_s_per_million"`
+	IngestCPUPerMillion    float64 `json:"ingest_cpu_s_per_million"`
+	IndexOnlyCPUPerMillion float64 `json:"index_only_cpu_s_per_million"`
+	// IndexOnly is the same ingest with the store writes off: parse, validate and
+	// index alone, to show what the KV dasher_locations writes cost.
+	IndexOnlyPerSec float64 `json:"index_only_per_sec"`
+	IndexOnlyRatio  float64 `json:"index_only_ratio"`
+	// NearbyP50Ms and NearbyP99Ms time searches back to back: one goroutine that
+	// never waits, which the scheduler preempts for other goroutines' turns (10 ms
+	// slices) in the middle of a search when the cores are busy.
+	NearbyP50Ms float64 `json:"nearby_p50_ms"`
+	NearbyP99Ms float64 `json:"nearby_p99_ms"`
+	// NearbyPacedP50Ms and NearbyPacedP99Ms time the same searches arriving one
+	// per millisecond, as requests do.
+	NearbyPacedP50Ms float64 `json:"nearby_paced_p50_ms"`
+	NearbyPacedP99Ms float64 `json:"nearby_paced_p99_ms"`
+	NearbyUnderRate  float64 `json:"nearby_background_updates_per_sec"`
+	NearbyDashers    int     `json:"nearby_dashers"`
+	AssignP50Ms      float64 `json:"assign_p50_ms"`
+	AssignP99Ms      float64 `json:"assign_p99_ms"`
 }
 
 // Print writes the figures and the targets of DESIGN §8.4.
 func (r DispatchResult) Print(w io.Writer) {
 	fmt.Fprintf(w, "location ingest into the index: %.0f updates/s; raw core NATS pub+sub of the same messages: %.0f/s; ratio %.2f %s\n",
 		r.IngestPerSec, r.RawPerSec, r.Ratio, target(r.Ratio >= 0.5, "goal >= 0.5"))
-	fmt.Fprintf(w, "  process CPU: %.2f s per million updates\n", r.IngestCPUPerMillion)
-	fmt.Fprintf(w, "nearby (2 km, 10 nearest) over %d dashers while ingesting %.0f updates/s: p50 %.3f ms, p99 %.3f ms %s\n",
-		r.NearbyDashers, r.NearbyUnderRate, r.NearbyP50Ms, r.NearbyP99Ms, target(r.NearbyP99Ms <= 5, "goal <= 5 ms"))
+	fmt.Fprintf(w, "  the same without the store writes (every dasher's first position goes to KV dasher_locations): %.0f updates/s, ratio %.2f\n",
+		r.IndexOnlyPerSec, r.IndexOnlyRatio)
+	fmt.Fprintf(w, "  process CPU per million updates: raw %.2f s, without the store writes %.2f s, ingest %.2f s\n",
+		r.RawCPUPerMillion, r.IndexOnlyCPUPerMillion, r.IngestCPUPerMillion)
+	fmt.Fprintf(w, "nearby (2 km, 10 nearest) over %d dashers while ingesting %.0f updates/s:\n", r.NearbyDashers, r.NearbyUnderRate)
+	fmt.Fprintf(w, "  searches back to back: p50 %.3f ms, p99 %.3f ms %s\n", r.NearbyP50Ms, r.NearbyP99Ms, target(r.NearbyP99Ms <= 5, "goal <= 5 ms"))
+	fmt.Fprintf(w, "  one search per ms, as requests arrive: p50 %.3f ms, p99 %.3f ms %s\n",
+		r.NearbyPacedP50Ms, r.NearbyPacedP99Ms, target(r.NearbyPacedP99Ms <= 5, "goal <= 5 ms"))
 	fmt.Fprintf(w, "assign (KV lease + dispatch record + WAL event): p50 %.2f ms, p99 %.2f ms\n", r.AssignP50Ms, r.AssignP99Ms)
 }
 
-// RunDispatch measures location ingest against raw core NATS, nearby latency while
-// ingesting, and assign latency, on a private embedded server.
+// RunDispatch measures location ingest against raw core NATS (with and without
+// the KV store writes, which every dasher's first position makes), nearby latency
+// while ingesting, and assign latency, on a private embedded server.
 func RunDispatch(ctx context.Context, cfg DispatchConfig) (DispatchResult, error) {
 	if cfg.Updates == 0 {
 		cfg.Updates = 300_000
@@ -68,6 +91,9 @@ func RunDispatch(ctx context.Context, cfg DispatchConfig) (DispatchResult, error
 	}
 	if cfg.Progress == nil {
 		cfg.Progress = io.Discard
+	}
+	if cfg.Phase == nil {
+		cfg.Phase = func(string, bool) {}
 	}
 	var res DispatchResult
 	srv, err := startServer(ctx, "orderflow-bench-dispatch", topology.Topology{Partitions: 2})
@@ -120,13 +146,18 @@ func RunDispatch(ctx context.Context, cfg DispatchConfig) (DispatchResult, error
 		}
 		return pub.Flush()
 	}
-	// Both runs receive on a connection of their own, like serve's firehose.
-	receive := func(handle func(*nats.Msg)) (time.Duration, error) {
+	// Every run receives on a connection of its own, like serve's firehose, which
+	// also carries the store writes: handler builds the run's handler on it.
+	receive := func(handler func(sc *nats.Conn) (func(*nats.Msg), error)) (time.Duration, error) {
 		sc, err := nats.Connect(srv.url())
 		if err != nil {
 			return 0, err
 		}
 		defer sc.Close()
+		handle, err := handler(sc)
+		if err != nil {
+			return 0, err
+		}
 		var got atomic.Int64
 		done := make(chan struct{})
 		want := int64(len(bodies))
@@ -156,26 +187,53 @@ func RunDispatch(ctx context.Context, cfg DispatchConfig) (DispatchResult, error
 	}
 
 	fmt.Fprintf(cfg.Progress, "dispatch: raw core NATS pub+sub of %d positions...\n", len(bodies))
-	raw, err := receive(func(*nats.Msg) {})
+	cpuPerMillion := func(since time.Duration) float64 {
+		return (processCPU() - since).Seconds() / float64(len(bodies)) * 1e6
+	}
+	cpu0 := processCPU()
+	cfg.Phase("raw", true)
+	raw, err := receive(func(*nats.Conn) (func(*nats.Msg), error) { return func(*nats.Msg) {}, nil })
+	cfg.Phase("raw", false)
 	if err != nil {
 		return res, err
 	}
 	res.RawPerSec = float64(len(bodies)) / raw.Seconds()
+	res.RawCPUPerMillion = cpuPerMillion(cpu0)
 
-	fmt.Fprintf(cfg.Progress, "dispatch: the same into the index...\n")
-	ix := dispatch.NewIndex(0)
-	loc, err := dispatch.NewLocations(pub, ix, dispatch.LocationsConfig{Registerer: prometheus.NewRegistry()})
+	fmt.Fprintf(cfg.Progress, "dispatch: the same into an index without the store writes...\n")
+	// locations feeds ix from the firehose on sc, writing the store on sc too.
+	locations := func(ix *dispatch.Index, storeEvery time.Duration) func(sc *nats.Conn) (func(*nats.Msg), error) {
+		return func(sc *nats.Conn) (func(*nats.Msg), error) {
+			l, err := dispatch.NewLocations(sc, ix, dispatch.LocationsConfig{StoreEvery: storeEvery, Registerer: prometheus.NewRegistry()})
+			if err != nil {
+				return nil, err
+			}
+			return func(m *nats.Msg) { l.Handle(m.Subject, m.Data) }, nil
+		}
+	}
+	cpu0 = processCPU()
+	cfg.Phase("index-only", true)
+	took, err := receive(locations(dispatch.NewIndex(0), -1))
+	cfg.Phase("index-only", false)
 	if err != nil {
 		return res, err
 	}
-	cpu0 := processCPU()
-	took, err := receive(func(m *nats.Msg) { loc.Handle(m.Subject, m.Data) })
+	res.IndexOnlyPerSec = float64(len(bodies)) / took.Seconds()
+	res.IndexOnlyRatio = res.IndexOnlyPerSec / res.RawPerSec
+	res.IndexOnlyCPUPerMillion = cpuPerMillion(cpu0)
+
+	fmt.Fprintf(cfg.Progress, "dispatch: the same into the index...\n")
+	ix := dispatch.NewIndex(0)
+	cpu0 = processCPU()
+	cfg.Phase("ingest", true)
+	took, err = receive(locations(ix, 0))
+	cfg.Phase("ingest", false)
 	if err != nil {
 		return res, err
 	}
 	res.IngestPerSec = float64(len(bodies)) / took.Seconds()
 	res.Ratio = res.IngestPerSec / res.RawPerSec
-	res.IngestCPUPerMillion = (processCPU() - cpu0).Seconds() / float64(len(bodies)) * 1e6
+	res.IngestCPUPerMillion = cpuPerMillion(cpu0)
 
 	// Nearby while ingesting at half the measured rate, into the same index.
 	fmt.Fprintf(cfg.Progress, "dispatch: nearby over %d dashers while ingesting...\n", ix.Len())
@@ -185,7 +243,11 @@ func RunDispatch(ctx context.Context, cfg DispatchConfig) (DispatchResult, error
 		return res, err
 	}
 	defer sc.Close()
-	sub, err := sc.Subscribe(dispatch.LocationsPrefix+"*", func(m *nats.Msg) { loc.Handle(m.Subject, m.Data) })
+	handle, err := locations(ix, 0)(sc)
+	if err != nil {
+		return res, err
+	}
+	sub, err := sc.Subscribe(dispatch.LocationsPrefix+"*", handle)
 	if err != nil {
 		return res, err
 	}
@@ -201,18 +263,28 @@ func RunDispatch(ctx context.Context, cfg DispatchConfig) (DispatchResult, error
 		}
 		sendErr <- nil
 	}()
-	lat := make([]time.Duration, 0, cfg.Searches)
-	for i := range cfg.Searches {
-		c := places[(i*31)%len(places)]
-		t0 := time.Now()
-		ix.Nearby(dispatch.Query{Center: c, RadiusM: 2000, Limit: 10})
-		lat = append(lat, time.Since(t0))
+	cfg.Phase("nearby", true)
+	search := func(pause time.Duration) []time.Duration {
+		lat := make([]time.Duration, 0, cfg.Searches)
+		for i := range cfg.Searches {
+			c := places[(i*31)%len(places)]
+			t0 := time.Now()
+			ix.Nearby(dispatch.Query{Center: c, RadiusM: 2000, Limit: 10})
+			lat = append(lat, time.Since(t0))
+			time.Sleep(pause)
+		}
+		return lat
 	}
+	lat := search(0)
+	paced := search(time.Millisecond)
 	stop.Store(true)
-	if err := <-sendErr; err != nil {
+	err = <-sendErr
+	cfg.Phase("nearby", false)
+	if err != nil {
 		return res, err
 	}
 	res.NearbyP50Ms, res.NearbyP99Ms = quantileMs(lat, .5), quantileMs(lat, .99)
+	res.NearbyPacedP50Ms, res.NearbyPacedP99Ms = quantileMs(paced, .5), quantileMs(paced, .99)
 
 	fmt.Fprintf(cfg.Progress, "dispatch: %d assigns...\n", cfg.Assigns)
 	d, err := dispatch.NewDispatcher(ctx, js, ix, dispatch.AssignConfig{MaxPositionAge: 24 * time.Hour, Registerer: prometheus.NewRegistry()})
@@ -220,6 +292,8 @@ func RunDispatch(ctx context.Context, cfg DispatchConfig) (DispatchResult, error
 		return res, err
 	}
 	lat = lat[:0]
+	cfg.Phase("assign", true)
+	defer cfg.Phase("assign", false)
 	for i := range cfg.Assigns {
 		t0 := time.Now()
 		if _, err := d.Assign(ctx, fmt.Sprintf("bench-%d", i), dispatch.AssignRequest{Pickup: places[(i*97)%len(places)], RadiusM: 3000}); err != nil {
