@@ -71,7 +71,7 @@ type expression struct {
 }
 
 // The dashboard row and the alert group over the region series. Each live test
-// checks its own set up: the single-region one everything else, against a serve
+// checks its own: the single-region one everything else, against a serve
 // with the ClickHouse sink, a full WAL and the ingest API under load;
 // TestRegionDashboardAndAlertsQueryLiveMetrics these, against two linked regions.
 // One Prometheus scraping all three would mix them in every aggregation (the WAL
