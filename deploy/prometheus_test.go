@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderflow/orderflow/internal/testsupport/testenv"
+	"github.com/orderflow/orderflow/internal/testsupport/testrun"
 )
 
 // lookTool finds a binary of Debian's prometheus package; a missing one fails the
@@ -64,7 +65,23 @@ type expression struct {
 	where string
 	expr  string
 	alert bool
+	// regions: the expression queries what only `serve --region` exports (it is in
+	// the dashboard's regionsRow or the rules' regionsGroup).
+	regions bool
 }
+
+// The dashboard row and the alert group over the region series. Each live test
+// checks its own: the single-region one everything else, against a serve
+// with the ClickHouse sink, a full WAL and the ingest API under load;
+// TestRegionDashboardAndAlertsQueryLiveMetrics these, against two linked regions.
+// One Prometheus scraping all three would mix them in every aggregation (the WAL
+// fill is the largest WAL over the largest limit), and a region is not the place
+// to fill a WAL; so the split is by where an expression lives, which is also how
+// an operator reads the dashboard.
+const (
+	regionsRow   = "Regions"
+	regionsGroup = "orderflow-regions"
+)
 
 func dashboardExpressions(t testing.TB) []expression {
 	t.Helper()
@@ -80,6 +97,7 @@ func dashboardExpressions(t testing.TB) []expression {
 		}
 		var d struct {
 			Panels []struct {
+				Type    string `json:"type"`
 				Title   string `json:"title"`
 				Targets []struct {
 					Expr string `json:"expr"`
@@ -89,9 +107,13 @@ func dashboardExpressions(t testing.TB) []expression {
 		if err := json.Unmarshal(b, &d); err != nil {
 			t.Fatalf("%s: %v", p, err)
 		}
+		row := "" // panels belong to the row above them
 		for _, panel := range d.Panels {
+			if panel.Type == "row" {
+				row = panel.Title
+			}
 			for _, tg := range panel.Targets {
-				out = append(out, expression{where: filepath.Base(p) + ": " + panel.Title, expr: tg.Expr})
+				out = append(out, expression{where: filepath.Base(p) + ": " + panel.Title, expr: tg.Expr, regions: row == regionsRow})
 			}
 		}
 	}
@@ -103,9 +125,26 @@ func alertExpressions(t testing.TB) []expression {
 	rules := readYAMLMap(t, filepath.Join(deployDir(t), "prometheus", "alerts.yml"))
 	var out []expression
 	for _, g := range rules["groups"].([]any) {
+		regions := dig(g, "name") == regionsGroup
 		for _, r := range dig(g, "rules").([]any) {
-			out = append(out, expression{where: "alert " + fmt.Sprint(dig(r, "alert")), expr: fmt.Sprint(dig(r, "expr")), alert: true})
+			out = append(out, expression{where: "alert " + fmt.Sprint(dig(r, "alert")), expr: fmt.Sprint(dig(r, "expr")), alert: true, regions: regions})
 		}
+	}
+	return out
+}
+
+// liveExpressions are the dashboard's and the alerts' expressions of one live
+// test: the regions' or all others.
+func liveExpressions(t testing.TB, regions bool) []expression {
+	t.Helper()
+	var out []expression
+	for _, e := range append(dashboardExpressions(t), alertExpressions(t)...) {
+		if e.regions == regions {
+			out = append(out, e)
+		}
+	}
+	if len(out) == 0 {
+		t.Fatalf("no expressions with regions=%v", regions)
 	}
 	return out
 }
@@ -117,44 +156,18 @@ var selectorRE = regexp.MustCompile(`\b((?:orderflow_|go_|process_)[a-z0-9_]+|up
 // TestDashboardsAndAlertsQueryLiveMetrics runs the binary as the image does
 // (serve with the ClickHouse sink and the archive), puts the simulator's load,
 // ingest requests, reads, bad events and a full WAL through it, has a real
-// Prometheus scrape it and load the alert rules, and evaluates every expression of
-// every dashboard panel and alert: each must evaluate, a panel must return data,
-// and every series an alert selects must exist, so a typo'd metric or label cannot
-// hide behind an alert that is merely quiet.
+// Prometheus scrape it and load the alert rules, and checks every expression of
+// the dashboard panels and alerts (checkExpressions) except the regions' (see
+// regionsRow).
 func TestDashboardsAndAlertsQueryLiveMetrics(t *testing.T) {
-	prom := lookTool(t, "prometheus")
+	lookTool(t, "prometheus")
 	ch := testenv.SharedClickHouse(t)
 	db := ch.CreateDatabase(t)
 	const walLimit = 16 << 20
 	in := startServe(t, "--clickhouse-dsn", ch.DSN(db), "--archive-interval", "2s",
 		"--wal-max-bytes", fmt.Sprint(walLimit))
 
-	promAddr := freeAddr(t)
-	dir := t.TempDir()
-	cfg := fmt.Sprintf(`global: {scrape_interval: 1s, evaluation_interval: 1s}
-rule_files: [%q]
-scrape_configs:
-  - job_name: orderflow
-    static_configs: [{targets: [%q]}]
-`, filepath.Join(deployDir(t), "prometheus", "alerts.yml"), in.HTTP)
-	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	promLog, _ := os.Create(filepath.Join(dir, "prometheus.log"))
-	pcmd := exec.Command(prom, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "tsdb"),
-		"--web.listen-address="+promAddr)
-	pcmd.Stdout, pcmd.Stderr = promLog, promLog
-	if err := pcmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = pcmd.Process.Kill()
-		_ = pcmd.Wait()
-		if t.Failed() {
-			b, _ := os.ReadFile(filepath.Join(dir, "prometheus.log"))
-			t.Logf("prometheus log:\n%s", b[max(0, len(b)-3000):])
-		}
-	})
+	api := startPrometheus(t, in.HTTP)
 
 	// Load: the simulator (with bad events for the DLQ), then the ingest API (a
 	// 202, a 401 and a burst that hits the driver's rate limit), reads.
@@ -182,7 +195,6 @@ scrape_configs:
 		t.Fatalf("ingest at a full WAL answered %d %s, want 507 naming the full WAL", code, body)
 	}
 
-	api := "http://" + promAddr
 	// Enough scrapes after the last change that every rate() has two samples of it.
 	waitFor(t, 2*time.Minute, "Prometheus scraping serve", func() bool {
 		r, err := promQuery(api, `count(up{job="orderflow"} == 1)`)
@@ -190,7 +202,125 @@ scrape_configs:
 	})
 	time.Sleep(5 * time.Second)
 
-	for _, e := range append(dashboardExpressions(t), alertExpressions(t)...) {
+	checkExpressions(t, api, liveExpressions(t, false))
+
+	// The rules loaded in Prometheus evaluate without error, and tell the truth:
+	// the WAL is full, an instance is ready.
+	waitFor(t, time.Minute, "OrderflowWALFull pending", func() bool {
+		return alertState(t, api, "OrderflowWALFull") != "inactive"
+	})
+	rules := healthyRules(t, api)
+	if s := rules["OrderflowNoReadyInstance"].State; s != "inactive" {
+		t.Errorf("OrderflowNoReadyInstance is %s while serve is ready", s)
+	}
+}
+
+// TestRegionDashboardAndAlertsQueryLiveMetrics runs two regions as the binary's
+// `serve --region a` and `--region b` processes linked over loopback, publishes the
+// simulator's orders in each (b's milestones go to a, the milestones home), has a
+// real Prometheus scrape both, and checks the expressions of the dashboard's
+// Regions row and of the regions alert group; each panel by peer shows both
+// regions' views. OrderflowRegionLinkDown tells the truth: quiet while the regions
+// are linked, pending in b's view once a stops.
+func TestRegionDashboardAndAlertsQueryLiveMetrics(t *testing.T) {
+	lookTool(t, "prometheus")
+	bin := orderflowBinary(t)
+	natsA, natsB, leafA, leafB := freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
+	// b first: a, whose name sorts first, opens the link to b's --region-listen.
+	b := testrun.Serve(t, bin, nil, "--data-dir", t.TempDir(), "--nats-listen", natsB,
+		"--region", "b", "--region-listen", leafB, "--peer", "a")
+	a := testrun.Serve(t, bin, nil, "--data-dir", t.TempDir(), "--nats-listen", natsA,
+		"--region", "a", "--region-listen", leafA, "--peer", "b="+leafB)
+	for _, p := range []*testrun.Process{a, b} {
+		if p.Exited() {
+			t.Fatal("a region's serve exited at start")
+		}
+	}
+	api := startPrometheus(t, a.HTTP, b.HTTP)
+
+	for i, addr := range []string{natsA, natsB} {
+		out := run(t, "simulate", "--nats-url", "nats://"+addr, "--orders", "100", "--seed", fmt.Sprint(i+1))
+		t.Logf("simulate in %s: %s", []string{"a", "b"}[i], firstLine(out))
+	}
+
+	// Linked both ways, each region's series scraped twice, so that
+	// every rate, increase and deriv has samples.
+	waitFor(t, time.Minute, "both regions report the link up to Prometheus", func() bool {
+		r, err := promQuery(api, `count(orderflow_region_link_up == 1) == 2`)
+		return err == nil && len(r) == 1
+	})
+	waitFor(t, time.Minute, "two scrapes of each region's series", func() bool {
+		r, err := promQuery(api, `count(count_over_time(orderflow_region_link_up[1m]) >= 2) == 2`)
+		return err == nil && len(r) == 1
+	})
+
+	checkExpressions(t, api, liveExpressions(t, true))
+	// Each region's view is there: a series per peer.
+	for _, e := range liveExpressions(t, true) {
+		if e.alert || !strings.Contains(e.expr, "by (peer)") {
+			continue
+		}
+		res, _ := promQuery(api, e.expr)
+		peers := map[string]bool{}
+		for _, r := range res {
+			peers[fmt.Sprint(dig(r, "metric", "peer"))] = true
+		}
+		if !peers["a"] || !peers["b"] {
+			t.Errorf("%s: %s returns peers %v, want a and b", e.where, e.expr, sortedKeys(peers))
+		}
+	}
+
+	if s := healthyRules(t, api)["OrderflowRegionLinkDown"].State; s != "inactive" {
+		t.Errorf("OrderflowRegionLinkDown is %s while the regions are linked", s)
+	}
+	a.Stop(t)
+	waitFor(t, time.Minute, "OrderflowRegionLinkDown pending once region a stopped", func() bool {
+		return alertState(t, api, "OrderflowRegionLinkDown") != "inactive"
+	})
+}
+
+// startPrometheus runs Debian's Prometheus with the alert rules, scraping the
+// targets (host:port) and evaluating the rules every second, and returns its
+// API's base URL.
+func startPrometheus(t *testing.T, targets ...string) string {
+	t.Helper()
+	prom := lookTool(t, "prometheus")
+	promAddr := freeAddr(t)
+	dir := t.TempDir()
+	cfg := fmt.Sprintf(`global: {scrape_interval: 1s, evaluation_interval: 1s}
+rule_files: [%q]
+scrape_configs:
+  - job_name: orderflow
+    static_configs: [{targets: [%s]}]
+`, filepath.Join(deployDir(t), "prometheus", "alerts.yml"), `"`+strings.Join(targets, `", "`)+`"`)
+	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	promLog, _ := os.Create(filepath.Join(dir, "prometheus.log"))
+	pcmd := exec.Command(prom, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "tsdb"),
+		"--web.listen-address="+promAddr)
+	pcmd.Stdout, pcmd.Stderr = promLog, promLog
+	if err := pcmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = pcmd.Process.Kill()
+		_ = pcmd.Wait()
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(dir, "prometheus.log"))
+			t.Logf("prometheus log:\n%s", b[max(0, len(b)-3000):])
+		}
+	})
+	return "http://" + promAddr
+}
+
+// checkExpressions evaluates each expression in the Prometheus at api: each must
+// evaluate, a panel's must return data, and every series an expression selects
+// must exist, so a typo'd metric or label cannot hide behind an alert that is
+// merely quiet.
+func checkExpressions(t testing.TB, api string, exprs []expression) {
+	t.Helper()
+	for _, e := range exprs {
 		res, err := promQuery(api, e.expr)
 		if err != nil {
 			t.Errorf("%s: %s: %v", e.where, e.expr, err)
@@ -206,12 +336,12 @@ scrape_configs:
 			}
 		}
 	}
+}
 
-	// The rules loaded in Prometheus evaluate without error, and tell the truth:
-	// the WAL is full, an instance is ready.
-	waitFor(t, time.Minute, "OrderflowWALFull pending", func() bool {
-		return alertState(t, api, "OrderflowWALFull") != "inactive"
-	})
+// healthyRules returns the rules Prometheus loaded, failing t unless it loaded
+// every rule of alerts.yml and each evaluates without error.
+func healthyRules(t testing.TB, api string) map[string]ruleState {
+	t.Helper()
 	rules := promRules(t, api)
 	for name, r := range rules {
 		if r.Health != "ok" {
@@ -221,9 +351,7 @@ scrape_configs:
 	if len(rules) != len(alertExpressions(t)) {
 		t.Errorf("Prometheus loaded %d rules, alerts.yml has %d", len(rules), len(alertExpressions(t)))
 	}
-	if s := rules["OrderflowNoReadyInstance"].State; s != "inactive" {
-		t.Errorf("OrderflowNoReadyInstance is %s while serve is ready", s)
-	}
+	return rules
 }
 
 func firstLine(s string) string {

@@ -55,6 +55,9 @@ func (m *Metrics) Observe(st Status) {
 	}
 	m.milestonesCopyLag.Set(lag)
 	for _, p := range st.Peers {
+		// The restart counter exists at 0 from the first poll, so rate() and
+		// increase() over it (dashboard, alert) have a series before any restart.
+		m.resumes.WithLabelValues(p.Peer)
 		m.lagEvents.WithLabelValues(p.Peer).Set(float64(p.LagEvents))
 		m.lagSeconds.WithLabelValues(p.Peer).Set(p.LagSeconds)
 		m.replicated.WithLabelValues(p.Peer).Set(float64(p.ReplicatedSeq))
