@@ -275,3 +275,80 @@ func TestStoredHeaders(t *testing.T) {
 		t.Fatalf("StoredHeaders of unpinned headers: %v", got)
 	}
 }
+
+// TestFollow: Follow reads the WAL in order from where it is told, skips what the
+// archive purged (in the middle and below the first sequence), waits at the end for
+// what comes next, and stops on fn's error or when its context ends.
+func TestFollow(t *testing.T) {
+	s := newWAL(t, 4, 150)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stream, err := s.env.JS.Stream(ctx, topology.EventsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Purge(ctx, jetstream.WithPurgeSubject(s.log.OrderFilter("o-3"))); err != nil {
+		t.Fatal(err)
+	}
+	var want []uint64
+	for _, seq := range s.all[5:] {
+		if (seq-1)%4 != 3 {
+			want = append(want, seq)
+		}
+	}
+	got := make(chan uint64, 1000)
+	done := make(chan error, 1)
+	go func() {
+		done <- wal.Follow(ctx, s.env.JS, s.all[5], wal.FollowConfig{Window: 16, Idle: 10 * time.Millisecond}, func(r wal.Record) error {
+			if !strings.HasPrefix(r.Subject, topology.WALPrefix+".") || len(r.Data) == 0 {
+				return fmt.Errorf("record %d: subject %q, %d bytes", r.Seq, r.Subject, len(r.Data))
+			}
+			got <- r.Seq
+			return nil
+		})
+	}()
+	receive := func(want []uint64) {
+		t.Helper()
+		for _, w := range want {
+			select {
+			case seq := <-got:
+				if seq != w {
+					t.Fatalf("followed %d, want %d", seq, w)
+				}
+			case err := <-done:
+				t.Fatalf("Follow returned %v before %d", err, w)
+			case <-time.After(30 * time.Second):
+				t.Fatalf("nothing followed after waiting for %d", w)
+			}
+		}
+	}
+	receive(want)
+	// At the end it waits; what is published next arrives.
+	body := `{"schema_version":1,"event_id":"e-new","order_id":"o-1","source":"estimator","source_seq":1000,"occurred_at":"2026-11-28T12:00:00Z","eta":"2026-11-28T12:30:00Z"}`
+	ack, err := s.env.JS.Publish(ctx, schemas.Subject(schemas.SourceEstimator, "o-1"), []byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	receive([]uint64{ack.Sequence})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Follow after its context ended = %v, want nil", err)
+	}
+	// Below the first sequence (purged) it starts at the first; fn's error ends it.
+	if err := stream.Purge(context.Background(), jetstream.WithPurgeSequence(100)); err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := errors.New("stop")
+	var first uint64
+	err = wal.Follow(context.Background(), s.env.JS, 1, wal.FollowConfig{}, func(r wal.Record) error {
+		first = r.Seq
+		return stop
+	})
+	if !errors.Is(err, stop) || first != info.State.FirstSeq || first < 100 {
+		t.Fatalf("Follow from 1 after purging below 100: first %d, err %v; want %d and fn's error", first, err, info.State.FirstSeq)
+	}
+}

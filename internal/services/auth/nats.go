@@ -84,15 +84,12 @@ func (r Role) Permissions() jwt.Permissions {
 		p.Sub.Allow.Add(inbox)
 	case RoleEstimator:
 		// Publishes only its own events, and its checkpoint; reads what it
-		// predicts from: the WAL through ordered (ephemeral) consumers, dispatch
-		// records by KV get, and the position firehose.
+		// predicts from: the WAL message by message (no consumers: permission to
+		// create one on ORDER_EVENTS would be permission to rewrite the lanes'),
+		// dispatch records by KV get, and the position firehose.
 		p.Pub.Allow.Add(schemas.SubjectPrefix + string(r) + ".>")
 		p.Pub.Allow.Add(readOnly...)
-		p.Pub.Allow.Add(
-			"$JS.API.CONSUMER.CREATE."+eventsStream+".>",
-			"$JS.API.CONSUMER.INFO."+eventsStream+".*", "$JS.API.CONSUMER.MSG.NEXT."+eventsStream+".*",
-			"$KV."+EstimatorBucket+".>",
-		)
+		p.Pub.Allow.Add("$KV." + EstimatorBucket + ".>")
 		p.Sub.Allow.Add(inbox, LocationsPrefix+"*")
 	case RolePlatform, RoleMerchant, RoleDriver, RoleAgent:
 		p.Pub.Allow.Add(schemas.SubjectPrefix + string(r) + ".>")

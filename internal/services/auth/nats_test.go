@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderflow/orderflow/internal/adapters/embedded"
+	"github.com/orderflow/orderflow/internal/adapters/wal"
 	"github.com/orderflow/orderflow/internal/services/auth"
 	"github.com/orderflow/orderflow/internal/services/dispatch"
 	"github.com/orderflow/orderflow/internal/services/estimator"
@@ -165,28 +166,30 @@ func ops() []op {
 			return err
 		}},
 		op{"follow the WAL", func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream, _ auth.Role) error {
-			// As the estimator does: an ordered consumer's Consume.
-			c, err := js.OrderedConsumer(ctx, topology.EventsStream, jetstream.OrderedConsumerConfig{})
-			if err != nil {
-				return err
-			}
-			got := make(chan struct{}, 1)
-			cc, err := c.Consume(func(jetstream.Msg) {
-				select {
-				case got <- struct{}{}:
-				default:
-				}
-			})
-			if err != nil {
-				return err
-			}
-			defer cc.Stop()
-			select {
-			case <-got:
+			// As the estimator does: message by message, no consumer.
+			fctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			stop, failed := errors.New("read one"), error(nil)
+			err := wal.Follow(fctx, js, 1, wal.FollowConfig{OnError: func(err error) { failed = err; cancel() }},
+				func(wal.Record) error { return stop })
+			switch {
+			case errors.Is(err, stop):
 				return nil
-			case <-ctx.Done():
-				return ctx.Err()
+			case failed != nil:
+				return failed
 			}
+			return ctx.Err()
+		}},
+		op{"update a lane consumer", func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream, role auth.Role) error {
+			// What a client that may create consumers on the WAL can do to the lanes.
+			c, err := js.Consumer(ctx, topology.EventsStream, topology.LaneConsumer(0))
+			if err != nil {
+				return err
+			}
+			cfg := c.CachedInfo().Config
+			cfg.Description = "changed by " + string(role)
+			_, err = js.UpdateConsumer(ctx, topology.EventsStream, cfg)
+			return err
 		}},
 		op{"KV put estimator checkpoint", func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream, role auth.Role) error {
 			_, err := js.Publish(ctx, "$KV."+topology.EstimatorBucket+".pm-"+string(role), []byte(`{}`))
@@ -248,15 +251,12 @@ func allowed(u user, opName string) bool {
 	case role == auth.RoleIngest:
 		return strings.HasPrefix(opName, "publish ") && opName != "publish milestone"
 	case role == auth.RoleReader:
-		return opName == "KV get" || opName == "subscribe to WAL subjects"
+		return opName == "KV get" || opName == "subscribe to WAL subjects" || opName == "follow the WAL"
 	case role == auth.RoleAnalyst:
-		return opName == "KV get" || opName == "create consumer on milestones"
+		return opName == "KV get" || opName == "create consumer on milestones" || opName == "follow the WAL"
 	case role == auth.RoleEstimator:
 		switch opName {
-		case "publish estimator", "KV get", "follow the WAL", "KV put estimator checkpoint", "subscribe to positions",
-			// What an ordered consumer needs also creates a durable one: read-only
-			// access to the WAL either way.
-			"create consumer on the WAL":
+		case "publish estimator", "KV get", "follow the WAL", "KV put estimator checkpoint", "subscribe to positions":
 			return true
 		}
 		return false

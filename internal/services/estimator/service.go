@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/orderflow/orderflow/internal/adapters/wal"
 	"github.com/orderflow/orderflow/internal/services/dispatch"
 	"github.com/orderflow/orderflow/pipelines/topology"
 	"github.com/orderflow/orderflow/schemas"
@@ -164,33 +165,28 @@ func (s *Service) Run(ctx context.Context) error {
 		s.model, s.pending, s.walSeq = NewModel(), map[string]schemas.Event{}, 0
 		s.mu.Unlock()
 	}
-	follow := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
-	if s.walSeq > 0 {
-		follow = jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: s.walSeq + 1}
-	}
-	cons, err := stream.OrderedConsumer(ctx, follow)
-	if err != nil {
-		return fmt.Errorf("follow the WAL: %w", err)
-	}
 	caughtUp := make(chan struct{})
 	var once sync.Once
 	if startLast <= s.walSeq {
 		once.Do(func() { close(caughtUp) })
 	}
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		meta, err := m.Metadata()
-		if err != nil {
-			return // not a stream message; an ordered consumer delivers only those
-		}
-		s.observe(ctx, meta.Sequence.Stream, m.Subject(), m.Data())
-		if meta.Sequence.Stream >= startLast {
-			once.Do(func() { close(caughtUp) })
-		}
-	})
-	if err != nil {
-		return fmt.Errorf("follow the WAL: %w", err)
-	}
-	defer cc.Stop()
+	// Read by sequence, not through a consumer: the estimator's credentials may not
+	// create consumers on the WAL (they could rewrite the lanes').
+	followCtx, stopFollowing := context.WithCancel(ctx)
+	followed := make(chan struct{})
+	defer func() { stopFollowing(); <-followed }()
+	go func() {
+		defer close(followed)
+		_ = wal.Follow(followCtx, s.js, s.walSeq+1, wal.FollowConfig{
+			OnError: func(err error) { s.cfg.Logger.Warn("estimator: reading the WAL failed; retrying", "err", err) },
+		}, func(r wal.Record) error {
+			s.observe(followCtx, r.Seq, r.Subject, r.Data)
+			if r.Seq >= startLast {
+				once.Do(func() { close(caughtUp) })
+			}
+			return nil
+		})
+	}()
 	select {
 	case <-caughtUp:
 	case <-ctx.Done():
