@@ -62,14 +62,22 @@ func Do(ctx context.Context, b Backoff, fn func(ctx context.Context, attempt int
 			return errors.Join(ctx.Err(), err)
 		}
 		if wait > 0 {
-			t := time.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-				t.Stop()
+			if !Sleep(ctx, wait) {
 				return errors.Join(ctx.Err(), err)
-			case <-t.C:
 			}
 			wait = min(2*wait, maxWait)
 		}
+	}
+}
+
+// Sleep waits d, reporting false when ctx ended first.
+func Sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }

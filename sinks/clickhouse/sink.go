@@ -19,6 +19,7 @@ import (
 
 	"github.com/orderflow/orderflow/handlers/fold"
 	"github.com/orderflow/orderflow/internal/adapters/wal"
+	"github.com/orderflow/orderflow/internal/retry"
 	"github.com/orderflow/orderflow/pipelines/topology"
 	"github.com/orderflow/orderflow/schemas"
 )
@@ -216,7 +217,7 @@ func (s *Sink) prepare(ctx context.Context) error {
 			return ctx.Err()
 		}
 		s.logger.Warn("clickhouse sink not ready, retrying", "err", err, "retry_in", backoff)
-		if !sleep(ctx, backoff) {
+		if !retry.Sleep(ctx, backoff) {
 			return ctx.Err()
 		}
 		backoff = min(2*backoff, s.cfg.RetryMaxBackoff)
@@ -261,17 +262,6 @@ func (s *Sink) tryPrepare(ctx context.Context) error {
 	return nil
 }
 
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
 // readLoop runs consumer sessions until ctx ends; each failure (NATS restart,
 // consumer reset) starts a new one from the consumer's ack floor.
 func (s *Sink) readLoop(ctx, writeCtx context.Context, out chan<- *batch) {
@@ -286,7 +276,7 @@ func (s *Sink) readLoop(ctx, writeCtx context.Context, out chan<- *batch) {
 			backoff = s.cfg.RetryBackoff
 		}
 		s.logger.Warn("clickhouse sink consumer session ended, resuming from the ack floor", "err", err, "retry_in", backoff)
-		if !sleep(ctx, backoff) {
+		if !retry.Sleep(ctx, backoff) {
 			break
 		}
 		backoff = min(2*backoff, s.cfg.RetryMaxBackoff)
@@ -708,7 +698,7 @@ func (s *Sink) write(ctx context.Context, b *batch) error {
 		}
 		s.logger.Warn("clickhouse insert failed, retrying", "tables", tables, "wal_from", b.first,
 			"wal_to", b.last, "attempt", attempt, "retry_in", backoff, "err", firstErr)
-		if !sleep(ctx, backoff) {
+		if !retry.Sleep(ctx, backoff) {
 			return ctx.Err()
 		}
 		backoff = min(2*backoff, s.cfg.RetryMaxBackoff)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/orderflow/orderflow/internal/retry"
 	"github.com/orderflow/orderflow/pipelines/topology"
 )
 
@@ -43,17 +44,17 @@ func Follow(ctx context.Context, js jetstream.JetStream, from uint64, cfg Follow
 	cfg.setDefaults()
 	next, last := max(from, 1), uint64(0)
 	var stream jetstream.Stream
-	retry := func(err error) bool {
+	backOff := func(err error) bool {
 		if cfg.OnError != nil && ctx.Err() == nil {
 			cfg.OnError(err)
 		}
-		return sleep(ctx, cfg.Idle)
+		return retry.Sleep(ctx, cfg.Idle)
 	}
 	for ctx.Err() == nil {
 		if stream == nil {
 			s, err := js.Stream(ctx, topology.EventsStream)
 			if err != nil {
-				if !retry(fmt.Errorf("follow WAL: %w", err)) {
+				if !backOff(fmt.Errorf("follow WAL: %w", err)) {
 					break
 				}
 				continue
@@ -63,7 +64,7 @@ func Follow(ctx context.Context, js jetstream.JetStream, from uint64, cfg Follow
 		if next > last {
 			info, err := stream.Info(ctx)
 			if err != nil {
-				if !retry(fmt.Errorf("follow WAL: %w", err)) {
+				if !backOff(fmt.Errorf("follow WAL: %w", err)) {
 					break
 				}
 				continue
@@ -71,7 +72,7 @@ func Follow(ctx context.Context, js jetstream.JetStream, from uint64, cfg Follow
 			last = info.State.LastSeq
 			next = max(next, info.State.FirstSeq)
 			if next > last {
-				if !sleep(ctx, cfg.Idle) {
+				if !retry.Sleep(ctx, cfg.Idle) {
 					break
 				}
 				continue
@@ -85,7 +86,7 @@ func Follow(ctx context.Context, js jetstream.JetStream, from uint64, cfg Follow
 				continue
 			}
 			if errs[i] != nil {
-				if !retry(fmt.Errorf("follow WAL at %d: %w", next, errs[i])) {
+				if !backOff(fmt.Errorf("follow WAL at %d: %w", next, errs[i])) {
 					return nil
 				}
 				break
@@ -113,16 +114,4 @@ func getRange(ctx context.Context, s jetstream.Stream, from, to uint64) ([]*jets
 	}
 	wg.Wait()
 	return msgs, errs
-}
-
-// sleep waits d, reporting false when ctx ended first.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
