@@ -463,11 +463,13 @@ func TestEstimatorAndDasherRunOnTheirCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	store, err := estimator.NewCheckpointStore(kv, "estimator")
+	if err != nil {
+		t.Fatal(err)
+	}
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if e, err := kv.Get(ctx, "estimator"); err == nil {
-			if cp, err := estimator.ParseCheckpoint(e.Value()); err == nil && cp.Model.Orders["o1"].Seq >= ev.SourceSeq {
-				break
-			}
+		if cp, _, err := store.Load(ctx); err == nil && cp.Model.Orders["o1"].Seq >= ev.SourceSeq {
+			break
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("no checkpoint covering the prediction within 10 s")

@@ -9,7 +9,7 @@ import (
 	"github.com/orderflow/orderflow/schemas"
 )
 
-// Checkpoint is what the estimator keeps in KV so a restart resumes the WAL where
+// Checkpoint is what the estimator keeps in KV (see CheckpointStore) so a restart resumes the WAL where
 // it stopped instead of reading it from the start: the model as it was after
 // folding every WAL message up to WALSeq (and nothing after), and the events it
 // decided but the WAL had not confirmed yet, which the restarted estimator
@@ -91,8 +91,9 @@ func ModelFromState(s ModelState) *Model {
 	return m
 }
 
-// ParseCheckpoint reads a checkpoint as the KV holds it.
-func ParseCheckpoint(b []byte) (Checkpoint, error) {
+// parseSingleValueCheckpoint reads the one-value JSON checkpoint earlier
+// versions wrote (limited to max_payload); CheckpointStore.Load still reads it.
+func parseSingleValueCheckpoint(b []byte) (Checkpoint, error) {
 	var c Checkpoint
 	if err := json.Unmarshal(b, &c); err != nil {
 		return Checkpoint{}, fmt.Errorf("estimator checkpoint: %w", err)

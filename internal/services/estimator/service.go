@@ -25,8 +25,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Published, if set, sees every event the service publishes (tests, logs).
 	Published func(schemas.Event)
-	// Name keys this estimator's checkpoint in KV estimator_checkpoints; default
-	// "estimator". Two estimators running at once need different names.
+	// Name keys this estimator's checkpoint in KV estimator_checkpoints (a KV key
+	// without dots; see CheckpointStore); default "estimator". Two estimators
+	// running at once need different names.
 	Name string
 }
 
@@ -45,7 +46,7 @@ type Service struct {
 	nc          *nats.Conn
 	js          jetstream.JetStream
 	records     jetstream.KeyValue
-	checkpoints jetstream.KeyValue
+	checkpoints *CheckpointStore
 
 	mu      sync.Mutex
 	model   *Model
@@ -73,25 +74,25 @@ func New(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, cfg Config)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", topology.DispatchBucket, err)
 	}
-	checkpoints, err := js.KeyValue(ctx, topology.EstimatorBucket)
+	kv, err := js.KeyValue(ctx, topology.EstimatorBucket)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", topology.EstimatorBucket, err)
+	}
+	checkpoints, err := NewCheckpointStore(kv, cfg.Name)
+	if err != nil {
+		return nil, err
 	}
 	return &Service{cfg: cfg, nc: nc, js: js, records: records, checkpoints: checkpoints, model: NewModel(), pending: map[string]schemas.Event{}}, nil
 }
 
 // restore loads the checkpoint, if there is one.
 func (s *Service) restore(ctx context.Context) error {
-	e, err := s.checkpoints.Get(ctx, s.cfg.Name)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil
-	}
+	c, found, err := s.checkpoints.Load(ctx)
 	if err != nil {
 		return fmt.Errorf("read the checkpoint: %w", err)
 	}
-	c, err := ParseCheckpoint(e.Value())
-	if err != nil {
-		return err
+	if !found {
+		return nil
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -115,13 +116,12 @@ func (s *Service) checkpoint(ctx context.Context) error {
 	}
 	changes := s.changes
 	s.mu.Unlock()
-	b, err := json.Marshal(c)
+	st, err := s.checkpoints.Save(ctx, c)
 	if err != nil {
-		return err
-	}
-	if _, err := s.checkpoints.Put(ctx, s.cfg.Name, b); err != nil {
 		return fmt.Errorf("write the checkpoint: %w", err)
 	}
+	s.cfg.Logger.Debug("estimator checkpoint written", "wal_seq", c.WALSeq, "open_orders", len(c.Model.Orders),
+		"generation", st.Generation, "bytes", st.Bytes, "chunks", st.Chunks, "encode", st.Encode, "write", st.Write)
 	s.mu.Lock()
 	s.saved = changes
 	s.mu.Unlock()

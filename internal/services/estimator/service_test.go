@@ -196,15 +196,17 @@ func TestEstimatorResumesFromItsCheckpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	last := info.State.LastSeq
+	store, err := estimator.NewCheckpointStore(kv, "estimator")
+	if err != nil {
+		t.Fatal(err)
+	}
 	var cp estimator.Checkpoint
 	for deadline := time.Now().Add(10 * time.Second); cp.WALSeq < last; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("checkpoint at WAL seq %d, want %d", cp.WALSeq, last)
 		}
-		if e, err := kv.Get(ctx, "estimator"); err == nil {
-			if cp, err = estimator.ParseCheckpoint(e.Value()); err != nil {
-				t.Fatal(err)
-			}
+		if cp, _, err = store.Load(ctx); err != nil {
+			t.Fatal(err)
 		}
 	}
 	stop()
