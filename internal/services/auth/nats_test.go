@@ -189,7 +189,20 @@ func ops() []op {
 			}
 		}},
 		op{"KV put estimator checkpoint", func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream, role auth.Role) error {
-			_, err := js.Publish(ctx, "$KV."+topology.EstimatorBucket+".pm-"+string(role), []byte(`{}`))
+			// As the estimator does: chunks and a manifest (puts, a compare-and-set,
+			// gets; a stale chunk's delete is a put on the same subject).
+			kv, err := js.KeyValue(ctx, topology.EstimatorBucket)
+			if err != nil {
+				return err
+			}
+			store, err := estimator.NewCheckpointStore(kv, "pm-"+string(role))
+			if err != nil {
+				return err
+			}
+			if _, err := store.Save(ctx, estimator.Checkpoint{WALSeq: 1}); err != nil {
+				return err
+			}
+			_, _, err = store.Load(ctx)
 			return err
 		}},
 		op{"subscribe to positions", func(ctx context.Context, nc *nats.Conn, _ jetstream.JetStream, _ auth.Role) error {

@@ -58,7 +58,7 @@ type PrepState struct {
 
 // State returns the model's durable part.
 func (m *Model) State() ModelState {
-	s := ModelState{Orders: map[string]OrderState{}, Prep: make(map[string]PrepState, len(m.prep)),
+	s := ModelState{Orders: make(map[string]OrderState, len(m.orders)), Prep: make(map[string]PrepState, len(m.prep)),
 		Global: PrepState{N: m.global.n, Sum: m.global.sum}}
 	for id, o := range m.orders {
 		if done(o) {

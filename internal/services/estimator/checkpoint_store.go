@@ -14,6 +14,8 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/orderflow/orderflow/schemas"
 )
 
 // CheckpointStore keeps one estimator's checkpoint in KV estimator_checkpoints
@@ -79,7 +81,7 @@ type CheckpointStore struct {
 const CheckpointChunkSize = 512 << 10
 
 // checkpointFormat names the encoding of the chunks in a manifest.
-const checkpointFormat = "gob+zstd/1"
+const checkpointFormat = "gob+zstd/2"
 
 type checkpointManifest struct {
 	Format     string `json:"format"`
@@ -237,13 +239,46 @@ func (s *CheckpointStore) dropStale(ctx context.Context, gen uint64, from int) e
 	return nil
 }
 
+// checkpointHeader starts an encoded checkpoint; the orders follow in batches
+// of at most orderBatch, each its own gob value, so neither side holds the
+// whole encoding twice (a single gob value of 100k orders is built in one
+// growing buffer: most of the encoding time).
+type checkpointHeader struct {
+	WALSeq  uint64
+	Prep    map[string]PrepState
+	Global  PrepState
+	Pending []schemas.Event
+	Orders  int
+}
+
+type orderEntry struct {
+	ID    string
+	State OrderState
+}
+
+const orderBatch = 1024
+
 func (s *CheckpointStore) encode(c Checkpoint) ([]byte, error) {
 	var buf bytes.Buffer
 	s.enc.Reset(&buf)
-	if err := gob.NewEncoder(s.enc).Encode(c); err != nil {
-		return nil, fmt.Errorf("encode the checkpoint: %w", err)
+	g := gob.NewEncoder(s.enc)
+	err := g.Encode(checkpointHeader{WALSeq: c.WALSeq, Prep: c.Model.Prep, Global: c.Model.Global, Pending: c.Pending, Orders: len(c.Model.Orders)})
+	batch := make([]orderEntry, 0, orderBatch)
+	for id, o := range c.Model.Orders {
+		if err != nil {
+			break
+		}
+		if batch = append(batch, orderEntry{id, o}); len(batch) == orderBatch {
+			err, batch = g.Encode(batch), batch[:0]
+		}
 	}
-	if err := s.enc.Close(); err != nil {
+	if err == nil && len(batch) > 0 {
+		err = g.Encode(batch)
+	}
+	if err == nil {
+		err = s.enc.Close()
+	}
+	if err != nil {
 		return nil, fmt.Errorf("encode the checkpoint: %w", err)
 	}
 	return buf.Bytes(), nil
@@ -255,9 +290,23 @@ func decodeCheckpoint(b []byte) (Checkpoint, error) {
 		return Checkpoint{}, err
 	}
 	defer dec.Close()
-	var c Checkpoint
-	if err := gob.NewDecoder(dec).Decode(&c); err != nil {
+	g := gob.NewDecoder(dec)
+	var h checkpointHeader
+	if err := g.Decode(&h); err != nil {
 		return Checkpoint{}, fmt.Errorf("decode the estimator checkpoint: %w", err)
+	}
+	c := Checkpoint{WALSeq: h.WALSeq, Pending: h.Pending,
+		Model: ModelState{Orders: make(map[string]OrderState, h.Orders), Prep: h.Prep, Global: h.Global}}
+	for len(c.Model.Orders) < h.Orders {
+		// A fresh slice each time: gob leaves a field it was not sent (a zero
+		// value) as it finds it.
+		var batch []orderEntry
+		if err := g.Decode(&batch); err != nil {
+			return Checkpoint{}, fmt.Errorf("decode the estimator checkpoint's orders (%d of %d read): %w", len(c.Model.Orders), h.Orders, err)
+		}
+		for _, e := range batch {
+			c.Model.Orders[e.ID] = e.State
+		}
 	}
 	return c, nil
 }

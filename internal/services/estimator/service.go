@@ -40,7 +40,8 @@ type Config struct {
 // every source_seq it used and every stage and eta it said, continues after them,
 // and does not repeat them. An event whose publish failed, or that was pending at
 // the checkpoint, is published again as the same event (same id, same seq). The
-// checkpoint is written after a round when anything changed.
+// checkpoint is written after a round when anything changed, at the pace
+// checkpointPace sets.
 type Service struct {
 	cfg         Config
 	nc          *nats.Conn
@@ -54,6 +55,8 @@ type Service struct {
 	walSeq  uint64                   // the last WAL message folded into model
 	changes uint64                   // counts changes to model, pending and walSeq
 	saved   uint64                   // changes when the checkpoint was last written
+
+	nextCheckpoint time.Time // no checkpoint before (wall clock; Run's goroutine only)
 }
 
 // New returns a service on nc.
@@ -103,8 +106,20 @@ func (s *Service) restore(ctx context.Context) error {
 	return nil
 }
 
-// checkpoint writes what changed since the last write.
+// checkpointPace: after a checkpoint that took d (copying the model under the
+// lock, encoding, writing), the next waits until checkpointPace×d has passed
+// since it started, so checkpoints take at most a tenth of the estimator's time
+// whatever the number of open orders: a few hundred are written every round,
+// 100k every few seconds. The restart guarantees do not depend on how often; a
+// later checkpoint only means more WAL to read again.
+const checkpointPace = 10
+
+// checkpoint writes what changed since the last write, if its pace allows.
 func (s *Service) checkpoint(ctx context.Context) error {
+	start := time.Now()
+	if start.Before(s.nextCheckpoint) {
+		return nil
+	}
 	s.mu.Lock()
 	if s.changes == s.saved {
 		s.mu.Unlock()
@@ -120,6 +135,7 @@ func (s *Service) checkpoint(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("write the checkpoint: %w", err)
 	}
+	s.nextCheckpoint = start.Add(checkpointPace * time.Since(start))
 	s.cfg.Logger.Debug("estimator checkpoint written", "wal_seq", c.WALSeq, "open_orders", len(c.Model.Orders),
 		"generation", st.Generation, "bytes", st.Bytes, "chunks", st.Chunks, "encode", st.Encode, "write", st.Write)
 	s.mu.Lock()
