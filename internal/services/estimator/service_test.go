@@ -2,6 +2,7 @@ package estimator_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -146,7 +147,8 @@ func TestEstimatorFollowsTheDasherAndRestartsWhereItStopped(t *testing.T) {
 // or skipped, no stage said twice (its history is no longer in the WAL, only in
 // the checkpoint), and the events that came while it was down folded (a new
 // order gets its predictions). Every event it published is in the WAL as
-// published: none dropped as a duplicate of an earlier one.
+// published: none dropped as a duplicate of an earlier one. A checkpoint write
+// that crashed before its manifest, while it was down, changes nothing.
 func TestEstimatorResumesFromItsCheckpoint(t *testing.T) {
 	env := testenv.WAL(t, 2)
 	ctx := context.Background()
@@ -213,8 +215,18 @@ func TestEstimatorResumesFromItsCheckpoint(t *testing.T) {
 	mu.Lock()
 	afterRestart = len(published)
 	mu.Unlock()
+	if cp, _, err = store.Load(ctx); err != nil { // the last one it wrote
+		t.Fatal(err)
+	}
 	if _, ok := cp.Model.Orders["o1"]; !ok {
 		t.Fatalf("checkpoint lacks o1: %+v", cp)
+	}
+	// A crash in the middle of the next checkpoint: its chunks written, not its
+	// manifest. Were that generation read, o1 would be unknown.
+	crash := errors.New("crash")
+	estimator.FailBeforeManifest(store, crash)
+	if _, err := store.Save(ctx, estimator.Checkpoint{WALSeq: cp.WALSeq}); !errors.Is(err, crash) {
+		t.Fatalf("checkpoint write with the failpoint: %v", err)
 	}
 
 	// While it is down: the WAL up to the checkpoint is purged, o1 is picked up,
