@@ -86,7 +86,8 @@ func TestCheckpointOf100kOpenOrders(t *testing.T) {
 	want := openOrders(100_000, 12_345_678)
 
 	// Five rounds as the estimator makes them: copy the model's durable part
-	// (under its lock), encode and write it; then read it back as a restart does.
+	// (under its lock), encode and write it; then read it back as a restart
+	// does, equal to what was written (compared once: 70 MB of JSON).
 	m := estimator.ModelFromState(want.Model)
 	store, _ := checkpointStore(t, env)
 	var snapshot, encode, write, load []time.Duration
@@ -110,7 +111,9 @@ func TestCheckpointOf100kOpenOrders(t *testing.T) {
 		if err != nil || !found {
 			t.Fatalf("load: found %v, %v", found, err)
 		}
-		sameCheckpoint(t, got, want)
+		if len(load) == 1 {
+			sameCheckpoint(t, got, want)
+		}
 	}
 	if st.Chunks < 2 {
 		t.Fatalf("100k open orders in %d chunk(s) of %d bytes: want more than one KV value's worth", st.Chunks, st.Bytes)
