@@ -9,14 +9,15 @@ import (
 	"github.com/orderflow/orderflow/schemas"
 )
 
-// Checkpoint is what the estimator keeps in KV (see CheckpointStore) so a restart resumes the WAL where
-// it stopped instead of reading it from the start: the model as it was after
-// folding every WAL message up to WALSeq (and nothing after), and the events it
-// decided but the WAL had not confirmed yet, which the restarted estimator
-// publishes again under the same ids. Written under the lock that orders folding
-// and deciding, so the model, WALSeq and Pending always agree: resuming at
-// WALSeq+1 folds every later message exactly once (none skipped, none twice), and
-// every source_seq the model handed out is either in the WAL or in Pending.
+// Checkpoint is what the estimator keeps in KV (see CheckpointStore) so a
+// restart resumes the WAL where it stopped instead of reading it from the
+// start: the model as it was after folding every WAL message up to WALSeq (and
+// nothing after), and the events it decided but the WAL had not confirmed yet,
+// which the restarted estimator publishes again under the same ids. Written
+// under the lock that orders folding and deciding, so the model, WALSeq and
+// Pending always agree: resuming at WALSeq+1 folds every later message exactly
+// once (none skipped, none twice), and every source_seq the model handed out is
+// either in the WAL or in Pending.
 type Checkpoint struct {
 	WALSeq  uint64          `json:"wal_seq"`
 	Model   ModelState      `json:"model"`
