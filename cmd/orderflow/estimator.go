@@ -30,6 +30,6 @@ func newEstimator(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().DurationVar(&tick, "tick", time.Second, "how often every open order is re-estimated")
-	cmd.Flags().StringVar(&name, "name", "estimator", "key of this estimator's checkpoint in KV estimator_checkpoints (one estimator per name)")
+	cmd.Flags().StringVar(&name, "name", "estimator", "key of this estimator's checkpoint in KV estimator_checkpoints, without dots (one estimator per name)")
 	return cmd
 }

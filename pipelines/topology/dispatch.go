@@ -22,8 +22,9 @@ const (
 	// assignment's source_seq, the dashers who declined it, and its pickup and
 	// drop-off points (the estimator reads them).
 	DispatchBucket = "order_dispatch"
-	// EstimatorBucket holds each estimator's checkpoint (key = its name): its WAL
-	// position and model, so a restart resumes instead of rereading the WAL.
+	// EstimatorBucket holds each estimator's checkpoint: its WAL position and
+	// model, so a restart resumes instead of rereading the WAL; a manifest at key
+	// = its name and chunks below it (estimator.CheckpointStore).
 	EstimatorBucket = "estimator_checkpoints"
 
 	// LocationsTTL forgets a dasher's stored position after this much silence.

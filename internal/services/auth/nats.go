@@ -86,7 +86,10 @@ func (r Role) Permissions() jwt.Permissions {
 		// Publishes only its own events, and its checkpoint; reads what it
 		// predicts from: the WAL message by message (no consumers: permission to
 		// create one on ORDER_EVENTS would be permission to rewrite the lanes'),
-		// dispatch records by KV get, and the position firehose.
+		// dispatch records by KV get, and the position firehose. The checkpoint is
+		// chunks and a manifest, all keys of its own bucket: writing (put,
+		// compare-and-set, deleting a stale chunk) publishes on $KV.<bucket>.<key>,
+		// reading is a direct get; no stream or consumer rights on it.
 		p.Pub.Allow.Add(schemas.SubjectPrefix + string(r) + ".>")
 		p.Pub.Allow.Add(readOnly...)
 		p.Pub.Allow.Add("$KV." + EstimatorBucket + ".>")

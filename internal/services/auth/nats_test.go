@@ -192,7 +192,20 @@ func ops() []op {
 			return err
 		}},
 		op{"KV put estimator checkpoint", func(ctx context.Context, _ *nats.Conn, js jetstream.JetStream, role auth.Role) error {
-			_, err := js.Publish(ctx, "$KV."+topology.EstimatorBucket+".pm-"+string(role), []byte(`{}`))
+			// As the estimator does: chunks and a manifest (puts, a compare-and-set,
+			// gets; a stale chunk's delete is a put on the same subject).
+			kv, err := js.KeyValue(ctx, topology.EstimatorBucket)
+			if err != nil {
+				return err
+			}
+			store, err := estimator.NewCheckpointStore(kv, "pm-"+string(role))
+			if err != nil {
+				return err
+			}
+			if _, err := store.Save(ctx, estimator.Checkpoint{WALSeq: 1}); err != nil {
+				return err
+			}
+			_, _, err = store.Load(ctx)
 			return err
 		}},
 		op{"subscribe to positions", func(ctx context.Context, nc *nats.Conn, _ jetstream.JetStream, _ auth.Role) error {
@@ -463,11 +476,13 @@ func TestEstimatorAndDasherRunOnTheirCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	store, err := estimator.NewCheckpointStore(kv, "estimator")
+	if err != nil {
+		t.Fatal(err)
+	}
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if e, err := kv.Get(ctx, "estimator"); err == nil {
-			if cp, err := estimator.ParseCheckpoint(e.Value()); err == nil && cp.Model.Orders["o1"].Seq >= ev.SourceSeq {
-				break
-			}
+		if cp, _, err := store.Load(ctx); err == nil && cp.Model.Orders["o1"].Seq >= ev.SourceSeq {
+			break
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("no checkpoint covering the prediction within 10 s")

@@ -9,14 +9,15 @@ import (
 	"github.com/orderflow/orderflow/schemas"
 )
 
-// Checkpoint is what the estimator keeps in KV so a restart resumes the WAL where
-// it stopped instead of reading it from the start: the model as it was after
-// folding every WAL message up to WALSeq (and nothing after), and the events it
-// decided but the WAL had not confirmed yet, which the restarted estimator
-// publishes again under the same ids. Written under the lock that orders folding
-// and deciding, so the model, WALSeq and Pending always agree: resuming at
-// WALSeq+1 folds every later message exactly once (none skipped, none twice), and
-// every source_seq the model handed out is either in the WAL or in Pending.
+// Checkpoint is what the estimator keeps in KV (see CheckpointStore) so a
+// restart resumes the WAL where it stopped instead of reading it from the
+// start: the model as it was after folding every WAL message up to WALSeq (and
+// nothing after), and the events it decided but the WAL had not confirmed yet,
+// which the restarted estimator publishes again under the same ids. Written
+// under the lock that orders folding and deciding, so the model, WALSeq and
+// Pending always agree: resuming at WALSeq+1 folds every later message exactly
+// once (none skipped, none twice), and every source_seq the model handed out is
+// either in the WAL or in Pending.
 type Checkpoint struct {
 	WALSeq  uint64          `json:"wal_seq"`
 	Model   ModelState      `json:"model"`
@@ -58,7 +59,7 @@ type PrepState struct {
 
 // State returns the model's durable part.
 func (m *Model) State() ModelState {
-	s := ModelState{Orders: map[string]OrderState{}, Prep: make(map[string]PrepState, len(m.prep)),
+	s := ModelState{Orders: make(map[string]OrderState, len(m.orders)), Prep: make(map[string]PrepState, len(m.prep)),
 		Global: PrepState{N: m.global.n, Sum: m.global.sum}}
 	for id, o := range m.orders {
 		if done(o) {
@@ -91,8 +92,9 @@ func ModelFromState(s ModelState) *Model {
 	return m
 }
 
-// ParseCheckpoint reads a checkpoint as the KV holds it.
-func ParseCheckpoint(b []byte) (Checkpoint, error) {
+// parseSingleValueCheckpoint reads the one-value JSON checkpoint earlier
+// versions wrote (limited to max_payload); CheckpointStore.Load still reads it.
+func parseSingleValueCheckpoint(b []byte) (Checkpoint, error) {
 	var c Checkpoint
 	if err := json.Unmarshal(b, &c); err != nil {
 		return Checkpoint{}, fmt.Errorf("estimator checkpoint: %w", err)

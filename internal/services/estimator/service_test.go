@@ -2,6 +2,7 @@ package estimator_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/orderflow/orderflow/internal/services/dispatch"
 	"github.com/orderflow/orderflow/internal/services/estimator"
@@ -146,7 +148,8 @@ func TestEstimatorFollowsTheDasherAndRestartsWhereItStopped(t *testing.T) {
 // or skipped, no stage said twice (its history is no longer in the WAL, only in
 // the checkpoint), and the events that came while it was down folded (a new
 // order gets its predictions). Every event it published is in the WAL as
-// published: none dropped as a duplicate of an earlier one.
+// published: none dropped as a duplicate of an earlier one. A checkpoint write
+// that crashed before its manifest, while it was down, changes nothing.
 func TestEstimatorResumesFromItsCheckpoint(t *testing.T) {
 	env := testenv.WAL(t, 2)
 	ctx := context.Background()
@@ -183,40 +186,32 @@ func TestEstimatorResumesFromItsCheckpoint(t *testing.T) {
 	stop := run(t, env, record)
 	says("o1", schemas.StatusReadyForPickup, func() { move("d1", restaurant, 0) })
 	// Let a round pass after the last publish, so the checkpoint covers it, then stop.
-	kv, err := env.JS.KeyValue(ctx, topology.EstimatorBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stream, err := env.JS.Stream(ctx, topology.EventsStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := stream.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	last := info.State.LastSeq
-	var cp estimator.Checkpoint
-	for deadline := time.Now().Add(10 * time.Second); cp.WALSeq < last; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("checkpoint at WAL seq %d, want %d", cp.WALSeq, last)
-		}
-		if e, err := kv.Get(ctx, "estimator"); err == nil {
-			if cp, err = estimator.ParseCheckpoint(e.Value()); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	cp, store := checkpointAtWALEnd(t, env)
 	stop()
 	mu.Lock()
 	afterRestart = len(published)
 	mu.Unlock()
+	cp, _, err := store.Load(ctx) // the last one it wrote
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, ok := cp.Model.Orders["o1"]; !ok {
 		t.Fatalf("checkpoint lacks o1: %+v", cp)
+	}
+	// A crash in the middle of the next checkpoint: its chunks written, not its
+	// manifest. Were that generation read, o1 would be unknown.
+	crash := errors.New("crash")
+	estimator.FailBeforeManifest(store, crash)
+	if _, err := store.Save(ctx, estimator.Checkpoint{WALSeq: cp.WALSeq}); !errors.Is(err, crash) {
+		t.Fatalf("checkpoint write with the failpoint: %v", err)
 	}
 
 	// While it is down: the WAL up to the checkpoint is purged, o1 is picked up,
 	// and o2 is opened and assigned.
+	stream, err := env.JS.Stream(ctx, topology.EventsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := stream.Purge(ctx, jetstream.WithPurgeSequence(cp.WALSeq+1)); err != nil {
 		t.Fatal(err)
 	}
@@ -281,4 +276,59 @@ func TestEstimatorIgnoresACheckpointAheadOfTheWAL(t *testing.T) {
 	if evs[0].SourceSeq != 1 {
 		t.Fatalf("first event %+v, want source_seq 1 (the stale checkpoint's 50 ignored)", evs[0])
 	}
+}
+
+// TestEstimatorCheckpointsTensOfThousandsOfOpenOrders: with 30k open orders (ten
+// times what one KV value held) the running estimator still writes a checkpoint
+// at the WAL's end, holding every one of them.
+func TestEstimatorCheckpointsTensOfThousandsOfOpenOrders(t *testing.T) {
+	env := testenv.WAL(t, 2)
+	const orders = 30_000
+	for i := range orders {
+		ev := testenv.Event(fmt.Sprintf("big-%05d", i), schemas.SourcePlatform, 1, schemas.StatusCreated)
+		m := nats.NewMsg(schemas.Subject(ev.Source, ev.OrderID))
+		m.Data = testenv.EventJSON(t, ev)
+		m.Header.Set(jetstream.MsgIDHeader, ev.EventID)
+		if _, err := env.JS.PublishMsgAsync(m); err != nil {
+			t.Fatal(err)
+		}
+		if i%1000 == 999 || i == orders-1 {
+			select {
+			case <-env.JS.PublishAsyncComplete():
+			case <-time.After(time.Minute):
+				t.Fatal("publishing 1000 orders did not complete within a minute")
+			}
+		}
+	}
+	stop := run(t, env)
+	defer stop()
+	if cp, _ := checkpointAtWALEnd(t, env); len(cp.Model.Orders) != orders {
+		t.Fatalf("checkpoint holds %d open orders, want %d", len(cp.Model.Orders), orders)
+	}
+}
+
+// checkpointAtWALEnd waits until the estimator's checkpoint covers the WAL's
+// last message, and returns it and the store it was read from.
+func checkpointAtWALEnd(t *testing.T, env *testenv.NATSEnv) (estimator.Checkpoint, *estimator.CheckpointStore) {
+	t.Helper()
+	ctx := context.Background()
+	stream, err := env.JS.Stream(ctx, topology.EventsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, _ := checkpointStore(t, env)
+	var cp estimator.Checkpoint
+	for deadline := time.Now().Add(30 * time.Second); cp.WALSeq < info.State.LastSeq; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("checkpoint at WAL seq %d, want %d", cp.WALSeq, info.State.LastSeq)
+		}
+		if cp, _, err = store.Load(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return cp, store
 }
