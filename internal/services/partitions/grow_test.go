@@ -88,17 +88,7 @@ func TestGrowResumesAfterAFailure(t *testing.T) {
 func checkAgainstResolver(t *testing.T, js jetstream.JetStream, msgs []simulate.Message) map[string]*resolver.State {
 	t.Helper()
 	ctx := context.Background()
-	fromWAL, err := verify.FromWAL(ctx, js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := verify.Snapshots(ctx, js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diffs := verify.Diff(fromWAL, got); len(diffs) > 0 {
-		t.Fatalf("%d snapshots differ from the resolver over the WAL, first: %v", len(diffs), diffs[0])
-	}
+	got := testenv.SnapshotsMatchWAL(t, js)
 	published, err := verify.PublishedMilestones(ctx, js)
 	if err != nil {
 		t.Fatal(err)
