@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/orderflow/orderflow/handlers"
 	"github.com/orderflow/orderflow/internal/services/partitions"
 	"github.com/orderflow/orderflow/pipelines/topology"
 )
@@ -53,6 +54,7 @@ waits up to --wait for their lanes to be released. Then start serve with
 			if !force && !confirm(cmd.InOrStdin(), cmd.ErrOrStderr(), fmt.Sprintf("Repartition %s to %d partitions (every orderflow serve stopped)?", topology.EventsStream, o.To)) {
 				return fmt.Errorf("not confirmed: pass --force")
 			}
+			o.Failpoints = handlers.FailpointsFromEnv()
 			rep, err := growWhenIdle(ctx, js, o, wait)
 			if err != nil {
 				return err

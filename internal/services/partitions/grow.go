@@ -24,6 +24,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/orderflow/orderflow/handlers"
 	"github.com/orderflow/orderflow/pipelines/topology"
 )
 
@@ -37,6 +38,8 @@ type Options struct {
 	To int
 	// TerminalTTL is serve's --terminal-ttl, for the snapshots the replay writes.
 	TerminalTTL time.Duration
+	// Failpoints crash the process at handlers.FailGrowAfterSwitch (crash tests).
+	Failpoints handlers.Failpoints
 }
 
 // Report says what Grow did.
@@ -133,6 +136,7 @@ func Grow(ctx context.Context, js jetstream.JetStream, o Options) (Report, error
 	if err := topology.RecordGrowth(ctx, js, *g, false); err != nil {
 		return rep, err
 	}
+	o.Failpoints.Hit(handlers.FailGrowAfterSwitch)
 	rep.CatchUpFrom = rep.Switch + 1
 	for _, c := range g.Checkpoints {
 		rep.CatchUpFrom = min(rep.CatchUpFrom, c+1)
