@@ -38,7 +38,11 @@ not change, so snapshots, ClickHouse rows and the archive stay valid.
 
 Stop every orderflow serve first (producers publishing to NATS may go on); grow
 waits up to --wait for their lanes to be released. Then start serve with
---partitions set to the new count.`,
+--partitions set to the new count.
+
+The growth is recorded in KV order_lanes before anything changes and serve refuses
+to start until it has finished: if grow is interrupted, run it again with the same
+--to to finish it.`,
 		Example: `  orderflow partitions grow --to 16 --terminal-ttl 24h`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
