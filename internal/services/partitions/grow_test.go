@@ -15,9 +15,11 @@ import (
 )
 
 // TestGrowResumesAfterAFailure: a growth that stopped right after repartitioning
-// the stream (its lanes are still the old ones, events were stored on the new
+// the stream without a record of it (as a grow from before growths were recorded
+// left it: its lanes are still the old ones, events were stored on the new
 // partitions since) is finished by the next run, which folds every event no lane
-// checkpointed; a third run does nothing. No pipeline runs here: grow is the only
+// checkpointed; a third run does nothing. TestGrowInterruptedKeepsServeOut stops
+// a growth that is recorded. No pipeline runs here: grow is the only
 // writer, so every snapshot must equal the resolver over the WAL, each milestone
 // must be published once, and every lane must start after the switch.
 func TestGrowResumesAfterAFailure(t *testing.T) {
