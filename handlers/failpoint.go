@@ -16,7 +16,7 @@ import (
 // Failpoints never fires.
 type Failpoints map[string]float64
 
-// Points the lanes and the example consumers pass.
+// Points the lanes, the example consumers and partitions grow pass.
 const (
 	// FailAfterSnapshotWrite: the snapshot with a pending milestone is durable, the
 	// milestone not yet published.
@@ -25,6 +25,9 @@ const (
 	FailAfterMilestonePublish = "after-milestone-publish"
 	// FailConsumerAfterRecord: a downstream consumer recorded a milestone, not acked.
 	FailConsumerAfterRecord = "consumer-after-record"
+	// FailGrowAfterSwitch: orderflow partitions grow repartitioned the WAL and
+	// recorded the switch, and folded nothing yet.
+	FailGrowAfterSwitch = "grow-after-switch"
 )
 
 // FailpointsFromEnv reads ORDERFLOW_FAILPOINT.

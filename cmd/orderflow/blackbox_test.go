@@ -19,6 +19,7 @@ import (
 	"github.com/orderflow/orderflow/handlers/fold"
 	"github.com/orderflow/orderflow/handlers/resolver"
 	"github.com/orderflow/orderflow/internal/services/verify"
+	"github.com/orderflow/orderflow/internal/testsupport/testenv"
 	"github.com/orderflow/orderflow/internal/tools/simulate"
 	"github.com/orderflow/orderflow/pipelines"
 	"github.com/orderflow/orderflow/pipelines/topology"
@@ -165,7 +166,7 @@ func TestBlackBoxAnyOrderWithDuplicates(t *testing.T) {
 	}
 
 	// What the pipeline stored equals the resolver over the events in WAL order...
-	got := snapshotsMatchWAL(t, js)
+	got := testenv.SnapshotsMatchWAL(t, js)
 	// ...and, convergence, over the same events in lifecycle order without retries.
 	// updated_at is left out: it records when the answer last changed, which depends
 	// on arrival order by definition.
@@ -313,7 +314,7 @@ func TestForgedPinHeaderNeitherStallsNorLeaks(t *testing.T) {
 		t.Fatalf("a forged pin header stalled a lane: %v", err)
 	}
 	t.Logf("drained %.1fs after the last publish", time.Since(start).Seconds())
-	snapshotsMatchWAL(t, js)
+	testenv.SnapshotsMatchWAL(t, js)
 	dlq, err := js.Stream(ctx, topology.DLQStream)
 	if err != nil {
 		t.Fatal(err)
@@ -334,23 +335,4 @@ func TestForgedPinHeaderNeitherStallsNorLeaks(t *testing.T) {
 			t.Fatalf("DLQ message %d: reason %q, want %q", seq, r, fold.ReasonReservedHeader)
 		}
 	}
-}
-
-// snapshotsMatchWAL fails the test unless every snapshot in KV equals the resolver
-// folded over the WAL, and returns the snapshots.
-func snapshotsMatchWAL(t *testing.T, js jetstream.JetStream) map[string]*resolver.State {
-	t.Helper()
-	ctx := context.Background()
-	fromWAL, err := verify.FromWAL(ctx, js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := verify.Snapshots(ctx, js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diffs := verify.Diff(fromWAL, got); len(diffs) > 0 {
-		t.Fatalf("%d snapshots differ from the resolver over the WAL, first: %v", len(diffs), diffs[0])
-	}
-	return got
 }

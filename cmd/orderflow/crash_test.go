@@ -105,7 +105,7 @@ func checkAgainstResolver(t *testing.T, js jetstream.JetStream, msgs []simulate.
 	if diffs := verify.Diff(want, got); len(diffs) > 0 {
 		t.Fatalf("%d orders differ from the resolver after crashes; first: %v", len(diffs), diffs[0])
 	}
-	snapshotsMatchWAL(t, js)
+	testenv.SnapshotsMatchWAL(t, js)
 	ms, err := verify.PublishedMilestones(ctx, js)
 	if err != nil {
 		t.Fatal(err)

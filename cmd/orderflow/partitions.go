@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/orderflow/orderflow/handlers"
 	"github.com/orderflow/orderflow/internal/services/partitions"
 	"github.com/orderflow/orderflow/pipelines/topology"
 )
@@ -37,7 +38,11 @@ not change, so snapshots, ClickHouse rows and the archive stay valid.
 
 Stop every orderflow serve first (producers publishing to NATS may go on); grow
 waits up to --wait for their lanes to be released. Then start serve with
---partitions set to the new count.`,
+--partitions set to the new count.
+
+The growth is recorded in KV order_lanes before anything changes and serve refuses
+to start until it has finished: if grow is interrupted, run it again with the same
+--to to finish it.`,
 		Example: `  orderflow partitions grow --to 16 --terminal-ttl 24h`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -53,6 +58,7 @@ waits up to --wait for their lanes to be released. Then start serve with
 			if !force && !confirm(cmd.InOrStdin(), cmd.ErrOrStderr(), fmt.Sprintf("Repartition %s to %d partitions (every orderflow serve stopped)?", topology.EventsStream, o.To)) {
 				return fmt.Errorf("not confirmed: pass --force")
 			}
+			o.Failpoints = handlers.FailpointsFromEnv()
 			rep, err := growWhenIdle(ctx, js, o, wait)
 			if err != nil {
 				return err

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -153,6 +154,64 @@ func TestPartitionsGrow(t *testing.T) {
 	if diffs := verify.DiffMilestones(verify.ExpectedMilestones(msgs), published); len(diffs) > 0 {
 		t.Errorf("milestones differ: %v", diffs)
 	}
+}
+
+// TestPartitionsGrowInterrupted kills `orderflow partitions grow` (3 -> 5) right
+// after the switch, before it folded anything, with producers going on. Until a
+// run of grow finishes the growth, serve refuses to start, with the new count or
+// the old one, and names the command that finishes it: its lanes would fold an
+// order's events after the switch before its events before it. The next run
+// finishes it, and serve on 5 partitions then folds the rest: every snapshot
+// equals the resolver over the published events and over the WAL.
+func TestPartitionsGrowInterrupted(t *testing.T) {
+	env := testenv.NATS(t)
+	ctx := context.Background()
+	serveArgs := func(parts string) []string {
+		return []string{"--nats-url", env.URL, "--no-archive", "--partitions", parts, "--lane-failover", "2s", "--lane-ack-wait", "3s"}
+	}
+	msgs, _, err := simulate.Generate(simulate.Config{Seed: 63, Orders: 300, InvalidRate: 0.01})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := len(msgs)
+	inst := startInstance(t, serveArgs("3")...)
+	if err := simulate.PublishAll(ctx, env.JS, msgs[:n/3], 0); err != nil {
+		t.Fatal(err)
+	}
+	inst.Stop(t)
+	if err := simulate.PublishAll(ctx, env.JS, msgs[n/3:n/2], 0); err != nil {
+		t.Fatal(err)
+	}
+
+	grow := orderflowCmd(t, "partitions", "grow", "--nats-url", env.URL, "--to", "5", "--force")
+	grow.Env = append(os.Environ(), "ORDERFLOW_FAILPOINT="+handlers.FailGrowAfterSwitch)
+	if out, err := grow.CombinedOutput(); err == nil {
+		t.Fatalf("grow with its failpoint armed finished:\n%s", out)
+	}
+	if err := simulate.PublishAll(ctx, env.JS, msgs[n/2:2*n/3], 0); err != nil { // after the switch
+		t.Fatal(err)
+	}
+	for _, parts := range []string{"5", "3"} {
+		out, err := orderflow(t, append([]string{"serve", "--http-listen", "127.0.0.1:0"}, serveArgs(parts)...)...)
+		if err == nil || !strings.Contains(out, "orderflow partitions grow --to 5") {
+			t.Fatalf("serve --partitions %s during the growth: %v\n%s", parts, err, out)
+		}
+	}
+
+	out, err := orderflow(t, "partitions", "grow", "--nats-url", env.URL, "--to", "5", "--force", "--json")
+	if err != nil {
+		t.Fatalf("grow after the interrupted one: %v\n%s", err, out)
+	}
+	var rep partitions.Report
+	decodeJSONLine(t, out, &rep)
+	if rep.From != 3 || rep.To != 5 || rep.Switch != testenv.WALLastSeq(t, env.JS) || rep.CatchUp.Written == 0 {
+		t.Fatalf("grow after the interrupted one: %+v, want 3 -> 5 switching at the WAL's end %d, snapshots written", rep, testenv.WALLastSeq(t, env.JS))
+	}
+	startInstance(t, serveArgs("5")...)
+	if err := simulate.PublishAll(ctx, env.JS, msgs[2*n/3:], 0); err != nil {
+		t.Fatal(err)
+	}
+	checkAgainstResolver(t, env.JS, msgs)
 }
 
 // dlqWALSeqs counts the DLQ's messages per WAL sequence they set aside.

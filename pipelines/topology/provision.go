@@ -19,10 +19,14 @@ type Change struct {
 }
 
 // Provision creates or updates every stream, bucket and lane consumer of t.
-// It is safe to run from several instances at once.
+// It is safe to run from several instances at once. While a partition growth is
+// under way it changes nothing and fails with ErrGrowing.
 func Provision(ctx context.Context, js jetstream.JetStream, t Topology) ([]Change, error) {
 	t.SetDefaults()
 	if err := t.Validate(); err != nil {
+		return nil, err
+	}
+	if err := refuseDuringGrowth(ctx, js); err != nil {
 		return nil, err
 	}
 	var changes []Change

@@ -6,7 +6,10 @@
 // lanes start right after it.
 //
 // The lanes must be stopped (every orderflow serve): a lane folding an order's old
-// events while another folds its new ones would apply them out of order. Producers
+// events while another folds its new ones would apply them out of order, and the
+// earlier ones, older than the snapshot then, would never be applied. So the growth
+// is recorded and the lane consumers deleted before the stream changes, and serve
+// refuses to start until the growth has finished. Producers
 // need not stop: what they publish into ORDER_EVENTS meanwhile is stored and
 // acknowledged as always, before the switch on the old partitions and after it on
 // the new ones, and folded by the replay or by the new lanes. (The ingest API is part
@@ -21,6 +24,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/orderflow/orderflow/handlers"
 	"github.com/orderflow/orderflow/pipelines/topology"
 )
 
@@ -34,6 +38,8 @@ type Options struct {
 	To int
 	// TerminalTTL is serve's --terminal-ttl, for the snapshots the replay writes.
 	TerminalTTL time.Duration
+	// Failpoints crash the process at handlers.FailGrowAfterSwitch (crash tests).
+	Failpoints handlers.Failpoints
 }
 
 // Report says what Grow did.
@@ -50,9 +56,13 @@ type Report struct {
 	Unchanged   bool          `json:"unchanged,omitempty"`
 }
 
-// Grow repartitions ORDER_EVENTS to o.To partitions. It is safe to run again after
-// a failure at any step: each run takes the switch where the WAL ends then, which
-// only moves it later, and everything up to it is folded again (idempotently).
+// Grow repartitions ORDER_EVENTS to o.To partitions. Before it changes anything it
+// records the growth in KV order_lanes (topology.Growth) and removes the lane
+// consumers; serve refuses to start until the record is gone, which happens only
+// once the new lanes exist. It is safe to run again after a failure at any step:
+// the next run finishes the growth recorded (with the checkpoints recorded then),
+// taking the switch where the WAL ends by then, which only moves it later, and
+// folding everything up to it again (idempotently).
 func Grow(ctx context.Context, js jetstream.JetStream, o Options) (Report, error) {
 	start := time.Now()
 	rep := Report{To: o.To}
@@ -69,18 +79,47 @@ func Grow(ctx context.Context, js jetstream.JetStream, o Options) (Report, error
 	if rep.From > o.To {
 		return rep, fmt.Errorf("%w: the WAL has %d partitions, %d asked", ErrShrink, rep.From, o.To)
 	}
-	if rep.From == o.To && lanesComplete(ctx, js, o.To) {
+	g, err := topology.GrowthUnderWay(ctx, js)
+	if err != nil {
+		return rep, err
+	}
+	resumed := g != nil
+	switch {
+	case resumed && g.To != o.To:
+		return rep, fmt.Errorf("%w from %d to %d partitions: finish it first with `orderflow partitions grow --to %d`",
+			topology.ErrGrowing, g.From, g.To, g.To)
+	case resumed:
+		rep.From = g.From
+	case rep.From == o.To && lanesComplete(ctx, js, o.To):
 		rep.Unchanged = true
 		return rep, nil
 	}
-	// From here a run that stopped half-way has the stream at o.To already; its
-	// lanes are the old ones (rep.From is then o.To: check them all).
+	// A run that stopped half-way may have left the stream at o.To already; its
+	// lanes are the old ones (rep.From is then o.To: cover them all).
 	lanes := max(rep.From, o.To)
+	if !resumed {
+		ckpts, err := checkpoints(ctx, js, lanes)
+		if err != nil {
+			return rep, err
+		}
+		// Recorded before the check below: a serve starting from here on is
+		// refused, and one that started before is either seen holding its lane or
+		// loses it when the consumers are deleted.
+		g = &topology.Growth{From: rep.From, To: o.To, Checkpoints: ckpts}
+		if err := topology.RecordGrowth(ctx, js, *g, true); err != nil {
+			return rep, err
+		}
+	}
 	if err := topology.LaneConsumersIdle(ctx, js, lanes); err != nil {
+		if !resumed {
+			// Nothing has changed: serve may go on starting.
+			err = errors.Join(err, topology.EndGrowth(ctx, js))
+		}
 		return rep, err
 	}
-	ckpts, err := checkpoints(ctx, js, lanes)
-	if err != nil {
+	// No lane may fold anything from here until the new lanes start: not an
+	// order's events after the switch before its events before it.
+	if err := topology.DeleteLaneConsumers(ctx, js, lanes); err != nil {
 		return rep, err
 	}
 	if _, err := topology.Repartition(ctx, js, o.To); err != nil {
@@ -93,14 +132,22 @@ func Grow(ctx context.Context, js jetstream.JetStream, o Options) (Report, error
 		return rep, err
 	}
 	rep.Switch = info.State.LastSeq
+	g.Switch = rep.Switch
+	if err := topology.RecordGrowth(ctx, js, *g, false); err != nil {
+		return rep, err
+	}
+	o.Failpoints.Hit(handlers.FailGrowAfterSwitch)
 	rep.CatchUpFrom = rep.Switch + 1
-	for _, c := range ckpts {
+	for _, c := range g.Checkpoints {
 		rep.CatchUpFrom = min(rep.CatchUpFrom, c+1)
 	}
-	if rep.CatchUp, err = catchUp(ctx, js, ckpts, rep.CatchUpFrom, rep.Switch, o.TerminalTTL); err != nil {
+	if rep.CatchUp, err = catchUp(ctx, js, g.Checkpoints, rep.CatchUpFrom, rep.Switch, o.TerminalTTL); err != nil {
 		return rep, err
 	}
 	if err := (topology.Topology{Partitions: o.To}).StartLanesAt(ctx, js, lanes, rep.Switch+1); err != nil {
+		return rep, err
+	}
+	if err := topology.EndGrowth(ctx, js); err != nil {
 		return rep, err
 	}
 	rep.Duration = time.Since(start)

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/orderflow/orderflow/handlers/resolver"
 	"github.com/orderflow/orderflow/internal/services/partitions"
 	"github.com/orderflow/orderflow/internal/services/verify"
 	"github.com/orderflow/orderflow/internal/testsupport/testenv"
@@ -13,9 +15,11 @@ import (
 )
 
 // TestGrowResumesAfterAFailure: a growth that stopped right after repartitioning
-// the stream (its lanes are still the old ones, events were stored on the new
+// the stream without a record of it (as a grow from before growths were recorded
+// left it: its lanes are still the old ones, events were stored on the new
 // partitions since) is finished by the next run, which folds every event no lane
-// checkpointed; a third run does nothing. No pipeline runs here: grow is the only
+// checkpointed; a third run does nothing. TestGrowInterruptedKeepsServeOut stops
+// a growth that is recorded. No pipeline runs here: grow is the only
 // writer, so every snapshot must equal the resolver over the WAL, each milestone
 // must be published once, and every lane must start after the switch.
 func TestGrowResumesAfterAFailure(t *testing.T) {
@@ -49,24 +53,7 @@ func TestGrowResumesAfterAFailure(t *testing.T) {
 	if rep.From != 4 || rep.Switch != last || rep.CatchUpFrom != 1 || rep.CatchUp.Orders == 0 || rep.CatchUp.SetAside == 0 {
 		t.Fatalf("resumed grow: %+v, want from 4 (already repartitioned), switch %d, everything folded from 1", rep, last)
 	}
-	fromWAL, err := verify.FromWAL(ctx, env.JS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := verify.Snapshots(ctx, env.JS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diffs := verify.Diff(fromWAL, got); len(diffs) > 0 {
-		t.Fatalf("%d snapshots differ from the resolver over the WAL, first: %v", len(diffs), diffs[0])
-	}
-	published, err := verify.PublishedMilestones(ctx, env.JS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diffs := verify.DiffMilestones(verify.ExpectedMilestones(msgs), published); len(diffs) > 0 {
-		t.Errorf("milestones differ: %v", diffs)
-	}
+	checkAgainstResolver(t, env.JS, msgs)
 	ckpts, err := env.JS.KeyValue(ctx, topology.LanesBucket)
 	if err != nil {
 		t.Fatal(err)
@@ -95,4 +82,21 @@ func TestGrowResumesAfterAFailure(t *testing.T) {
 	if _, err := topology.Provision(ctx, env.JS, topology.Topology{Partitions: 4}); err != nil {
 		t.Fatalf("provision after the growth: %v", err)
 	}
+}
+
+// checkAgainstResolver fails unless every snapshot equals the resolver over the
+// WAL and the milestones msgs reach are each published once; it returns the
+// snapshots.
+func checkAgainstResolver(t *testing.T, js jetstream.JetStream, msgs []simulate.Message) map[string]*resolver.State {
+	t.Helper()
+	ctx := context.Background()
+	got := testenv.SnapshotsMatchWAL(t, js)
+	published, err := verify.PublishedMilestones(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diffs := verify.DiffMilestones(verify.ExpectedMilestones(msgs), published); len(diffs) > 0 {
+		t.Errorf("milestones differ: %v", diffs)
+	}
+	return got
 }

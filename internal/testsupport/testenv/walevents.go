@@ -8,6 +8,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/orderflow/orderflow/handlers/resolver"
+	"github.com/orderflow/orderflow/internal/services/verify"
 	"github.com/orderflow/orderflow/pipelines/topology"
 	"github.com/orderflow/orderflow/schemas"
 )
@@ -55,4 +57,23 @@ func WALLastSeq(t testing.TB, js jetstream.JetStream) uint64 {
 		t.Fatalf("testenv: %v", err)
 	}
 	return info.State.LastSeq
+}
+
+// SnapshotsMatchWAL fails the test unless every snapshot in KV equals the resolver
+// folded over the WAL, and returns the snapshots.
+func SnapshotsMatchWAL(t testing.TB, js jetstream.JetStream) map[string]*resolver.State {
+	t.Helper()
+	ctx := context.Background()
+	fromWAL, err := verify.FromWAL(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := verify.Snapshots(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diffs := verify.Diff(fromWAL, got); len(diffs) > 0 {
+		t.Fatalf("%d snapshots differ from the resolver over the WAL, first: %v", len(diffs), diffs[0])
+	}
+	return got
 }
