@@ -79,11 +79,35 @@ type Model struct {
 	prep    map[string]*mean // restaurant -> confirmed→ready seconds
 	global  mean
 	dashers map[string]dispatch.Position
+	// finished holds the orders that ended (delivered or cancelled) most recently,
+	// oldest first: they leave orders, so the model and each round stay the size of
+	// the open orders, and a late event for one does not bring it back as a new
+	// order (that would predict for it again from source_seq 1).
+	finished     map[string]struct{}
+	finishedFIFO []string
 }
+
+// KeepFinished is how many ended orders the model remembers to ignore late events for.
+const KeepFinished = 100_000
 
 // NewModel returns an empty model.
 func NewModel() *Model {
-	return &Model{orders: map[string]*order{}, prep: map[string]*mean{}, dashers: map[string]dispatch.Position{}}
+	return &Model{orders: map[string]*order{}, prep: map[string]*mean{}, dashers: map[string]dispatch.Position{},
+		finished: map[string]struct{}{}}
+}
+
+// finish moves an ended order out of the model, remembering its id.
+func (m *Model) finish(id string) {
+	delete(m.orders, id)
+	if _, ok := m.finished[id]; ok {
+		return
+	}
+	m.finished[id] = struct{}{}
+	m.finishedFIFO = append(m.finishedFIFO, id)
+	if len(m.finishedFIFO) > KeepFinished {
+		delete(m.finished, m.finishedFIFO[0])
+		m.finishedFIFO = m.finishedFIFO[1:]
+	}
 }
 
 func (m *Model) order(id string) *order {
@@ -109,6 +133,9 @@ func rank(s schemas.Status) int {
 // published, so a restarted estimator continues its source_seq and does not repeat
 // itself. Authoritative statuses teach preparation times.
 func (m *Model) Observe(ev schemas.Event) {
+	if _, ended := m.finished[ev.OrderID]; ended {
+		return
+	}
 	o := m.order(ev.OrderID)
 	if ev.RestaurantID != "" {
 		o.restaurant = ev.RestaurantID
@@ -152,6 +179,9 @@ func (m *Model) Observe(ev schemas.Event) {
 	}
 	if rank(ev.Status) > rank(o.status) {
 		o.status = ev.Status
+	}
+	if done(o) {
+		m.finish(ev.OrderID)
 	}
 }
 
