@@ -19,7 +19,12 @@ import (
 // once (none skipped, none twice), and every source_seq the model handed out is
 // either in the WAL or in Pending.
 type Checkpoint struct {
-	WALSeq  uint64          `json:"wal_seq"`
+	WALSeq uint64 `json:"wal_seq"`
+	// WALCreated is when the WAL stream WALSeq counts in was created: a WAL deleted
+	// and created again numbers other events the same, so a checkpoint of another
+	// WAL is ignored even when the new one has grown past WALSeq. Zero in older
+	// checkpoints (only the ahead-of-the-WAL check applies then).
+	WALCreated time.Time `json:"wal_created,omitzero"`
 	Model   ModelState      `json:"model"`
 	Pending []schemas.Event `json:"pending,omitempty"`
 }

@@ -54,6 +54,9 @@ type Service struct {
 	model   *Model
 	pending map[string]schemas.Event // published but not acknowledged
 	walSeq  uint64                   // the last WAL message folded into model
+	// walCreated identifies the WAL walSeq counts in (its creation time): from the
+	// checkpoint until Run reads the stream's.
+	walCreated time.Time
 	changes uint64                   // counts changes to model, pending and walSeq
 	saved   uint64                   // changes when the checkpoint was last written
 
@@ -100,7 +103,7 @@ func (s *Service) restore(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.model, s.walSeq = ModelFromState(c.Model), c.WALSeq
+	s.model, s.walSeq, s.walCreated = ModelFromState(c.Model), c.WALSeq, c.WALCreated
 	for _, ev := range c.Pending {
 		s.pending[ev.OrderID] = ev
 	}
@@ -126,7 +129,7 @@ func (s *Service) checkpoint(ctx context.Context) error {
 		s.mu.Unlock()
 		return nil
 	}
-	c := Checkpoint{WALSeq: s.walSeq, Model: s.model.State()}
+	c := Checkpoint{WALSeq: s.walSeq, WALCreated: s.walCreated, Model: s.model.State()}
 	for _, ev := range s.pending {
 		c.Pending = append(c.Pending, ev)
 	}
@@ -173,14 +176,18 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("read the WAL: %w", err)
 	}
 	startLast := info.State.LastSeq
-	if s.walSeq > startLast {
-		// The checkpoint is ahead of the WAL: the WAL was recreated, and its
+	if other := !s.walCreated.IsZero() && !s.walCreated.Equal(info.Created); other || s.walSeq > startLast {
+		// The checkpoint counts in another WAL (this one was created again): its
 		// sequences mean other events now. Start over from the WAL.
-		s.cfg.Logger.Warn("estimator checkpoint is ahead of the WAL; reading the WAL from the start", "checkpoint_seq", s.walSeq, "wal_last_seq", startLast)
+		s.cfg.Logger.Warn("estimator checkpoint is of another WAL; reading the WAL from the start", "checkpoint_seq", s.walSeq, "wal_last_seq", startLast,
+			"checkpoint_wal_created", s.walCreated, "wal_created", info.Created)
 		s.mu.Lock()
 		s.model, s.pending, s.walSeq = NewModel(), map[string]schemas.Event{}, 0
 		s.mu.Unlock()
 	}
+	s.mu.Lock()
+	s.walCreated = info.Created
+	s.mu.Unlock()
 	caughtUp := make(chan struct{})
 	var once sync.Once
 	if startLast <= s.walSeq {

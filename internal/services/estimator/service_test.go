@@ -256,25 +256,33 @@ func TestEstimatorResumesFromItsCheckpoint(t *testing.T) {
 }
 
 // TestEstimatorIgnoresACheckpointAheadOfTheWAL: a checkpoint past the WAL's last
-// sequence belongs to a WAL since recreated; following it would skip every event
-// until the new WAL caught up with it. The estimator reads the WAL from the start.
+// sequence, or of a WAL created at another time, belongs to a WAL since recreated;
+// following it would skip events, or fold the new WAL into the old one's model.
+// The estimator reads the WAL from the start.
 func TestEstimatorIgnoresACheckpointAheadOfTheWAL(t *testing.T) {
-	env := testenv.WAL(t, 2)
-	ctx := context.Background()
-	kv, err := env.JS.KeyValue(ctx, topology.EstimatorBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := kv.Put(ctx, "estimator", []byte(`{"wal_seq":1000000,"model":{"orders":{"o1":{"seq":50}},"global":{"n":0,"sum":0}}}`)); err != nil {
-		t.Fatal(err)
-	}
-	env.Publish(t, testenv.Event("o1", schemas.SourcePlatform, 1, schemas.StatusCreated))
-	assignAt(t, env, "o1", "d1")
-	stop := run(t, env)
-	defer stop()
-	evs := waitFor(t, env, "an eta", func(evs []schemas.Event) bool { moveDasher(t, env, "d1", start, 6); return len(evs) >= 1 })
-	if evs[0].SourceSeq != 1 {
-		t.Fatalf("first event %+v, want source_seq 1 (the stale checkpoint's 50 ignored)", evs[0])
+	for name, cp := range map[string]string{
+		"ahead":       `{"wal_seq":1000000,"model":{"orders":{"o1":{"seq":50}},"global":{"n":0,"sum":0}}}`,
+		"another WAL": `{"wal_seq":1,"wal_created":"2020-01-01T00:00:00Z","model":{"orders":{"o1":{"seq":50}},"global":{"n":0,"sum":0}}}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			env := testenv.WAL(t, 2)
+			ctx := context.Background()
+			kv, err := env.JS.KeyValue(ctx, topology.EstimatorBucket)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := kv.Put(ctx, "estimator", []byte(cp)); err != nil {
+				t.Fatal(err)
+			}
+			env.Publish(t, testenv.Event("o1", schemas.SourcePlatform, 1, schemas.StatusCreated))
+			assignAt(t, env, "o1", "d1")
+			stop := run(t, env)
+			defer stop()
+			evs := waitFor(t, env, "an eta", func(evs []schemas.Event) bool { moveDasher(t, env, "d1", start, 6); return len(evs) >= 1 })
+			if evs[0].SourceSeq != 1 {
+				t.Fatalf("first event %+v, want source_seq 1 (the stale checkpoint's 50 ignored)", evs[0])
+			}
+		})
 	}
 }
 
