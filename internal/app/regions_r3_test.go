@@ -75,7 +75,12 @@ func TestRegionsR3PartitionNodeLossAndHeal(t *testing.T) {
 		r, _ := serveRegion(t, app.ServeConfig{
 			NATSURL:  strings.Join(c.URLs, ","),
 			Region:   regions.Config{Name: name, Peers: []regions.Peer{{Name: peer}}},
-			Topology: topology.Topology{Partitions: 4, Replicas: 3, LanePinnedTTL: 2 * time.Second, LaneAckWait: 3 * time.Second},
+			// "Every event once" holds for retries and re-sourced messages within the
+			// duplicate window (beyond it a retry is a second WAL message and still
+			// one event to the resolver, README "Regions"): a window longer than the
+			// test may run (-timeout 10m) keeps a slow run from failing on time.
+			Topology: topology.Topology{Partitions: 4, Replicas: 3, LanePinnedTTL: 2 * time.Second, LaneAckWait: 3 * time.Second,
+				DuplicateWindow: 15 * time.Minute},
 		}, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 		return r
 	}
@@ -138,7 +143,13 @@ func TestRegionsR3PartitionNodeLossAndHeal(t *testing.T) {
 	restarted := time.Now()
 
 	distinct := distinctEvents(msgs)
-	waitFor(t, 120*time.Second, "both WALs hold every event", walsHold(ctx, distinct, a, b))
+	waitFor(t, 120*time.Second, "both WALs hold every event", func() error {
+		err := walsHold(ctx, distinct, a, b)()
+		if err != nil {
+			return fmt.Errorf("%w%s", err, walDuplicates(ctx, a, b))
+		}
+		return nil
+	})
 	t.Logf("both WALs complete %s after the servers came back", time.Since(restarted).Round(time.Millisecond))
 	for _, r := range []*region{a, b} {
 		waitFor(t, 60*time.Second, "region "+r.name+"'s restarted server has caught up", replicasCurrent(ctx, r, 3))
@@ -162,18 +173,56 @@ func TestRegionsR3PartitionNodeLossAndHeal(t *testing.T) {
 // its sources) and returns its index.
 func stopWALLeader(t *testing.T, ctx context.Context, r *region, c *testenv.ClusterEnv) int {
 	t.Helper()
-	s, err := r.js.Stream(ctx, topology.EventsStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leader := s.CachedInfo().Cluster.Leader
-	i := c.NodeIndex(leader)
-	if i < 0 {
-		t.Fatalf("region %s: unknown WAL leader %q", r.name, leader)
-	}
+	var leader string
+	i := -1
+	waitFor(t, 30*time.Second, "region "+r.name+"'s WAL has a leader", func() error {
+		s, err := r.js.Stream(ctx, topology.EventsStream)
+		if err != nil {
+			return err
+		}
+		if cl := s.CachedInfo().Cluster; cl != nil {
+			leader = cl.Leader
+		}
+		if i = c.NodeIndex(leader); i < 0 {
+			return fmt.Errorf("leader %q is none of the region's servers", leader)
+		}
+		return nil
+	})
 	c.StopNode(i)
 	t.Logf("region %s: server %s (leading the WAL) shut down", r.name, leader)
 	return i
+}
+
+// walDuplicates describes the messages of each region's WAL that share a
+// Nats-Msg-Id with an earlier one (where each came from and when it was stored),
+// for a failure message; empty when there are none.
+func walDuplicates(ctx context.Context, rs ...*region) string {
+	var out strings.Builder
+	for _, r := range rs {
+		s, err := r.js.Stream(ctx, topology.EventsStream)
+		if err != nil {
+			continue
+		}
+		st := s.CachedInfo().State
+		first := map[string]*jetstream.RawStreamMsg{}
+		shown := 0
+		for seq := st.FirstSeq; seq <= st.LastSeq && seq > 0 && shown < 5; seq++ {
+			m, err := s.GetMsg(ctx, seq)
+			if err != nil {
+				continue
+			}
+			id := m.Header.Get(nats.MsgIdHdr)
+			if f, ok := first[id]; ok {
+				shown++
+				fmt.Fprintf(&out, "\nregion %s: event %s at WAL seq %d (source %q, stored %s) and %d (source %q, stored %s)", r.name, id,
+					f.Sequence, f.Header.Get("Nats-Stream-Source"), f.Time.Format(time.RFC3339Nano),
+					m.Sequence, m.Header.Get("Nats-Stream-Source"), m.Time.Format(time.RFC3339Nano))
+				continue
+			}
+			first[id] = m
+		}
+	}
+	return out.String()
 }
 
 // replicasCurrent reports nil once r's WAL has n replicas, all current.
