@@ -73,8 +73,8 @@ func TestRegionsR3PartitionNodeLossAndHeal(t *testing.T) {
 
 	regionOn := func(c *testenv.ClusterEnv, name, peer string) *region {
 		r, _ := serveRegion(t, app.ServeConfig{
-			NATSURL:  strings.Join(c.URLs, ","),
-			Region:   regions.Config{Name: name, Peers: []regions.Peer{{Name: peer}}},
+			NATSURL: strings.Join(c.URLs, ","),
+			Region:  regions.Config{Name: name, Peers: []regions.Peer{{Name: peer}}},
 			// "Every event once" holds for retries and re-sourced messages within the
 			// duplicate window (beyond it a retry is a second WAL message and still
 			// one event to the resolver, README "Regions"): a window longer than the
