@@ -38,7 +38,7 @@ import (
 // b's copy equal.
 //
 // A soak test, outside the regular suite: go tool task soak runs it (-tags
-// regions_cluster); 25-45 s on a loaded 2-core machine.
+// regions_cluster); 22-45 s on a loaded 2-core machine.
 func TestRegionsR3PartitionNodeLossAndHeal(t *testing.T) {
 	ctx := context.Background()
 	began := time.Now()
