@@ -82,14 +82,7 @@ func TestRegionKillAndFailback(t *testing.T) {
 		t.Fatal(err)
 	}
 	rng := rand.New(rand.NewSource(31))
-	var toA, toB []simulate.Message
-	for _, m := range msgs {
-		if rng.Intn(2) == 0 {
-			toA = append(toA, m)
-		} else {
-			toB = append(toB, m)
-		}
-	}
+	toA, toB := splitRandomly(rng, msgs)
 
 	// b's producer publishes throughout.
 	bDone := make(chan error, 1)
@@ -252,16 +245,27 @@ func newFailoverProducer(t *testing.T, first, second string) *failoverProducer {
 // publish retries m until acked and returns the acking region's domain; no ack
 // within a minute fails the test.
 func (p *failoverProducer) publish(ctx context.Context, m simulate.Message) string {
+	domain, err := publishUntilAcked(ctx, p.js, m)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return domain
+}
+
+// publishUntilAcked publishes m, again with the same Nats-Msg-Id after each failure
+// or second without an ack, until a server acknowledges it, and returns the acking
+// JetStream domain; an error once a minute has passed without an ack.
+func publishUntilAcked(ctx context.Context, js jetstream.JetStream, m simulate.Message) (string, error) {
 	deadline := time.Now().Add(time.Minute)
 	for {
 		pctx, cancel := context.WithTimeout(ctx, time.Second)
-		ack, err := p.js.PublishMsg(pctx, m.NatsMsg())
+		ack, err := js.PublishMsg(pctx, m.NatsMsg())
 		cancel()
 		if err == nil {
-			return ack.Domain
+			return ack.Domain, nil
 		}
 		if time.Now().After(deadline) {
-			p.t.Fatalf("event %s: no region acknowledged it within a minute: %v", m.MsgID, err)
+			return "", fmt.Errorf("event %s: not acknowledged within a minute: %w", m.MsgID, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

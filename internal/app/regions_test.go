@@ -55,13 +55,17 @@ func startRegion(t *testing.T, name, dataDir, listen string, peer regions.Peer) 
 // startRegionWith is startRegion with any region settings.
 func startRegionWith(t *testing.T, dataDir string, rc regions.Config) (r *region, stop func()) {
 	t.Helper()
-	name := rc.Name
+	return serveRegion(t, app.ServeConfig{DataDir: dataDir, NATSListen: "127.0.0.1:0", Region: rc}, nats.MaxReconnects(0))
+}
+
+// serveRegion runs serve with cfg (its region in cfg.Region) and connects to the
+// region's NATS with opts; stop ends it (as SIGTERM does), and so does the end of
+// the test.
+func serveRegion(t *testing.T, cfg app.ServeConfig, opts ...nats.Option) (r *region, stop func()) {
+	t.Helper()
+	name := cfg.Region.Name
 	addrs := make(chan app.Addrs, 1)
-	cfg := app.ServeConfig{
-		DataDir: dataDir, NATSListen: "127.0.0.1:0",
-		Region:  rc,
-		Started: func(a app.Addrs) { addrs <- a },
-	}
+	cfg.Started = func(a app.Addrs) { addrs <- a }
 	stop = serveInBackground(t, cfg)
 	var url string
 	select {
@@ -70,7 +74,7 @@ func startRegionWith(t *testing.T, dataDir string, rc regions.Config) (r *region
 	case <-time.After(30 * time.Second):
 		t.Fatalf("region %s did not start within 30s", name)
 	}
-	nc, err := nats.Connect(url, nats.MaxReconnects(0))
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,14 +193,7 @@ func walsHold(ctx context.Context, n int, rs ...*region) func() error {
 // publishSplit publishes each message to a or b at random, with acks.
 func publishSplit(t *testing.T, rng *rand.Rand, msgs []simulate.Message, a, b *region) {
 	t.Helper()
-	var toA, toB []simulate.Message
-	for _, m := range msgs {
-		if rng.Intn(2) == 0 {
-			toA = append(toA, m)
-		} else {
-			toB = append(toB, m)
-		}
-	}
+	toA, toB := splitRandomly(rng, msgs)
 	ctx := context.Background()
 	errs := make(chan error, 2)
 	go func() { errs <- simulate.PublishAll(ctx, a.js, toA, 0) }()
@@ -206,6 +203,18 @@ func publishSplit(t *testing.T, rng *rand.Rand, msgs []simulate.Message, a, b *r
 			t.Fatal(err)
 		}
 	}
+}
+
+// splitRandomly deals msgs to two producers at random, keeping their order.
+func splitRandomly(rng *rand.Rand, msgs []simulate.Message) (first, second []simulate.Message) {
+	for _, m := range msgs {
+		if rng.Intn(2) == 0 {
+			first = append(first, m)
+		} else {
+			second = append(second, m)
+		}
+	}
+	return first, second
 }
 
 // agreeWithResolver waits until each region's WAL holds msgs and its lanes have made
@@ -311,6 +320,60 @@ func assertOneLedger(t *testing.T, ctx context.Context, owed verify.Milestones, 
 	}
 }
 
+// linkDown reports nil once r's status shows the link to its one peer down.
+func linkDown(ctx context.Context, r *region) func() error {
+	return func() error {
+		st, err := regions.Read(ctx, r.nc)
+		if err != nil && err != regions.ErrNotRegional {
+			return err
+		}
+		if len(st.Peers) != 1 || st.Peers[0].Link != "down" {
+			return fmt.Errorf("region %s sees %+v", r.name, st.Peers)
+		}
+		return nil
+	}
+}
+
+// drainedWhileCut checks that each region keeps serving its own producers while
+// the link is cut: its lanes fold and checkpoint (WaitDrained waits for the
+// checkpoints), while b's milestones wait in its queue for the home, a. It returns
+// how many b has queued.
+func drainedWhileCut(t *testing.T, ctx context.Context, a, b *region) uint64 {
+	t.Helper()
+	for _, r := range []*region{a, b} {
+		if err := pipelines.WaitDrained(ctx, r.js, time.Minute); err != nil {
+			t.Fatalf("region %s while cut: %v", r.name, err)
+		}
+	}
+	var queued uint64
+	waitFor(t, 30*time.Second, "region b queues milestones for the home while cut off", func() error {
+		st, err := regions.Read(ctx, b.nc)
+		if err != nil {
+			return err
+		}
+		if st.Milestones.Queued == 0 || st.Milestones.Home != a.name {
+			return fmt.Errorf("milestones %+v, want some queued for %s", st.Milestones, a.name)
+		}
+		queued = st.Milestones.Queued
+		return nil
+	})
+	return queued
+}
+
+// assertConverged checks what a partition must not break: every order's view is
+// the same in both regions and equals the resolver over msgs, and home's ledger
+// holds every milestone some region owes, each once, with other's copy identical
+// to it. It returns the regions' views.
+func assertConverged(t *testing.T, ctx context.Context, msgs []simulate.Message, home, other *region) map[string]map[string]resolver.View {
+	t.Helper()
+	owed, views := agreeWithResolver(t, ctx, msgs, home, other)
+	assertOneLedger(t, ctx, owed, home, other)
+	if diffs := verify.DiffViews(views[home.name], views[other.name]); len(diffs) > 0 {
+		t.Errorf("%d orders differ between the regions, first: %v", len(diffs), diffs[0])
+	}
+	return views
+}
+
 // TestRegionsPartitionAndHeal: producers publish a contending workload to both
 // regions, each event to either, while the link between them is up, then cut, then
 // healed. Afterwards both WALs hold every event once, every order's snapshot is
@@ -336,38 +399,9 @@ func TestRegionsPartitionAndHeal(t *testing.T) {
 	publishSplit(t, rng, msgs[:third], a, b)
 
 	link.Cut()
-	waitFor(t, 10*time.Second, "link reported down", func() error {
-		st, err := regions.Read(ctx, a.nc)
-		if err != nil && err != regions.ErrNotRegional {
-			return err
-		}
-		if len(st.Peers) != 1 || st.Peers[0].Link != "down" {
-			return fmt.Errorf("region a sees %+v", st.Peers)
-		}
-		return nil
-	})
+	waitFor(t, 10*time.Second, "link reported down", linkDown(ctx, a))
 	publishSplit(t, rng, msgs[third:2*third], a, b)
-	// Each region keeps serving its own producers while cut off: its lanes fold and
-	// checkpoint (WaitDrained waits for the checkpoints), while b's milestones wait
-	// in its queue for the home (a).
-	for _, r := range []*region{a, b} {
-		if err := pipelines.WaitDrained(ctx, r.js, time.Minute); err != nil {
-			t.Fatalf("region %s while cut: %v", r.name, err)
-		}
-	}
-	var queued uint64
-	waitFor(t, 30*time.Second, "region b queues milestones for the home while cut off", func() error {
-		st, err := regions.Read(ctx, b.nc)
-		if err != nil {
-			return err
-		}
-		if st.Milestones.Queued == 0 || st.Milestones.Home != "a" {
-			return fmt.Errorf("milestones %+v, want some queued for a", st.Milestones)
-		}
-		queued = st.Milestones.Queued
-		return nil
-	})
-	t.Logf("region b while cut: %d milestones queued for the home", queued)
+	t.Logf("region b while cut: %d milestones queued for the home", drainedWhileCut(t, ctx, a, b))
 
 	link.Heal()
 	publishSplit(t, rng, msgs[2*third:], a, b)
@@ -397,13 +431,7 @@ func TestRegionsPartitionAndHeal(t *testing.T) {
 			t.Errorf("region %s: WAL holds %d events, want %d (one per event id)", r.name, n, distinct)
 		}
 	}
-	owed, views := agreeWithResolver(t, ctx, msgs, a, b)
-	// The home's ledger holds every milestone some region owes, each once, and the
-	// other region's copy ends identical to it.
-	assertOneLedger(t, ctx, owed, a, b)
-	if diffs := verify.DiffViews(views["a"], views["b"]); len(diffs) > 0 {
-		t.Errorf("%d orders differ between the regions, first: %v", len(diffs), diffs[0])
-	}
+	views := assertConverged(t, ctx, msgs, a, b)
 	t.Logf("%d orders, %d messages (%d distinct events) published across both regions; link cut for a third of them", len(views["a"]), len(msgs), distinct)
 }
 

@@ -179,27 +179,47 @@ func (c Config) Configure(o *server.Options) error {
 		if p.Addr == "" {
 			return fmt.Errorf("peer %s: an address is needed (this region opens the link to it)", p.Name)
 		}
-		u, err := parseURL("nats-leaf://" + p.Addr)
+		remote, err := Remote(p.Addr)
 		if err != nil {
 			return fmt.Errorf("peer %s: %w", p.Name, err)
 		}
-		o.LeafNode.Remotes = append(o.LeafNode.Remotes, &server.RemoteLeafOpts{
-			URLs: u,
-			// Both regions' streams and buckets live in the same account, so without
-			// these a stream's subject interest would cross the link: an event
-			// published in one region would be stored by both regions' ingest logs,
-			// and a snapshot write by both regions' KV buckets. Only JetStream's own
-			// traffic crosses ($JS.<domain>.API requests, source deliveries, flow
-			// control, replies); denying both ways on the soliciting side covers the
-			// link in both directions.
-			DenyImports: LocalSubjects,
-			DenyExports: LocalSubjects,
-			// Faster than the default backoff: replication resumes within about a
-			// second of the link coming back.
-			FirstInfoTimeout: 2 * time.Second,
-		})
+		o.LeafNode.Remotes = append(o.LeafNode.Remotes, remote)
 	}
 	return nil
+}
+
+// Remote is the leafnode remote that joins this region to a peer region whose
+// servers listen for leafnodes at addrs (host:port each; several when the peer is a
+// cluster, so the link survives the loss of one of them). Configure sets it on the
+// embedded server; with --nats-url, each server of the soliciting region's cluster
+// needs the same remote (README "Regions").
+func Remote(addrs ...string) (*server.RemoteLeafOpts, error) {
+	if len(addrs) == 0 {
+		return nil, errors.New("a leafnode remote needs an address")
+	}
+	var urls []*url.URL
+	for _, a := range addrs {
+		u, err := url.Parse("nats-leaf://" + a)
+		if err != nil {
+			return nil, err
+		}
+		urls = append(urls, u)
+	}
+	return &server.RemoteLeafOpts{
+		URLs: urls,
+		// Both regions' streams and buckets live in the same account, so without
+		// these a stream's subject interest would cross the link: an event
+		// published in one region would be stored by both regions' ingest logs,
+		// and a snapshot write by both regions' KV buckets. Only JetStream's own
+		// traffic crosses ($JS.<domain>.API requests, source deliveries, flow
+		// control, replies); denying both ways on the soliciting side covers the
+		// link in both directions.
+		DenyImports: LocalSubjects,
+		DenyExports: LocalSubjects,
+		// Faster than the default backoff: replication resumes within about a
+		// second of the link coming back.
+		FirstInfoTimeout: 2 * time.Second,
+	}, nil
 }
 
 // splitPort parses host:port; port 0 picks a free one (nats-server spells it -1).
@@ -216,12 +236,4 @@ func splitPort(addr string) (string, int, error) {
 		port = server.RANDOM_PORT
 	}
 	return host, port, nil
-}
-
-func parseURL(s string) ([]*url.URL, error) {
-	u, err := url.Parse(s)
-	if err != nil {
-		return nil, err
-	}
-	return []*url.URL{u}, nil
 }

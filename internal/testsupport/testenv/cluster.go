@@ -28,6 +28,9 @@ type ClusterEnv struct {
 	Conn *nats.Conn
 	// JS is a JetStream context on Conn.
 	JS jetstream.JetStream
+	// LeafAddrs are the nodes' leafnode listeners (host:port), in node order, when
+	// ClusterConfig.LeafListen asked for them.
+	LeafAddrs []string
 
 	nodes []*server.Server
 	opts  []*server.Options
@@ -39,10 +42,34 @@ type ClusterEnv struct {
 // front), so any node can be stopped and started again.
 func NATSCluster(t testing.TB, n int) *ClusterEnv {
 	t.Helper()
+	return NATSClusterWith(t, ClusterConfig{Nodes: n})
+}
+
+// ClusterConfig shapes a cluster of NATSClusterWith.
+type ClusterConfig struct {
+	// Nodes is how many servers the cluster has.
+	Nodes int
+	// Name names the cluster and prefixes its servers' names (<name>-n0, ...),
+	// which must differ between clusters joined by leafnodes. Default
+	// "orderflow-test", servers n0, n1, ...
+	Name string
+	// Domain is the cluster's JetStream domain (none when empty).
+	Domain string
+	// LeafListen gives every node a leafnode listener on a free loopback port
+	// (LeafAddrs), for another cluster to solicit.
+	LeafListen bool
+	// Configure, when set, adjusts node i's options last (leafnode remotes).
+	Configure func(i int, o *server.Options) error
+}
+
+// NATSClusterWith starts the cluster cfg describes; see NATSCluster.
+func NATSClusterWith(t testing.TB, cfg ClusterConfig) *ClusterEnv {
+	t.Helper()
+	n := cfg.Nodes
 	if n < 1 {
 		t.Fatalf("testenv: NATSCluster needs at least one node, got %d", n)
 	}
-	ports, err := freePorts(2 * n) // n client ports, n route ports
+	ports, err := freePorts(3 * n) // n client ports, n route ports, n leafnode ports
 	if err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
@@ -50,25 +77,39 @@ func NATSCluster(t testing.TB, n int) *ClusterEnv {
 	for i := range n {
 		routes[i] = &url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", ports[n+i])}
 	}
+	name, prefix := cfg.Name, cfg.Name+"-"
+	if name == "" {
+		name, prefix = "orderflow-test", ""
+	}
 	c := &ClusterEnv{
 		nodes: make([]*server.Server, n),
 		opts:  make([]*server.Options, n),
-		log:   serverLog(t, "nats cluster"),
+		log:   serverLog(t, "nats cluster "+name),
 	}
 	for i := range n {
 		c.opts[i] = &server.Options{
-			ServerName: fmt.Sprintf("n%d", i),
-			Host:       "127.0.0.1",
-			Port:       ports[i],
-			JetStream:  true,
-			StoreDir:   t.TempDir(),
-			NoSigs:     true,
+			ServerName:      fmt.Sprintf("%sn%d", prefix, i),
+			Host:            "127.0.0.1",
+			Port:            ports[i],
+			JetStream:       true,
+			JetStreamDomain: cfg.Domain,
+			StoreDir:        t.TempDir(),
+			NoSigs:          true,
 			Cluster: server.ClusterOpts{
-				Name: "orderflow-test",
+				Name: name,
 				Host: "127.0.0.1",
 				Port: ports[n+i],
 			},
 			Routes: routes, // a node skips the route to itself
+		}
+		if cfg.LeafListen {
+			c.opts[i].LeafNode.Host, c.opts[i].LeafNode.Port = "127.0.0.1", ports[2*n+i]
+			c.LeafAddrs = append(c.LeafAddrs, fmt.Sprintf("127.0.0.1:%d", ports[2*n+i]))
+		}
+		if cfg.Configure != nil {
+			if err := cfg.Configure(i, c.opts[i]); err != nil {
+				t.Fatalf("testenv: node %d: %v", i, err)
+			}
 		}
 		c.URLs = append(c.URLs, fmt.Sprintf("nats://127.0.0.1:%d", ports[i]))
 	}

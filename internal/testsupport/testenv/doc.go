@@ -1,5 +1,6 @@
 // Package testenv starts real servers for integration tests: an in-process NATS
-// JetStream server or cluster, a private clickhouse-server process, and a
+// JetStream server or cluster (optionally with a JetStream domain and leafnode
+// links, as two regions of clusters), a private clickhouse-server process, and a
 // ClickHouse cluster (one shard of replicas over a private ZooKeeper, Debian's
 // zookeeper package run with java) for the cluster tests go tool task soak runs.
 //
