@@ -55,13 +55,17 @@ func startRegion(t *testing.T, name, dataDir, listen string, peer regions.Peer) 
 // startRegionWith is startRegion with any region settings.
 func startRegionWith(t *testing.T, dataDir string, rc regions.Config) (r *region, stop func()) {
 	t.Helper()
-	name := rc.Name
+	return startServeRegion(t, app.ServeConfig{DataDir: dataDir, Region: rc})
+}
+
+// startServeRegion runs serve with cfg as one region, on a free NATS port, and
+// connects to it with opts.
+func startServeRegion(t *testing.T, cfg app.ServeConfig, opts ...nats.Option) (r *region, stop func()) {
+	t.Helper()
+	name := cfg.Region.Name
 	addrs := make(chan app.Addrs, 1)
-	cfg := app.ServeConfig{
-		DataDir: dataDir, NATSListen: "127.0.0.1:0",
-		Region:  rc,
-		Started: func(a app.Addrs) { addrs <- a },
-	}
+	cfg.NATSListen = "127.0.0.1:0"
+	cfg.Started = func(a app.Addrs) { addrs <- a }
 	stop = serveInBackground(t, cfg)
 	var url string
 	select {
@@ -70,7 +74,7 @@ func startRegionWith(t *testing.T, dataDir string, rc regions.Config) (r *region
 	case <-time.After(30 * time.Second):
 		t.Fatalf("region %s did not start within 30s", name)
 	}
-	nc, err := nats.Connect(url, nats.MaxReconnects(0))
+	nc, err := nats.Connect(url, append([]nats.Option{nats.MaxReconnects(0)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -319,6 +323,15 @@ func assertOneLedger(t *testing.T, ctx context.Context, owed verify.Milestones, 
 // every milestone either region's path owes, exactly once.
 func TestRegionsPartitionAndHeal(t *testing.T) {
 	a, b, link := twoRegions(t)
+	partitionAndHeal(t, a, b, link, 400)
+}
+
+// partitionAndHeal publishes orders' events split between a (the milestones
+// home) and b, a third of them while the link between them is cut, and checks
+// that both regions end with every event once, agree with the resolver and with
+// each other, and that the home's ledger holds every milestone once.
+func partitionAndHeal(t *testing.T, a, b *region, link *netfault.Link, orders int) {
+	t.Helper()
 	ctx := context.Background()
 	waitFor(t, 20*time.Second, "regions linked", func() error {
 		if err := caughtUp(ctx, a); err != nil {
@@ -327,7 +340,7 @@ func TestRegionsPartitionAndHeal(t *testing.T) {
 		return caughtUp(ctx, b)
 	})
 
-	msgs, _, err := simulate.Generate(simulate.Config{Seed: 13, Orders: 400, DuplicateRate: 0.1, InvalidRate: 0.01})
+	msgs, _, err := simulate.Generate(simulate.Config{Seed: 13, Orders: orders, DuplicateRate: 0.1, InvalidRate: 0.01})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -107,7 +107,10 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 				if err := secureNATS(o, authz, tlsCfg); err != nil {
 					return err
 				}
-				return cfg.Region.Configure(o)
+				if err := cfg.Region.Configure(o); err != nil {
+					return err
+				}
+				return secureRegionLinks(o, cfg, authz, tlsCfg)
 			},
 		})
 		if err != nil {

@@ -28,6 +28,7 @@ const (
 	RoleIngest    Role = "ingest"   // the HTTP ingest API: publish any source's events
 	RoleReader    Role = "reader"   // read snapshots and streams, watch events live
 	RoleAnalyst   Role = "analyst"  // consume milestones, read snapshots and streams
+	RoleRegion    Role = "region"   // a peer region's leafnode link: sourcing and the milestone relay
 	RolePlatform  Role = Role(schemas.SourcePlatform)
 	RoleMerchant  Role = Role(schemas.SourceMerchant)
 	RoleDriver    Role = Role(schemas.SourceDriver)
@@ -36,7 +37,7 @@ const (
 )
 
 // Roles lists every role in a fixed order.
-var Roles = []Role{RolePipeline, RoleIngest, RolePlatform, RoleMerchant, RoleDriver, RoleEstimator, RoleAgent, RoleReader, RoleAnalyst}
+var Roles = []Role{RolePipeline, RoleIngest, RolePlatform, RoleMerchant, RoleDriver, RoleEstimator, RoleAgent, RoleReader, RoleAnalyst, RoleRegion}
 
 // Valid reports whether r is a known role.
 func (r Role) Valid() bool { return slices.Contains(Roles, r) }
@@ -56,8 +57,32 @@ func (r Role) InboxPrefix() string {
 // rather than imported so this package stays below pipelines/topology.
 const (
 	eventsStream     = "ORDER_EVENTS"
+	ingestStream     = "ORDER_INGEST"
 	milestonesStream = "ORDER_MILESTONES"
+	milestonesRelay  = "regions.milestones.>"
 )
+
+// RegionLink is what crosses a link between two regions, in either direction: the
+// whole allow list of the region role (README "Regions"). The link carries
+// JetStream's own traffic only: requests to a region's domain API ($JS.<region>.API,
+// which the accepting server maps to its local API) limited to what sourcing a
+// stream and region status need, on the two streams a region sources from its peer
+// (the ingest log and the milestone ledger); the source consumers' deliveries
+// ($JS.S), flow control ($JS.FC) and the answers to their creation ($JSC.R);
+// replies to the pipelines' requests (_INBOX); and the milestone relay to the
+// milestones home. Producers' subjects, KV, streams' admin and every other
+// stream are not on it.
+func RegionLink() []string {
+	subjects := []string{"$JS.*.API.INFO", "$JS.S.>", "$JS.FC.>", "$JSC.R.>", nats.InboxPrefix + ">", milestonesRelay}
+	for _, s := range []string{ingestStream, milestonesStream} {
+		subjects = append(subjects,
+			"$JS.*.API.STREAM.INFO."+s,
+			"$JS.*.API.CONSUMER.CREATE."+s, "$JS.*.API.CONSUMER.CREATE."+s+".>",
+			"$JS.*.API.CONSUMER.INFO."+s+".*", "$JS.*.API.CONSUMER.DELETE."+s+".*",
+		)
+	}
+	return subjects
+}
 
 // Permissions are the role's publish and subscribe allow lists; anything not
 // allowed is denied.
@@ -94,6 +119,13 @@ func (r Role) Permissions() jwt.Permissions {
 			"$JS.ACK."+milestonesStream+".>",
 		)
 		p.Sub.Allow.Add(inbox, "orders.milestones.>")
+	case RoleRegion:
+		// The peer region's server connects with it as a leafnode: publish is what it
+		// may send into this region, subscribe what it may receive (nats-server reads a
+		// leaf user's permissions from the leaf's side). The link is symmetric.
+		p.Pub.Allow.Add(RegionLink()...)
+		p.Sub.Allow.Add(RegionLink()...)
+		p.Sub.Allow.Add(inbox)
 	}
 	return p
 }

@@ -141,6 +141,15 @@ func ops() []op {
 			_, err = kv.Get(ctx, "pm-0")
 			return err
 		}},
+		op{"relay a milestone", func(ctx context.Context, nc *nats.Conn, _ jetstream.JetStream, _ auth.Role) error {
+			// No stream here stores the relay's subjects: a plain publish.
+			return nc.Publish(topology.MilestonesRelayPrefix+".delivered.pm-1", []byte(`{}`))
+		}},
+		op{"source the ingest log through the domain API", func(ctx context.Context, nc *nats.Conn, _ jetstream.JetStream, _ auth.Role) error {
+			// The server has no domain, so no one answers: what counts is whether the
+			// publish is a violation.
+			return nc.PublishRequest("$JS.peer.API.CONSUMER.CREATE."+topology.IngestStream+".JS_SRC_pm", nc.NewRespInbox(), []byte(`{}`))
+		}},
 		op{"subscribe to WAL subjects", func(ctx context.Context, nc *nats.Conn, _ jetstream.JetStream, _ auth.Role) error {
 			_, err := nc.SubscribeSync(schemas.SubjectPrefix + ">")
 			return err
@@ -179,6 +188,11 @@ func allowed(role auth.Role, opName string) bool {
 		return opName == "KV get" || opName == "subscribe to WAL subjects"
 	case auth.RoleAnalyst:
 		return opName == "KV get" || opName == "create consumer on milestones"
+	case auth.RoleRegion:
+		// A peer region's link: sourcing through a JetStream domain and the milestone
+		// relay, nothing else (internal/app's TestSecureRegionLinkRefusals tries it
+		// on a real link).
+		return opName == "relay a milestone" || opName == "source the ingest log through the domain API"
 	default: // a producer
 		return opName == "publish "+string(role)
 	}
