@@ -62,18 +62,15 @@ const (
 	milestonesRelay  = "regions.milestones.>"
 )
 
-// RegionLink is what crosses a link between two regions, in either direction: the
-// whole allow list of the region role (README "Regions"). The link carries
-// JetStream's own traffic only: requests to a region's domain API ($JS.<region>.API,
-// which the accepting server maps to its local API) limited to what sourcing a
-// stream and region status need, on the two streams a region sources from its peer
-// (the ingest log and the milestone ledger); the source consumers' deliveries
-// ($JS.S), flow control ($JS.FC) and the answers to their creation ($JSC.R);
-// replies to the pipelines' requests (_INBOX); and the milestone relay to the
-// milestones home. Producers' subjects, KV, streams' admin and every other
-// stream are not on it.
-func RegionLink() []string {
-	subjects := []string{"$JS.*.API.INFO", "$JS.S.>", "$JS.FC.>", "$JSC.R.>", nats.InboxPrefix + ">", milestonesRelay}
+// regionLink is what crosses a link between two regions, both ways, besides
+// replies: requests to a region's domain API ($JS.<region>.API, which the
+// accepting server maps to its local API), limited to what sourcing a stream and
+// region status need, on the two streams a region sources from its peer (the
+// ingest log and the milestone ledger); the source consumers' deliveries ($JS.S);
+// and the milestone relay to the milestones home. Producers' subjects, KV,
+// streams' admin and every other stream are not on it.
+func regionLink() []string {
+	subjects := []string{"$JS.*.API.INFO", "$JS.S.>", milestonesRelay}
 	for _, s := range []string{ingestStream, milestonesStream} {
 		subjects = append(subjects,
 			"$JS.*.API.STREAM.INFO."+s,
@@ -83,6 +80,13 @@ func RegionLink() []string {
 	}
 	return subjects
 }
+
+// regionReplies are the replies that cross a link, both ways: to the pipelines'
+// requests (_INBOX), to the sources' consumer creation ($JSC.R), and the flow
+// control of the sources ($JS.FC). (nats-server 2.15.2 does not track replies to
+// requests it sent over a leafnode, so allow_responses cannot stand in for the
+// way in.)
+var regionReplies = []string{nats.InboxPrefix + ">", "$JSC.R.>", "$JS.FC.>"}
 
 // Permissions are the role's publish and subscribe allow lists; anything not
 // allowed is denied.
@@ -122,9 +126,11 @@ func (r Role) Permissions() jwt.Permissions {
 	case RoleRegion:
 		// The peer region's server connects with it as a leafnode: publish is what it
 		// may send into this region, subscribe what it may receive (nats-server reads a
-		// leaf user's permissions from the leaf's side). The link is symmetric.
-		p.Pub.Allow.Add(RegionLink()...)
-		p.Sub.Allow.Add(RegionLink()...)
+		// leaf user's permissions from the leaf's side).
+		p.Pub.Allow.Add(regionLink()...)
+		p.Pub.Allow.Add(regionReplies...)
+		p.Sub.Allow.Add(regionLink()...)
+		p.Sub.Allow.Add(regionReplies...)
 		p.Sub.Allow.Add(inbox)
 	}
 	return p
