@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -233,7 +234,9 @@ func startIntruder(t *testing.T, addr, creds string) *intruder {
 func TestSecureRegionLinkRefusals(t *testing.T) {
 	dirB, leafB := t.TempDir(), freeAddr(t)
 	linkCreds := regionCreds(t, dirB, auth.RoleRegion)
-	b, _ := startSecureRegion(t, dirB, regions.Config{Name: "b", Listen: leafB, Peers: []regions.Peer{{Name: "a"}}})
+	// With auth, the region listener may face the network.
+	_, port, _ := net.SplitHostPort(leafB)
+	b, _ := startSecureRegion(t, dirB, regions.Config{Name: "b", Listen: "0.0.0.0:" + port, Peers: []regions.Peer{{Name: "a"}}})
 
 	t.Run("no creds", func(t *testing.T) {
 		startIntruder(t, leafB, "").waitLogged(t, "authorization violation")
