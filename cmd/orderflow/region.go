@@ -14,6 +14,7 @@ import (
 
 	"github.com/orderflow/orderflow/internal/adapters/regions"
 	"github.com/orderflow/orderflow/internal/app"
+	"github.com/orderflow/orderflow/internal/services/auth"
 )
 
 // peerFlag is --peer NAME=HOST:PORT, repeatable (a YAML map in --config).
@@ -91,7 +92,7 @@ func newRegion(g *globals) *cobra.Command {
 		Short: "Per peer: link up/down, the last replicated sequence, lag in events and seconds",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			nc, _, err := connectJS(g, "orderflow-region-status")
+			nc, err := connect(g, "orderflow-region-status", auth.RegionInbox())
 			if err != nil {
 				return err
 			}
@@ -171,7 +172,7 @@ the old home still answers.`,
 			if !force && !confirm(cmd.InOrStdin(), cmd.ErrOrStderr(), "Make this region's ORDER_MILESTONES the global milestone ledger?") {
 				return errors.New("not confirmed: pass --force")
 			}
-			nc, _, err := connectJS(g, "orderflow-region-promote")
+			nc, err := connect(g, "orderflow-region-promote", auth.RegionInbox())
 			if err != nil {
 				return err
 			}
@@ -209,7 +210,7 @@ is removed, and serve --milestones-region <home> recreates it as a copy.`,
 			if !force && !confirm(cmd.InOrStdin(), cmd.ErrOrStderr(), fmt.Sprintf("Copy this region's milestones to region %s's ledger and remove them here?", home)) {
 				return errors.New("not confirmed: pass --force")
 			}
-			nc, _, err := connectJS(g, "orderflow-region-demote")
+			nc, err := connect(g, "orderflow-region-demote", auth.RegionInbox())
 			if err != nil {
 				return err
 			}

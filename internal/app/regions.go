@@ -65,6 +65,21 @@ func secureRegionLinks(o *natsserver.Options, cfg ServeConfig, authz *auth.Autho
 	return cfg.Region.SecureLinks(o, sec)
 }
 
+// connectRegion is the connection of the requests this region sends its peers:
+// their replies come back over the link, which carries the region inbox
+// (auth.RegionInbox) and not the pipeline's, so the link never sees the replies to
+// the pipeline's own requests. Without regions, nil.
+func connectRegion(url string, cfg ServeConfig, ids natsIdentity) (*nats.Conn, error) {
+	if !cfg.Region.Enabled() {
+		return nil, nil
+	}
+	conns, err := Connect(url, "orderflow-serve-region", 1, append(ids.pipeline, auth.RegionInbox())...)
+	if err != nil {
+		return nil, err
+	}
+	return conns[0], nil
+}
+
 // handOverMilestones runs DemoteMilestones before provisioning when serve was asked
 // to (--milestones-handover) and this region is not the milestones home: it waits
 // for the home to answer, since the milestones go there first.

@@ -56,6 +56,8 @@ func startSecureRegion(t *testing.T, dataDir string, rc regions.Config) (*region
 }
 
 // startSecureRegionWith is startSecureRegion with any serve settings (auth on).
+// The test's connection reads region status, so it uses the region inbox, the one
+// whose replies cross the link (as `orderflow region status` does).
 func startSecureRegionWith(t *testing.T, cfg app.ServeConfig, opts ...nats.Option) (*region, func()) {
 	t.Helper()
 	cfg.Security.Auth = true
@@ -63,7 +65,7 @@ func startSecureRegionWith(t *testing.T, cfg app.ServeConfig, opts ...nats.Optio
 	if err != nil {
 		t.Fatal(err)
 	}
-	return startServeRegion(t, cfg, append(creds, opts...)...)
+	return startServeRegion(t, cfg, append(append(creds, auth.RegionInbox()), opts...)...)
 }
 
 func mustRead(t *testing.T, path string) []byte {
@@ -220,7 +222,7 @@ func startIntruder(t *testing.T, addr, creds string) *intruder {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Shutdown)
-	if in.nc, err = nats.Connect(srv.ClientURL()); err != nil {
+	if in.nc, err = nats.Connect(srv.ClientURL(), auth.RegionInbox()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(in.nc.Close)

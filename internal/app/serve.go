@@ -139,7 +139,14 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	if err != nil {
 		return err
 	}
-	if err := handOverMilestones(ctx, nc, cfg, log); err != nil {
+	regionNC, err := connectRegion(url, cfg, ids)
+	if err != nil {
+		return err
+	}
+	if regionNC != nil {
+		defer regionNC.Close()
+	}
+	if err := handOverMilestones(ctx, regionNC, cfg, log); err != nil {
 		return err
 	}
 	changes, err := topology.Provision(ctx, js, cfg.Topology)
@@ -292,7 +299,7 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 			}
 		}()
 	}
-	runRegion(runCtx, &wg, cfg, nc, reg, log)
+	runRegion(runCtx, &wg, cfg, regionNC, reg, log)
 	if archiver != nil {
 		wg.Add(1)
 		go func() {

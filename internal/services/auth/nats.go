@@ -81,12 +81,19 @@ func regionLink() []string {
 	return subjects
 }
 
-// regionReplies are the replies that cross a link, both ways: to the pipelines'
-// requests (_INBOX), to the sources' consumer creation ($JSC.R), and the flow
-// control of the sources ($JS.FC). (nats-server 2.15.2 does not track replies to
-// requests it sent over a leafnode, so allow_responses cannot stand in for the
-// way in.)
-var regionReplies = []string{nats.InboxPrefix + ">", "$JSC.R.>", "$JS.FC.>"}
+// regionReplies are the replies that cross a link, both ways: to the requests a
+// region sends its peer, which it makes on a connection of their own whose
+// inbox is the region role's (RegionInbox), never the pipeline's _INBOX, so the
+// link does not carry the replies to a region's other clients; to the sources'
+// consumer creation ($JSC.R); and the flow control of the sources ($JS.FC).
+// (nats-server 2.15.2 does not track replies to requests it sent over a
+// leafnode, so allow_responses cannot stand in for the way in.)
+var regionReplies = []string{RoleRegion.InboxPrefix() + ".>", "$JSC.R.>", "$JS.FC.>"}
+
+// RegionInbox is the connection option of the requests a region sends its peer
+// (region status, the milestone forwarder, handover): their replies come back
+// over the link, which carries this inbox and no other.
+func RegionInbox() nats.Option { return nats.CustomInboxPrefix(RoleRegion.InboxPrefix()) }
 
 // Permissions are the role's publish and subscribe allow lists; anything not
 // allowed is denied.
@@ -131,7 +138,6 @@ func (r Role) Permissions() jwt.Permissions {
 		p.Pub.Allow.Add(regionReplies...)
 		p.Sub.Allow.Add(regionLink()...)
 		p.Sub.Allow.Add(regionReplies...)
-		p.Sub.Allow.Add(inbox)
 	}
 	return p
 }

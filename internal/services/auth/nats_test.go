@@ -150,6 +150,10 @@ func ops() []op {
 			// publish is a violation.
 			return nc.PublishRequest("$JS.peer.API.CONSUMER.CREATE."+topology.IngestStream+".JS_SRC_pm", nc.NewRespInbox(), []byte(`{}`))
 		}},
+		op{"subscribe to the default inbox (others' replies)", func(ctx context.Context, nc *nats.Conn, _ jetstream.JetStream, _ auth.Role) error {
+			_, err := nc.SubscribeSync(nats.InboxPrefix + ">")
+			return err
+		}},
 		op{"subscribe to WAL subjects", func(ctx context.Context, nc *nats.Conn, _ jetstream.JetStream, _ auth.Role) error {
 			_, err := nc.SubscribeSync(schemas.SubjectPrefix + ">")
 			return err
