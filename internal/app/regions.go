@@ -33,6 +33,8 @@ func prepareRegion(cfg *ServeConfig) error {
 		return err
 	}
 	switch {
+	case len(r.PeerCreds) > 0 && cfg.NATSURL != "":
+		return errors.New("--peer-creds is for the embedded server's links; with --nats-url the cluster's operator configures the leafnodes")
 	case cfg.Security.Auth:
 		// The links authenticate (regions.Config.SecureLinks): --region-listen may
 		// face the network.

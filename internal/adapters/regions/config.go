@@ -70,7 +70,8 @@ type Config struct {
 	// PeerCreds are, by peer name, the .creds files this region's server presents
 	// when it opens the link to that peer: a user of the peer's ORDERFLOW account in
 	// the region role, issued by the peer (orderflow creds issue --role region).
-	// Needed when the peer runs with --auth; see SecureLinks.
+	// Needed with --auth, where the regions' servers run in operator mode; see
+	// SecureLinks.
 	PeerCreds map[string]string
 	// ReconnectInterval is how long a cut link waits between reconnect attempts.
 	// Default 1s (NATS's own default is 1s too, but says so explicitly here because
@@ -232,7 +233,7 @@ type LinkSecurity struct {
 // only its own authority (package auth): each region has its own operator and
 // ORDERFLOW account, so a peer's server connects to this region's Listen as a user
 // of this region's account, in the region role, whose permissions are the link's
-// allow list (auth.RegionLink); the link it opens presents the creds the peer
+// allow list (auth.RoleRegion); the link it opens presents the creds the peer
 // issued for it (PeerCreds) and binds the local ORDERFLOW account to the peer's.
 // Without creds for a peer it opens a link to, it refuses to start.
 func (c Config) SecureLinks(o *server.Options, sec LinkSecurity) error {
