@@ -103,6 +103,7 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 		}
 		srv, err := embedded.Start(ctx, embedded.Config{
 			DataDir: cfg.DataDir, Listen: cfg.NATSListen, SyncInterval: cfg.SyncInterval, Logger: log,
+			Accounts: authz.Accounts(),
 			Configure: func(o *natsserver.Options) error {
 				if err := secureNATS(o, authz, tlsCfg); err != nil {
 					return err

@@ -209,6 +209,16 @@ func ExistingAuthority(dir string) (*Authority, error) {
 	return LoadOrCreateAuthority(dir)
 }
 
+// Accounts are the accounts the server must know from its start: the orderflow
+// account, whose JetStream the server then enables as it starts rather than when
+// the first client or region link binds it. Nil for a nil authority.
+func (a *Authority) Accounts() []string {
+	if a == nil {
+		return nil
+	}
+	return []string{a.AccountPublicKey()}
+}
+
 // AccountPublicKey names the account (and its JetStream store directory).
 func (a *Authority) AccountPublicKey() string {
 	pub, _ := a.account.PublicKey()
