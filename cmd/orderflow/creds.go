@@ -22,7 +22,8 @@ func newCreds() *cobra.Command {
 		Short: "Write a .creds file for a role (nats --creds F --inbox-prefix _INBOX_<role>)",
 		Long: "Write a .creds file (a user JWT signed by the data directory's ORDERFLOW account, and its seed)\n" +
 			"for one role: " + fmt.Sprint(auth.Roles) + ".\n" +
-			"Clients must receive replies under the role's inbox prefix, _INBOX_<role> (nats --inbox-prefix).",
+			"Clients must receive replies under the role's inbox prefix, _INBOX_<role> (nats --inbox-prefix).\n" +
+			"The region role is for a peer region's server, which opens its link to this one with it (serve --peer-creds NAME=FILE).",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			r := auth.Role(role)
@@ -55,13 +56,17 @@ func newCreds() *cobra.Command {
 			if err := os.WriteFile(out, b, 0o600); err != nil {
 				return err
 			}
+			if r == auth.RoleRegion {
+				fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s for role region; the peer region that opens the link to this one uses it: serve --peer-creds <this region>=%s\n", out, out)
+				return nil
+			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s for role %s; use it with: nats --creds %s --inbox-prefix %s\n", out, r, out, r.InboxPrefix())
 			return nil
 		},
 	}
 	f := issue.Flags()
 	f.StringVar(&dataDir, "data-dir", "./orderflow-data", "data directory of the serve --auth instance whose account signs the user")
-	f.StringVar(&role, "role", "", "pipeline, ingest, platform, merchant, driver, estimator, agent, reader or analyst")
+	f.StringVar(&role, "role", "", "pipeline, ingest, platform, merchant, driver, estimator, agent, reader, analyst, or region (a peer region's link, serve --peer-creds)")
 	f.StringVar(&out, "out", "", "file to write (mode 0600); default stdout")
 	f.StringVar(&name, "name", "", "user name shown in the server's logs (default the role)")
 	f.DurationVar(&ttl, "ttl", 30*24*time.Hour, "how long the credentials are valid; 0 = never expire (a leaked file stays usable until the account key is rotated)")

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 
 	"github.com/orderflow/orderflow/internal/adapters/regions"
 	"github.com/orderflow/orderflow/internal/app"
+	"github.com/orderflow/orderflow/internal/services/auth"
 )
 
 // peerFlag is --peer NAME=HOST:PORT, repeatable (a YAML map in --config).
@@ -42,11 +45,41 @@ func (p peerFlag) Set(v string) error {
 
 func (p peerFlag) Type() string { return "NAME=HOST:PORT" }
 
+// peerCredsFlag is --peer-creds NAME=FILE, repeatable (a YAML map in --config).
+type peerCredsFlag struct{ creds *map[string]string }
+
+func (p peerCredsFlag) String() string {
+	if p.creds == nil {
+		return ""
+	}
+	var parts []string
+	for name, file := range *p.creds {
+		parts = append(parts, name+"="+file)
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ",")
+}
+
+func (p peerCredsFlag) Set(v string) error {
+	name, file, ok := strings.Cut(v, "=")
+	if !ok || name == "" || file == "" {
+		return fmt.Errorf("peer creds %q: want NAME=FILE", v)
+	}
+	if *p.creds == nil {
+		*p.creds = map[string]string{}
+	}
+	(*p.creds)[name] = file
+	return nil
+}
+
+func (p peerCredsFlag) Type() string { return "NAME=FILE" }
+
 // registerRegionFlags adds serve's region flags (README "Regions").
 func registerRegionFlags(f *pflag.FlagSet, cfg *app.ServeConfig) {
 	f.StringVar(&cfg.Region.Name, "region", "", "this region's name, [a-z0-9-]{1,16} (also its JetStream domain); empty = single region")
 	f.StringVar(&cfg.Region.Listen, "region-listen", "", "where peer regions' servers connect (embedded server), HOST:PORT")
 	f.Var(peerFlag{&cfg.Region.Peers}, "peer", "another region, NAME=HOST:PORT (its --region-listen), repeatable; with --nats-url, NAME alone")
+	f.Var(peerCredsFlag{&cfg.Region.PeerCreds}, "peer-creds", "with --auth: the .creds file the peer region issued for this one (there: orderflow creds issue --role region), NAME=FILE, repeatable; needed for each peer whose name sorts after this region's (this region opens that link)")
 	f.BoolVar(&cfg.Region.Handover, "milestones-handover", false, "at start, copy a local milestone ledger (or a copy of another region) that disagrees with --milestones-region to the home's ledger, then copy the home's; without it serve refuses to start on one")
 	f.StringVar(&cfg.Region.MilestonesHome, "milestones-region", "", "the region holding the one global milestone ledger (the others copy it); empty = the region whose name sorts first")
 }
@@ -59,7 +92,7 @@ func newRegion(g *globals) *cobra.Command {
 		Short: "Per peer: link up/down, the last replicated sequence, lag in events and seconds",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			nc, _, err := connectJS(g, "orderflow-region-status")
+			nc, err := connect(g, "orderflow-region-status", auth.RegionInbox())
 			if err != nil {
 				return err
 			}
@@ -139,7 +172,7 @@ the old home still answers.`,
 			if !force && !confirm(cmd.InOrStdin(), cmd.ErrOrStderr(), "Make this region's ORDER_MILESTONES the global milestone ledger?") {
 				return errors.New("not confirmed: pass --force")
 			}
-			nc, _, err := connectJS(g, "orderflow-region-promote")
+			nc, err := connect(g, "orderflow-region-promote", auth.RegionInbox())
 			if err != nil {
 				return err
 			}
@@ -177,7 +210,7 @@ is removed, and serve --milestones-region <home> recreates it as a copy.`,
 			if !force && !confirm(cmd.InOrStdin(), cmd.ErrOrStderr(), fmt.Sprintf("Copy this region's milestones to region %s's ledger and remove them here?", home)) {
 				return errors.New("not confirmed: pass --force")
 			}
-			nc, _, err := connectJS(g, "orderflow-region-demote")
+			nc, err := connect(g, "orderflow-region-demote", auth.RegionInbox())
 			if err != nil {
 				return err
 			}

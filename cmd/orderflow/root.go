@@ -89,24 +89,32 @@ func (g *globals) clientURL() string {
 	return "nats://127.0.0.1:4222"
 }
 
-// connectJS is how every client command reaches NATS: one connection that rides
-// out reconnects, and its JetStream context.
-func connectJS(g *globals, name string, opts ...jetstream.JetStreamOpt) (*nats.Conn, jetstream.JetStream, error) {
+// connect is one connection to NATS that rides out reconnects, with --nats-creds.
+func connect(g *globals, name string, opts ...nats.Option) (*nats.Conn, error) {
 	var connOpts []nats.Option
 	if g.natsCreds != "" {
 		b, err := os.ReadFile(g.natsCreds)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		if connOpts, err = auth.ConnectOptions(b); err != nil {
-			return nil, nil, fmt.Errorf("--nats-creds %s: %w", g.natsCreds, err)
+			return nil, fmt.Errorf("--nats-creds %s: %w", g.natsCreds, err)
 		}
 	}
-	conns, err := app.Connect(g.clientURL(), name, 1, connOpts...)
+	conns, err := app.Connect(g.clientURL(), name, 1, append(connOpts, opts...)...)
+	if err != nil {
+		return nil, err
+	}
+	return conns[0], nil
+}
+
+// connectJS is how every client command reaches NATS: one connection that rides
+// out reconnects, and its JetStream context.
+func connectJS(g *globals, name string, opts ...jetstream.JetStreamOpt) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := connect(g, name)
 	if err != nil {
 		return nil, nil, err
 	}
-	nc := conns[0]
 	js, err := jetstream.New(nc, opts...)
 	if err != nil {
 		nc.Close()

@@ -2,17 +2,20 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
+	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/orderflow/orderflow/internal/adapters/regions"
 	"github.com/orderflow/orderflow/internal/retry"
+	"github.com/orderflow/orderflow/internal/services/auth"
 )
 
 // regionPollInterval is how often /metrics' region gauges are refreshed.
@@ -29,18 +32,54 @@ func prepareRegion(cfg *ServeConfig) error {
 	if err := r.Validate(); err != nil {
 		return err
 	}
-	if cfg.Security.Auth {
-		// Leafnode links between operator-mode servers need each region to trust the
-		// other's account keys; until that is built, regions run without --auth.
-		return errors.New("--region with --auth is not supported yet: run regions on a private network without --auth, or one region with --auth")
-	}
-	if cfg.NATSURL == "" && r.Listen != "" && !isLoopback(r.Listen) {
-		return fmt.Errorf("refusing to listen for peer regions on %s without auth: anyone who can reach it could join the WAL; use a loopback or private-network address behind a tunnel (--region-listen 127.0.0.1:PORT)", r.Listen)
+	switch {
+	case len(r.PeerCreds) > 0 && cfg.NATSURL != "":
+		return errors.New("--peer-creds is for the embedded server's links; with --nats-url the cluster's operator configures the leafnodes")
+	case cfg.Security.Auth:
+		// The links authenticate (regions.Config.SecureLinks): --region-listen may
+		// face the network.
+	case len(r.PeerCreds) > 0:
+		return errors.New("--peer-creds needs --auth: a region without auth has no account to bind the link to; start both regions with --auth")
+	case cfg.NATSURL == "" && r.Listen != "" && !isLoopback(r.Listen):
+		return fmt.Errorf("refusing to listen for peer regions on %s without auth: anyone who can reach it could join the WAL; "+
+			"start both regions with --auth (links then authenticate with --peer-creds), or use a loopback address behind a tunnel (--region-listen 127.0.0.1:PORT)", r.Listen)
 	}
 	cfg.Topology.Region = r.Name
 	cfg.Topology.Peers = r.PeerNames()
 	cfg.Topology.MilestonesHome = r.MilestonesHome
 	return nil
+}
+
+// secureRegionLinks authenticates the region's links once the embedded server
+// trusts only authz, and runs them over TLS when serve has a certificate.
+func secureRegionLinks(o *natsserver.Options, cfg ServeConfig, authz *auth.Authority, tlsCfg *tls.Config) error {
+	if authz == nil || !cfg.Region.Enabled() {
+		return nil
+	}
+	sec := regions.LinkSecurity{Account: authz.AccountPublicKey(), ListenTLS: tlsCfg}
+	if tlsCfg != nil {
+		dial, err := clientTLS(cfg.Security)
+		if err != nil {
+			return err
+		}
+		sec.DialTLS = dial
+	}
+	return cfg.Region.SecureLinks(o, sec)
+}
+
+// connectRegion is the connection of the requests this region sends its peers:
+// their replies come back over the link, which carries the region inbox
+// (auth.RegionInbox) and not the pipeline's, so the link never sees the replies to
+// the pipeline's own requests. Without regions, nil.
+func connectRegion(url string, cfg ServeConfig, ids natsIdentity) (*nats.Conn, error) {
+	if !cfg.Region.Enabled() {
+		return nil, nil
+	}
+	conns, err := Connect(url, "orderflow-serve-region", 1, append(ids.pipeline, auth.RegionInbox())...)
+	if err != nil {
+		return nil, err
+	}
+	return conns[0], nil
 }
 
 // handOverMilestones runs DemoteMilestones before provisioning when serve was asked

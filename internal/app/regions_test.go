@@ -382,6 +382,15 @@ func assertConverged(t *testing.T, ctx context.Context, msgs []simulate.Message,
 // every milestone either region's path owes, exactly once.
 func TestRegionsPartitionAndHeal(t *testing.T) {
 	a, b, link := twoRegions(t)
+	partitionAndHeal(t, a, b, link, 400)
+}
+
+// partitionAndHeal publishes orders' events split between a (the milestones
+// home) and b, a third of them while the link between them is cut, and checks
+// that both regions end with every event once, agree with the resolver and with
+// each other, and that the home's ledger holds every milestone once.
+func partitionAndHeal(t *testing.T, a, b *region, link *netfault.Link, orders int) {
+	t.Helper()
 	ctx := context.Background()
 	waitFor(t, 20*time.Second, "regions linked", func() error {
 		if err := caughtUp(ctx, a); err != nil {
@@ -390,7 +399,7 @@ func TestRegionsPartitionAndHeal(t *testing.T) {
 		return caughtUp(ctx, b)
 	})
 
-	msgs, _, err := simulate.Generate(simulate.Config{Seed: 13, Orders: 400, DuplicateRate: 0.1, InvalidRate: 0.01})
+	msgs, _, err := simulate.Generate(simulate.Config{Seed: 13, Orders: orders, DuplicateRate: 0.1, InvalidRate: 0.01})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/orderflow/orderflow/internal/adapters/regions"
 	"github.com/orderflow/orderflow/internal/app"
 	"github.com/orderflow/orderflow/internal/services/auth"
 	"github.com/orderflow/orderflow/pipelines/topology"
@@ -175,6 +176,7 @@ func TestServeRefusesPublicListenWithoutAuth(t *testing.T) {
 		{app.ServeConfig{HTTPListen: "0.0.0.0:0", NATSListen: "127.0.0.1:0"}, "--auth"},
 		{app.ServeConfig{HTTPListen: "127.0.0.1:0", NATSListen: ":0"}, "--auth"},
 		{app.ServeConfig{HTTPListen: "0.0.0.0:0", NATSListen: "127.0.0.1:0", Security: app.SecurityConfig{Auth: true}}, "--http-plaintext"},
+		{app.ServeConfig{HTTPListen: "127.0.0.1:0", NATSListen: "127.0.0.1:0", Region: regions.Config{Name: "b", Listen: "0.0.0.0:0"}}, "--auth"},
 	} {
 		cfg := c.cfg
 		cfg.DataDir = t.TempDir()

@@ -103,11 +103,15 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 		}
 		srv, err := embedded.Start(ctx, embedded.Config{
 			DataDir: cfg.DataDir, Listen: cfg.NATSListen, SyncInterval: cfg.SyncInterval, Logger: log,
+			Accounts: authz.Accounts(),
 			Configure: func(o *natsserver.Options) error {
 				if err := secureNATS(o, authz, tlsCfg); err != nil {
 					return err
 				}
-				return cfg.Region.Configure(o)
+				if err := cfg.Region.Configure(o); err != nil {
+					return err
+				}
+				return secureRegionLinks(o, cfg, authz, tlsCfg)
 			},
 		})
 		if err != nil {
@@ -136,7 +140,14 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 	if err != nil {
 		return err
 	}
-	if err := handOverMilestones(ctx, nc, cfg, log); err != nil {
+	regionNC, err := connectRegion(url, cfg, ids)
+	if err != nil {
+		return err
+	}
+	if regionNC != nil {
+		defer regionNC.Close()
+	}
+	if err := handOverMilestones(ctx, regionNC, cfg, log); err != nil {
 		return err
 	}
 	changes, err := topology.Provision(ctx, js, cfg.Topology)
@@ -289,7 +300,7 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 			}
 		}()
 	}
-	runRegion(runCtx, &wg, cfg, nc, reg, log)
+	runRegion(runCtx, &wg, cfg, regionNC, reg, log)
 	if archiver != nil {
 		wg.Add(1)
 		go func() {

@@ -18,10 +18,12 @@
 package regions
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"regexp"
 	"sort"
 	"strings"
@@ -65,6 +67,12 @@ type Config struct {
 	// the home: its milestones are copied to the home's ledger, then it is replaced
 	// by a copy (DemoteMilestones). Without it serve refuses such a stream.
 	Handover bool
+	// PeerCreds are, by peer name, the .creds files this region's server presents
+	// when it opens the link to that peer: a user of the peer's ORDERFLOW account in
+	// the region role, issued by the peer (orderflow creds issue --role region).
+	// Needed with --auth, where the regions' servers run in operator mode; see
+	// SecureLinks.
+	PeerCreds map[string]string
 	// ReconnectInterval is how long a cut link waits between reconnect attempts.
 	// Default 1s (NATS's own default is 1s too, but says so explicitly here because
 	// it bounds how soon replication resumes after a heal).
@@ -129,6 +137,11 @@ func (c Config) Validate() error {
 	}
 	if c.MilestonesHome != "" && c.MilestonesHome != c.Name && !seen[c.MilestonesHome] {
 		errs = append(errs, fmt.Errorf("milestones region %q is neither this region (%s) nor a peer", c.MilestonesHome, c.Name))
+	}
+	for name := range c.PeerCreds {
+		if !seen[name] {
+			errs = append(errs, fmt.Errorf("peer creds for %q, which is not a peer (--peer %s=HOST:PORT)", name, name))
+		}
 	}
 	if c.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
@@ -220,6 +233,68 @@ func Remote(addrs ...string) (*server.RemoteLeafOpts, error) {
 		// second of the link coming back.
 		FirstInfoTimeout: 2 * time.Second,
 	}, nil
+}
+
+// LinkSecurity is how the links of a region whose server runs with auth (and TLS)
+// are secured; see SecureLinks.
+type LinkSecurity struct {
+	// Account is the public key of this region's ORDERFLOW account: the links bind
+	// it to the peer's ORDERFLOW account.
+	Account string
+	// ListenTLS, when set, is the certificate peers connecting to Listen must
+	// handshake with.
+	ListenTLS *tls.Config
+	// DialTLS, when set, is how the links this region opens verify the peer's
+	// certificate: they then require TLS.
+	DialTLS *tls.Config
+}
+
+// SecureLinks authenticates the links Configure set up, once the server trusts
+// only its own authority (package auth): each region has its own operator and
+// ORDERFLOW account, so a peer's server connects to this region's Listen as a user
+// of this region's account, in the region role, whose permissions are the link's
+// allow list (auth.RoleRegion); the link it opens presents the creds the peer
+// issued for it (PeerCreds) and binds the local ORDERFLOW account to the peer's.
+// Without creds for a peer it opens a link to, it refuses to start.
+func (c Config) SecureLinks(o *server.Options, sec LinkSecurity) error {
+	if !c.Enabled() {
+		return nil
+	}
+	if sec.ListenTLS != nil && c.Listen != "" {
+		o.LeafNode.TLSConfig = sec.ListenTLS.Clone()
+		o.LeafNode.TLSTimeout = 2
+	}
+	for _, r := range o.LeafNode.Remotes {
+		peer := c.remotePeer(r)
+		creds := c.PeerCreds[peer]
+		if creds == "" {
+			return fmt.Errorf("peer %s: this region runs with auth and opens the link to %s, so it needs a credential %s issued for it: "+
+				"on %s, orderflow creds issue --role region --out %s-link.creds; here, --peer-creds %s=FILE", peer, peer, peer, peer, c.Name, peer)
+		}
+		if _, err := os.Stat(creds); err != nil {
+			return fmt.Errorf("peer %s: creds: %w", peer, err)
+		}
+		r.Credentials = creds
+		r.LocalAccount = sec.Account
+		if sec.DialTLS != nil {
+			r.TLS = true
+			r.TLSConfig = sec.DialTLS.Clone()
+			r.TLSTimeout = 2
+		}
+	}
+	return nil
+}
+
+// remotePeer is the peer a remote Configure added leads to.
+func (c Config) remotePeer(r *server.RemoteLeafOpts) string {
+	for _, p := range c.Peers {
+		for _, u := range r.URLs {
+			if u.Host == p.Addr {
+				return p.Name
+			}
+		}
+	}
+	return ""
 }
 
 // splitPort parses host:port; port 0 picks a free one (nats-server spells it -1).

@@ -1,6 +1,9 @@
 package regions
 
 import (
+	"crypto/tls"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -57,6 +60,8 @@ func TestValidate(t *testing.T) {
 		{"bad listen", Config{Name: "a", Listen: "7422"}, "region listen"},
 		{"milestones at a peer", Config{Name: "a", Peers: []Peer{{"b", "h:1"}}, MilestonesHome: "b"}, ""},
 		{"milestones nowhere", Config{Name: "a", Peers: []Peer{{"b", "h:1"}}, MilestonesHome: "c"}, "milestones region"},
+		{"peer creds", Config{Name: "a", Peers: []Peer{{"b", "h:1"}}, PeerCreds: map[string]string{"b": "b.creds"}}, ""},
+		{"creds for no peer", Config{Name: "a", Peers: []Peer{{"b", "h:1"}}, PeerCreds: map[string]string{"c": "c.creds"}}, "not a peer"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.cfg.SetDefaults()
@@ -112,4 +117,42 @@ func contains(xs []string, x string) bool {
 		}
 	}
 	return false
+}
+
+// TestSecureLinks: with auth, the link a region opens presents the peer's creds and
+// binds the local account; one opened without creds is refused before it starts;
+// the accepting region's listener takes TLS when given.
+func TestSecureLinks(t *testing.T) {
+	creds := filepath.Join(t.TempDir(), "b.creds")
+	if err := os.WriteFile(creds, []byte("creds"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := Config{Name: "a", Listen: "127.0.0.1:7422", Peers: []Peer{{"b", "h:1"}}, PeerCreds: map[string]string{"b": creds}}
+	a.SetDefaults()
+	var oa server.Options
+	if err := a.Configure(&oa); err != nil {
+		t.Fatal(err)
+	}
+	dial := &tls.Config{MinVersion: tls.VersionTLS12}
+	if err := a.SecureLinks(&oa, LinkSecurity{Account: "ACC", DialTLS: dial}); err != nil {
+		t.Fatal(err)
+	}
+	if r := oa.LeafNode.Remotes[0]; r.Credentials != creds || r.LocalAccount != "ACC" || !r.TLS || r.TLSConfig == nil {
+		t.Errorf("link to b: creds %q account %q tls %v", r.Credentials, r.LocalAccount, r.TLS)
+	}
+
+	a.PeerCreds = nil
+	var o server.Options
+	_ = a.Configure(&o)
+	if err := a.SecureLinks(&o, LinkSecurity{Account: "ACC"}); err == nil || !strings.Contains(err.Error(), "--peer-creds b=FILE") {
+		t.Errorf("link without creds: %v, want a refusal naming --peer-creds", err)
+	}
+
+	b := Config{Name: "b", Listen: "0.0.0.0:7422", Peers: []Peer{{"a", ""}}}
+	b.SetDefaults()
+	var ob server.Options
+	_ = b.Configure(&ob)
+	if err := b.SecureLinks(&ob, LinkSecurity{Account: "ACC", ListenTLS: dial}); err != nil || ob.LeafNode.TLSConfig == nil {
+		t.Errorf("b's listener: err %v, tls %v", err, ob.LeafNode.TLSConfig != nil)
+	}
 }

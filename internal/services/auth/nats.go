@@ -28,6 +28,7 @@ const (
 	RoleIngest    Role = "ingest"   // the HTTP ingest API: publish any source's events
 	RoleReader    Role = "reader"   // read snapshots and streams, watch events live
 	RoleAnalyst   Role = "analyst"  // consume milestones, read snapshots and streams
+	RoleRegion    Role = "region"   // a peer region's leafnode link: sourcing and the milestone relay
 	RolePlatform  Role = Role(schemas.SourcePlatform)
 	RoleMerchant  Role = Role(schemas.SourceMerchant)
 	RoleDriver    Role = Role(schemas.SourceDriver)
@@ -36,7 +37,7 @@ const (
 )
 
 // Roles lists every role in a fixed order.
-var Roles = []Role{RolePipeline, RoleIngest, RolePlatform, RoleMerchant, RoleDriver, RoleEstimator, RoleAgent, RoleReader, RoleAnalyst}
+var Roles = []Role{RolePipeline, RoleIngest, RolePlatform, RoleMerchant, RoleDriver, RoleEstimator, RoleAgent, RoleReader, RoleAnalyst, RoleRegion}
 
 // Valid reports whether r is a known role.
 func (r Role) Valid() bool { return slices.Contains(Roles, r) }
@@ -56,12 +57,47 @@ func (r Role) InboxPrefix() string {
 // rather than imported so this package stays below pipelines/topology.
 const (
 	eventsStream     = "ORDER_EVENTS"
+	ingestStream     = "ORDER_INGEST"
 	milestonesStream = "ORDER_MILESTONES"
 	// LocationsPrefix starts the dasher position subjects, dashers.locations.<dasher_id>.
 	LocationsPrefix = "dashers.locations."
 	// EstimatorBucket is the KV bucket of the estimator's checkpoints.
 	EstimatorBucket = "estimator_checkpoints"
+	milestonesRelay = "regions.milestones.>"
 )
+
+// regionLink is what crosses a link between two regions, both ways, besides
+// replies: requests to a region's domain API ($JS.<region>.API, which the
+// accepting server maps to its local API), limited to what sourcing a stream and
+// region status need, on the two streams a region sources from its peer (the
+// ingest log and the milestone ledger); the source consumers' deliveries ($JS.S);
+// and the milestone relay to the milestones home. Producers' subjects, KV,
+// streams' admin and every other stream are not on it.
+func regionLink() []string {
+	subjects := []string{"$JS.*.API.INFO", "$JS.S.>", milestonesRelay}
+	for _, s := range []string{ingestStream, milestonesStream} {
+		subjects = append(subjects,
+			"$JS.*.API.STREAM.INFO."+s,
+			"$JS.*.API.CONSUMER.CREATE."+s, "$JS.*.API.CONSUMER.CREATE."+s+".>",
+			"$JS.*.API.CONSUMER.INFO."+s+".*", "$JS.*.API.CONSUMER.DELETE."+s+".*",
+		)
+	}
+	return subjects
+}
+
+// regionReplies are the replies that cross a link, both ways: to the requests a
+// region sends its peer, which it makes on a connection of their own whose
+// inbox is the region role's (RegionInbox), never the pipeline's _INBOX, so the
+// link does not carry the replies to a region's other clients; to the sources'
+// consumer creation ($JSC.R); and the flow control of the sources ($JS.FC).
+// (nats-server 2.15.2 does not track replies to requests it sent over a
+// leafnode, so allow_responses cannot stand in for the way in.)
+var regionReplies = []string{RoleRegion.InboxPrefix() + ".>", "$JSC.R.>", "$JS.FC.>"}
+
+// RegionInbox is the connection option of the requests a region sends its peer
+// (region status, the milestone forwarder, handover): their replies come back
+// over the link, which carries this inbox and no other.
+func RegionInbox() nats.Option { return nats.CustomInboxPrefix(RoleRegion.InboxPrefix()) }
 
 // Permissions are the role's publish and subscribe allow lists; anything not
 // allowed is denied.
@@ -110,6 +146,14 @@ func (r Role) Permissions() jwt.Permissions {
 			"$JS.ACK."+milestonesStream+".>",
 		)
 		p.Sub.Allow.Add(inbox, "orders.milestones.>")
+	case RoleRegion:
+		// The peer region's server connects with it as a leafnode: publish is what it
+		// may send into this region, subscribe what it may receive (nats-server reads a
+		// leaf user's permissions from the leaf's side).
+		p.Pub.Allow.Add(regionLink()...)
+		p.Pub.Allow.Add(regionReplies...)
+		p.Sub.Allow.Add(regionLink()...)
+		p.Sub.Allow.Add(regionReplies...)
 	}
 	return p
 }
@@ -179,6 +223,16 @@ func ExistingAuthority(dir string) (*Authority, error) {
 		return nil, nil
 	}
 	return LoadOrCreateAuthority(dir)
+}
+
+// Accounts are the accounts the server must know from its start: the orderflow
+// account, whose JetStream the server then enables as it starts rather than when
+// the first client or region link binds it. Nil for a nil authority.
+func (a *Authority) Accounts() []string {
+	if a == nil {
+		return nil
+	}
+	return []string{a.AccountPublicKey()}
 }
 
 // AccountPublicKey names the account (and its JetStream store directory).

@@ -161,6 +161,19 @@ func ops() []op {
 			_, err = kv.Get(ctx, "pm-0")
 			return err
 		}},
+		op{"relay a milestone", func(ctx context.Context, nc *nats.Conn, _ jetstream.JetStream, _ auth.Role) error {
+			// No stream here stores the relay's subjects: a plain publish.
+			return nc.Publish(topology.MilestonesRelayPrefix+".delivered.pm-1", []byte(`{}`))
+		}},
+		op{"source the ingest log through the domain API", func(ctx context.Context, nc *nats.Conn, _ jetstream.JetStream, _ auth.Role) error {
+			// The server has no domain, so no one answers: what counts is whether the
+			// publish is a violation.
+			return nc.PublishRequest("$JS.peer.API.CONSUMER.CREATE."+topology.IngestStream+".JS_SRC_pm", nc.NewRespInbox(), []byte(`{}`))
+		}},
+		op{"subscribe to the default inbox (others' replies)", func(ctx context.Context, nc *nats.Conn, _ jetstream.JetStream, _ auth.Role) error {
+			_, err := nc.SubscribeSync(nats.InboxPrefix + ">")
+			return err
+		}},
 		op{"subscribe to WAL subjects", func(ctx context.Context, nc *nats.Conn, _ jetstream.JetStream, _ auth.Role) error {
 			_, err := nc.SubscribeSync(schemas.SubjectPrefix + ">")
 			return err
@@ -273,6 +286,11 @@ func allowed(u user, opName string) bool {
 			return true
 		}
 		return false
+	case role == auth.RoleRegion:
+		// A peer region's link: sourcing through a JetStream domain and the milestone
+		// relay, nothing else (internal/app's TestSecureRegionLinkRefusals tries it
+		// on a real link).
+		return opName == "relay a milestone" || opName == "source the ingest log through the domain API"
 	default: // a producer
 		return opName == "publish "+string(role)
 	}

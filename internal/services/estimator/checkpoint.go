@@ -24,9 +24,9 @@ type Checkpoint struct {
 	// and created again numbers other events the same, so a checkpoint of another
 	// WAL is ignored even when the new one has grown past WALSeq. Zero in older
 	// checkpoints (only the ahead-of-the-WAL check applies then).
-	WALCreated time.Time `json:"wal_created,omitzero"`
-	Model   ModelState      `json:"model"`
-	Pending []schemas.Event `json:"pending,omitempty"`
+	WALCreated time.Time       `json:"wal_created,omitzero"`
+	Model      ModelState      `json:"model"`
+	Pending    []schemas.Event `json:"pending,omitempty"`
 }
 
 // ModelState is a Model's durable part: its open orders and what it learnt.

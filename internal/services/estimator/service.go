@@ -57,8 +57,8 @@ type Service struct {
 	// walCreated identifies the WAL walSeq counts in (its creation time): from the
 	// checkpoint until Run reads the stream's.
 	walCreated time.Time
-	changes uint64                   // counts changes to model, pending and walSeq
-	saved   uint64                   // changes when the checkpoint was last written
+	changes    uint64 // counts changes to model, pending and walSeq
+	saved      uint64 // changes when the checkpoint was last written
 
 	nextCheckpoint time.Time // no checkpoint before (wall clock; Run's goroutine only)
 }
