@@ -14,7 +14,6 @@ import (
 	"github.com/orderflow/orderflow/internal/adapters/regions"
 	"github.com/orderflow/orderflow/internal/app"
 	"github.com/orderflow/orderflow/internal/services/verify"
-	"github.com/orderflow/orderflow/internal/testsupport/netfault"
 	"github.com/orderflow/orderflow/internal/tools/simulate"
 	"github.com/orderflow/orderflow/pipelines"
 	"github.com/orderflow/orderflow/pipelines/topology"
@@ -29,11 +28,7 @@ import (
 // the other region's copy equals it.
 func TestMilestonesHomeDownAndPromotion(t *testing.T) {
 	ctx := context.Background()
-	leafB := freeAddr(t)
-	link := netfault.NewLink(t, "a-b", leafB)
-	dirA, dirB := t.TempDir(), t.TempDir()
-	cfgA := regions.Config{Name: "a", Listen: freeAddr(t), Peers: []regions.Peer{{Name: "b", Addr: link.Addr()}}}
-	cfgB := regions.Config{Name: "b", Listen: leafB, Peers: []regions.Peer{{Name: "a"}}}
+	dirA, dirB, cfgA, cfgB, _ := linkedPair(t)
 	b, stopB := startRegionWith(t, dirB, cfgB)
 	a, stopA := startRegionWith(t, dirA, cfgA)
 

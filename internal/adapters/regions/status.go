@@ -122,6 +122,10 @@ func peerStatus(ctx context.Context, nc *nats.Conn, si *jetstream.StreamSourceIn
 	if si.Error != nil {
 		ps.Error = si.Error.Error()
 	}
+	if placeholder(si.FilterSubject) {
+		// Left by a restart (Resume) that did not finish: it sources nothing.
+		ps.LastHeard, ps.Error = -1, "placeholder source: a restart of this source did not finish"
+	}
 	ctx, cancel := context.WithTimeout(ctx, peerTimeout)
 	defer cancel()
 	pjs, err := jetstream.NewWithDomain(nc, ps.Peer)
