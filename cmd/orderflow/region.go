@@ -103,6 +103,9 @@ func newRegion(g *globals) *cobra.Command {
 					line += ", error: " + c.Error
 				}
 			}
+			if ms.Held != "" {
+				line += ", HELD (this region's ledger takes no milestones): " + ms.Held
+			}
 			_, err = fmt.Fprintln(out, line)
 			return err
 		},

@@ -3,9 +3,11 @@ package app_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +16,8 @@ import (
 
 	"github.com/orderflow/orderflow/internal/adapters/embedded"
 	"github.com/orderflow/orderflow/internal/adapters/regions"
+	"github.com/orderflow/orderflow/internal/app"
+	"github.com/orderflow/orderflow/internal/testsupport/netfault"
 	"github.com/orderflow/orderflow/internal/tools/simulate"
 	"github.com/orderflow/orderflow/pipelines/topology"
 )
@@ -36,6 +40,29 @@ func regionServer(t *testing.T, dataDir string, rc regions.Config) *region {
 	return &region{name: rc.Name, url: srv.ClientURL(), nc: nc, js: js}
 }
 
+// ledgerPair is two regions on linkedPair's settings, a the milestones home.
+type ledgerPair struct {
+	dirA, dirB   string
+	cfgA, cfgB   regions.Config
+	link         *netfault.Link
+	a, b         *region
+	stopA, stopB func()
+}
+
+// startLedgerPair starts b then a, publishes msgs split between them at random
+// (seed) and waits until the ledger holds every milestone they owe, once.
+func startLedgerPair(t *testing.T, msgs []simulate.Message, seed int64) ledgerPair {
+	t.Helper()
+	var p ledgerPair
+	p.dirA, p.dirB, p.cfgA, p.cfgB, p.link = linkedPair(t)
+	p.b, p.stopB = startRegionWith(t, p.dirB, p.cfgB)
+	p.a, p.stopA = startRegionWith(t, p.dirA, p.cfgA)
+	publishSplit(t, rand.New(rand.NewSource(seed)), msgs, p.a, p.b)
+	owed, _ := agreeWithResolver(t, context.Background(), msgs, p.a, p.b)
+	assertOneLedger(t, context.Background(), owed, p.a, p.b)
+	return p
+}
+
 // TestMilestonesHandoverBelievesOnlyTheHome: a handover deletes the old ledger only
 // once every milestone it holds is in the new home's ledger. The old home a is
 // handed over to b, promoted while a was down, whose ledger lacks a milestone a
@@ -48,19 +75,14 @@ func regionServer(t *testing.T, dataDir string, rc regions.Config) *region {
 // moves the milestone.
 func TestMilestonesHandoverBelievesOnlyTheHome(t *testing.T) {
 	ctx := context.Background()
-	dirA, dirB, cfgA, cfgB, _ := linkedPair(t)
-	b, _ := startRegionWith(t, dirB, cfgB)
-	a, stopA := startRegionWith(t, dirA, cfgA)
-
 	msgs, _, err := simulate.Generate(simulate.Config{Seed: 5, Orders: 40})
 	if err != nil {
 		t.Fatal(err)
 	}
-	publishSplit(t, rand.New(rand.NewSource(5)), msgs, a, b)
-	owed, _ := agreeWithResolver(t, ctx, msgs, a, b)
-	assertOneLedger(t, ctx, owed, a, b)
+	p := startLedgerPair(t, msgs, 5)
+	dirA, cfgA, a, b := p.dirA, p.cfgA, p.a, p.b
 
-	stopA()
+	p.stopA()
 	if _, err := regions.PromoteMilestones(ctx, b.nc); err != nil {
 		t.Fatal(err)
 	}
@@ -176,5 +198,114 @@ func TestMilestonesCopyResumesFromAPlaceholder(t *testing.T) {
 	srcs := s.CachedInfo().Config.Sources
 	if len(srcs) != 1 || srcs[0].FilterSubject != "" || topology.MilestonesCopyOf(s.CachedInfo().Config) != "a" {
 		t.Errorf("after Resume of a parked copy: sources %+v, want region a's ledger unfiltered", srcs)
+	}
+}
+
+// TestMilestonesTwoHomesHold: a partition lets an operator promote b's copy while
+// the home a still runs. Once the link is back, a sees b's ledger, a later
+// promotion than its own, and holds its ledger (it takes no milestones, which
+// wait in its lanes' outbox) and says so in region status; b serves on. Restarted
+// with its old flags, a refuses to start as the home, or (the link not up within
+// the start's wait) starts held. Before, a kept taking milestones in a second
+// ledger, and billing reading either charged them.
+func TestMilestonesTwoHomesHold(t *testing.T) {
+	ctx := context.Background()
+	msgs, _, err := simulate.Generate(simulate.Config{Seed: 31, Orders: 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startLedgerPair(t, msgs, 31)
+	dirA, cfgA, link, a, b, stopA := p.dirA, p.cfgA, p.link, p.a, p.b, p.stopA
+
+	link.Cut()
+	waitFor(t, 30*time.Second, "b promotes its copy with a out of reach", func() error {
+		_, err := regions.PromoteMilestones(ctx, b.nc)
+		return err
+	})
+	link.Heal()
+	held := func(r *region) error {
+		st, err := regions.Read(ctx, r.nc)
+		if err != nil {
+			return err
+		}
+		if st.Milestones.Held == "" {
+			return fmt.Errorf("region %s: milestones %+v, want held", r.name, st.Milestones)
+		}
+		s, err := r.js.Stream(ctx, topology.MilestonesStream)
+		if err != nil {
+			return err
+		}
+		if topology.MilestonesCaptures(s.CachedInfo().Config) {
+			return fmt.Errorf("region %s's ledger still takes milestones: %v", r.name, s.CachedInfo().Config.Subjects)
+		}
+		return nil
+	}
+	waitFor(t, 30*time.Second, "a holds its ledger once it sees b's", func() error { return held(a) })
+	if st, err := regions.Read(ctx, b.nc); err != nil || st.Milestones.Held != "" {
+		t.Errorf("region b (the later promotion): milestones %+v, %v; want it to serve", st.Milestones, err)
+	}
+
+	// a restarts with its old flags.
+	stopA()
+	addrs := make(chan app.Addrs, 1)
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- app.Serve(sctx, app.ServeConfig{
+			DataDir: dirA, NATSListen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0", Region: cfgA,
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Started: func(ad app.Addrs) { addrs <- ad },
+		})
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, regions.ErrNotTheHome) {
+			t.Fatalf("a restarted as the home: %v, want ErrNotTheHome", err)
+		}
+		t.Logf("a refused to start: %v", err)
+	case ad := <-addrs:
+		a = connectRegion(t, "a", strings.TrimPrefix(ad.NATS, "nats://"))
+		waitFor(t, 30*time.Second, "a, started as the home, holds its ledger", func() error { return held(a) })
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve a: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("a neither refused nor started within 60s")
+	}
+}
+
+// TestMilestonesHomeHeldUntilConfirmed: the home starting while its peer is down
+// cannot know whether the peer was promoted meanwhile, so it starts with its
+// ledger held; its lanes fold, and their milestones wait. Once the peer is back
+// and copies its ledger, the hold ends and the ledger holds every owed milestone
+// once.
+func TestMilestonesHomeHeldUntilConfirmed(t *testing.T) {
+	ctx := context.Background()
+	msgs, _, err := simulate.Generate(simulate.Config{Seed: 41, Orders: 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	half := len(msgs) / 2
+	p := startLedgerPair(t, msgs[:half], 41)
+	p.stopA()
+	p.stopB()
+	a, _ := startRegionWith(t, p.dirA, p.cfgA)
+	st, err := regions.Read(ctx, a.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Milestones.Held == "" {
+		t.Fatalf("region a started as the home with its peer down: milestones %+v, want held", st.Milestones)
+	}
+	t.Logf("held: %s", st.Milestones.Held)
+	if err := simulate.PublishAll(ctx, a.js, msgs[half:], 0); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := startRegionWith(t, p.dirB, p.cfgB)
+	owed, _ := agreeWithResolver(t, ctx, msgs, a, b)
+	assertOneLedger(t, ctx, owed, a, b)
+	if st, err := regions.Read(ctx, a.nc); err != nil || st.Milestones.Held != "" {
+		t.Errorf("region a after b came back: milestones %+v, %v; want the hold ended", st.Milestones, err)
 	}
 }

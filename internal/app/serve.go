@@ -148,6 +148,10 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 			log.Info("provisioned", "resource", c.Resource, "action", c.Action)
 		}
 	}
+	guard, err := guardMilestonesHome(ctx, nc, cfg, log)
+	if err != nil {
+		return err
+	}
 
 	topo := cfg.Topology
 	topo.SetDefaults()
@@ -289,7 +293,7 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 			}
 		}()
 	}
-	runRegion(runCtx, &wg, cfg, nc, reg, log)
+	runRegion(runCtx, &wg, cfg, nc, guard, reg, log)
 	if archiver != nil {
 		wg.Add(1)
 		go func() {

@@ -71,7 +71,7 @@ func provisionStream(ctx context.Context, js jetstream.JetStream, want jetstream
 		return Change{}, fmt.Errorf("info %s: %w", res, err)
 	}
 	have := info.Config
-	want = keepPromotion(have, want)
+	want = KeepPromotion(have, want)
 	if why := incompatibleStream(have, want, info.State.Msgs); why != "" {
 		return Change{}, fmt.Errorf("%s: %w: %s", res, ErrIncompatible, why)
 	}
@@ -84,9 +84,10 @@ func provisionStream(ctx context.Context, js jetstream.JetStream, want jetstream
 	return Change{res, "updated"}, nil
 }
 
-// keepPromotion carries a promoted ledger's record (MetaEpoch and the rest) into
-// the configuration provisioned over it: it outlives restarts.
-func keepPromotion(have, want jetstream.StreamConfig) jetstream.StreamConfig {
+// KeepPromotion carries a promoted ledger's record (MetaEpoch and the rest) into
+// a configuration that replaces it (provisioning, regions.Guard): it outlives
+// restarts.
+func KeepPromotion(have, want jetstream.StreamConfig) jetstream.StreamConfig {
 	if want.Name != MilestonesStream || have.Metadata[MetaEpoch] == "" {
 		return want
 	}
