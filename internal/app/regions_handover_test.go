@@ -24,8 +24,8 @@ import (
 
 // regionServer runs only the embedded NATS server of a region on dataDir (no
 // orderflow serve: no lanes, no provisioning), linked to its peers as serve links
-// it; it stops at the end of the test.
-func regionServer(t *testing.T, dataDir string, rc regions.Config) *region {
+// it; stop shuts it down, and so does the end of the test.
+func regionServer(t *testing.T, dataDir string, rc regions.Config) (r *region, stop func()) {
 	t.Helper()
 	rc.SetDefaults()
 	srv, err := embedded.Start(context.Background(), embedded.Config{
@@ -37,7 +37,7 @@ func regionServer(t *testing.T, dataDir string, rc regions.Config) *region {
 	}
 	t.Cleanup(srv.Shutdown)
 	nc, js := dial(t, srv.ClientURL(), nats.MaxReconnects(0))
-	return &region{name: rc.Name, url: srv.ClientURL(), nc: nc, js: js}
+	return &region{name: rc.Name, url: srv.ClientURL(), nc: nc, js: js}, srv.Shutdown
 }
 
 // ledgerPair is two regions on linkedPair's settings, a the milestones home.
@@ -104,7 +104,7 @@ func TestMilestonesHandoverBelievesOnlyTheHome(t *testing.T) {
 
 	// a's server comes back with its old ledger (nothing of serve runs), which
 	// holds a milestone b's copy never received (the copy lag at promotion).
-	a = regionServer(t, dirA, cfgA)
+	a, _ = regionServer(t, dirA, cfgA)
 	lagged := topology.MilestonesPrefix + ".delivered.o-lagged"
 	if _, err := a.js.Publish(ctx, lagged, []byte("{}"), jetstream.WithMsgID("o-lagged.delivered")); err != nil {
 		t.Fatal(err)
@@ -308,4 +308,44 @@ func TestMilestonesHomeHeldUntilConfirmed(t *testing.T) {
 	if st, err := regions.Read(ctx, a.nc); err != nil || st.Milestones.Held != "" {
 		t.Errorf("region a after b came back: milestones %+v, %v; want the hold ended", st.Milestones, err)
 	}
+}
+
+// TestMilestonesHandoverToAHeldHome: region b still has a ledger of its own (it
+// ran with per-region milestones) when it joins the home a. Seeing it, a holds its
+// ledger; b's handover begins by making its ledger take nothing, which a's guard
+// takes as the handover it is, so a takes milestones again and b's arrive. Without
+// that, each waited for the other: b's handover refused a home that took nothing.
+func TestMilestonesHandoverToAHeldHome(t *testing.T) {
+	ctx := context.Background()
+	dirA, dirB, cfgA, cfgB, _ := linkedPair(t)
+	b, stopB := regionServer(t, dirB, cfgB)
+	single := topology.Topology{}
+	single.SetDefaults()
+	if _, err := b.js.CreateStream(ctx, single.MilestonesConfig()); err != nil {
+		t.Fatal(err)
+	}
+	own := topology.MilestonesPrefix + ".delivered.o-b-only"
+	if _, err := b.js.Publish(ctx, own, []byte("{}"), jetstream.WithMsgID("o-b-only.delivered")); err != nil {
+		t.Fatal(err)
+	}
+	stopB()
+
+	a, _ := startRegionWith(t, dirA, cfgA) // held: b does not answer
+	cfgB.Handover = true
+	b, _ = startRegionWith(t, dirB, cfgB)
+	as, err := a.js.Stream(ctx, topology.MilestonesStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := as.GetLastMsgForSubject(ctx, own); err != nil {
+		t.Fatalf("a's ledger after b's handover: %v, want %s", err, own)
+	}
+	msgs, _, err := simulate.Generate(simulate.Config{Seed: 51, Orders: 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishSplit(t, rand.New(rand.NewSource(51)), msgs, a, b)
+	owed, _ := agreeWithResolver(t, ctx, msgs, a, b)
+	owed["o-b-only"] = map[string]bool{"delivered": true}
+	assertOneLedger(t, ctx, owed, a, b)
 }

@@ -29,11 +29,11 @@ import (
 type HomeVerdict int
 
 const (
-	// HomeUnconfirmed: the peer does not answer, or its ORDER_MILESTONES neither
-	// copies this region's nor takes milestones (missing, a copy of another
-	// region, held, being handed over).
+	// HomeUnconfirmed: the peer does not answer, or its ORDER_MILESTONES is
+	// missing, a copy of another region, or a home's ledger its guard holds.
 	HomeUnconfirmed HomeVerdict = iota
-	// HomeConfirmed: the peer's ORDER_MILESTONES is a copy of this region's.
+	// HomeConfirmed: the peer's ORDER_MILESTONES is a copy of this region's, or
+	// a ledger being handed over (it takes nothing and will be one).
 	HomeConfirmed
 	// HomeContested: the peer's ORDER_MILESTONES is a ledger taking milestones.
 	HomeContested
@@ -75,8 +75,15 @@ func judgeHome(region string, epoch int, peerName string, peer jetstream.StreamC
 			c.Why += ", promoted from region " + c.PromotedFrom
 		}
 		c.Why += fmt.Sprintf("; this region's: epoch %d)", epoch)
+	case peer.Metadata[topology.MetaHeld] == "":
+		// Its handover to this region began (DemoteMilestones): it takes nothing
+		// and is on its way to being a copy. The handover needs this ledger to
+		// take milestones.
+		c.Verdict, c.Why = HomeConfirmed, fmt.Sprintf("region %s is handing its ledger over", peerName)
 	default:
-		c.Why = fmt.Sprintf("region %s's %s takes nothing (held, or being handed over)", peerName, topology.MilestonesStream)
+		// A home held by its own guard: if it holds because of this region, both
+		// stay held (two regions configured as the home) until one is handed over.
+		c.Why = fmt.Sprintf("region %s's ledger is held: %s", peerName, peer.Metadata[topology.MetaHeld])
 	}
 	return c
 }

@@ -19,6 +19,11 @@ func TestJudgeHome(t *testing.T) {
 	copyOf := func(home string) jetstream.StreamConfig {
 		return jetstream.StreamConfig{Name: topology.MilestonesStream, Sources: []*jetstream.StreamSource{topology.PeerSource(topology.MilestonesStream, home)}}
 	}
+	heldBy := func(why string) jetstream.StreamConfig {
+		c := ledger("", topology.MilestonesHeldSubject)
+		c.Metadata = map[string]string{topology.MetaHeld: why}
+		return c
+	}
 	taking := topology.MilestonesPrefix + ".*.*"
 	for _, tc := range []struct {
 		name       string
@@ -33,7 +38,8 @@ func TestJudgeHome(t *testing.T) {
 		{"both never promoted (two homes configured)", 0, ledger("", taking, topology.MilestonesRelayPrefix+".*.*"), HomeContested, true, false},
 		{"same epoch", 1, ledger("1", taking), HomeContested, true, false},
 		{"this region promoted later", 2, ledger("1", taking), HomeContested, false, true},
-		{"peer held or handing over", 0, ledger("1", topology.MilestonesHeldSubject), HomeUnconfirmed, false, false},
+		{"peer handing its ledger over", 0, ledger("1", topology.MilestonesHeldSubject), HomeConfirmed, false, false},
+		{"peer held by its guard", 0, heldBy("region a holds a ledger too"), HomeUnconfirmed, false, false},
 	} {
 		c := judgeHome("a", tc.epoch, "b", tc.peer)
 		if c.Verdict != tc.verdict || c.Yield() != tc.yield || c.Supersedes() != tc.sup {

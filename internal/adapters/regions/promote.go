@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderflow/orderflow/handlers"
+	"github.com/orderflow/orderflow/internal/retry"
 	"github.com/orderflow/orderflow/pipelines/topology"
 )
 
@@ -112,8 +113,10 @@ var ErrHandoverIncomplete = errors.New("milestones missing from the home's ledge
 //     topology.MilestonesHeldSubject): lanes still running here keep their new
 //     milestones in their outbox, and a milestone forwarded to the home can no
 //     longer be answered by this stream, which (as a ledger) would also capture it;
-//  2. every milestone it holds that the home's ledger lacks is sent through the
-//     link, and only an acknowledgement from the home's domain counts;
+//  2. once the home's ledger takes milestones (its Guard may hold it while this
+//     ledger took them, and lets go on seeing the handover begin), every
+//     milestone this one holds that the home's lacks is sent through the link,
+//     and only an acknowledgement from the home's domain counts;
 //  3. every milestone it holds is looked up in the home's ledger, read through the
 //     home's domain; one missing aborts with ErrHandoverIncomplete, deleting nothing;
 //  4. the stream is removed.
@@ -141,8 +144,8 @@ func DemoteMilestones(ctx context.Context, nc *nats.Conn, home string) (Handover
 	if err != nil {
 		return h, fmt.Errorf("region %s's %s does not answer: %w", home, topology.MilestonesStream, err)
 	}
-	if hc := hs.CachedInfo().Config; topology.MilestonesCopyOf(hc) != "" || !topology.MilestonesCaptures(hc) {
-		return h, fmt.Errorf("region %s's %s is not a ledger taking milestones (a copy, or held): promote it, or start it as the home, first", home, topology.MilestonesStream)
+	if topology.MilestonesCopyOf(hs.CachedInfo().Config) != "" {
+		return h, fmt.Errorf("region %s's %s is a copy, not the ledger: promote it first", home, topology.MilestonesStream)
 	}
 	s, err := js.Stream(ctx, topology.MilestonesStream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -161,6 +164,28 @@ func DemoteMilestones(ctx context.Context, nc *nats.Conn, home string) (Handover
 		if _, err := js.UpdateStream(ctx, cfg); err != nil {
 			return h, fmt.Errorf("stop %s taking milestones before the handover: %w", topology.MilestonesStream, err)
 		}
+	}
+	if cfg.Metadata[topology.MetaHeld] != "" {
+		// Held by its guard once; a handover now, which the home's guard waits for.
+		delete(cfg.Metadata, topology.MetaHeld)
+		if _, err := js.UpdateStream(ctx, cfg); err != nil {
+			return h, fmt.Errorf("mark %s as handed over: %w", topology.MilestonesStream, err)
+		}
+	}
+	// The home's guard may hold its ledger while this one took milestones; it lets
+	// it take them again within a poll or two of seeing the handover begin.
+	err = retry.Do(ctx, retry.Backoff{Initial: 200 * time.Millisecond, Max: time.Second, Attempts: 30}, func(ctx context.Context, _ int) error {
+		info, err := hs.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if !topology.MilestonesCaptures(info.Config) {
+			return fmt.Errorf("region %s's %s takes no milestones (held: %s)", home, topology.MilestonesStream, info.Config.Metadata[topology.MetaHeld])
+		}
+		return nil
+	})
+	if err != nil {
+		return h, fmt.Errorf("hand over to region %s: %w", home, err)
 	}
 	info, err := s.Info(ctx)
 	if err != nil {
