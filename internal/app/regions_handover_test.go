@@ -17,6 +17,7 @@ import (
 	"github.com/orderflow/orderflow/internal/adapters/embedded"
 	"github.com/orderflow/orderflow/internal/adapters/regions"
 	"github.com/orderflow/orderflow/internal/app"
+	"github.com/orderflow/orderflow/internal/services/verify"
 	"github.com/orderflow/orderflow/internal/testsupport/netfault"
 	"github.com/orderflow/orderflow/internal/tools/simulate"
 	"github.com/orderflow/orderflow/pipelines/topology"
@@ -243,6 +244,38 @@ func TestMilestonesTwoHomesHold(t *testing.T) {
 	waitFor(t, 30*time.Second, "a holds its ledger once it sees b's", func() error { return held(a) })
 	if st, err := regions.Read(ctx, b.nc); err != nil || st.Milestones.Held != "" {
 		t.Errorf("region b (the later promotion): milestones %+v, %v; want it to serve", st.Milestones, err)
+	}
+
+	// Handed over while a's serve runs and its lanes take events: every milestone
+	// of a's ledger ends in b's, a's ledger is removed, and a's serve runs on (its
+	// dispatch release consumer waits for the stream instead of ending serve).
+	more, _, err := simulate.Generate(simulate.Config{Seed: 32, Orders: 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := simulate.PublishAll(ctx, a.js, more, 0); err != nil {
+		t.Fatal(err)
+	}
+	old, err := verify.PublishedMilestones(ctx, a.js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := regions.DemoteMilestones(ctx, a.nc, "b"); err != nil {
+		t.Fatalf("hand a's ledger over while a runs: %v", err)
+	}
+	inB, err := verify.PublishedMilestones(ctx, b.js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id, kinds := range old {
+		for k := range kinds {
+			if !inB[id][k] {
+				t.Errorf("a's old ledger held %s of %s; b's ledger lacks it", k, id)
+			}
+		}
+	}
+	if _, err := a.js.Stream(ctx, topology.MilestonesStream); !errors.Is(err, jetstream.ErrStreamNotFound) {
+		t.Errorf("a's ledger after the handover: %v, want removed", err)
 	}
 
 	// a restarts with its old flags.
