@@ -120,6 +120,17 @@ func TestMilestonesHomeDownAndPromotion(t *testing.T) {
 	published = len(msgs)
 	waitFor(t, 60*time.Second, "both WALs hold every event", walsHold(ctx, distinctEvents(msgs[:published]), a, b))
 	assertOneLedger(t, ctx, owed(a, b), b, a)
+	// a's copy records b's promotion epoch: promoting it in turn records a later one.
+	waitFor(t, 30*time.Second, "a's copy records the home's epoch", func() error {
+		s, err := a.js.Stream(ctx, topology.MilestonesStream)
+		if err != nil {
+			return err
+		}
+		if e := topology.MilestonesEpoch(s.CachedInfo().Config); e != 1 {
+			return fmt.Errorf("a's copy records epoch %d, want 1 (b's)", e)
+		}
+		return nil
+	})
 }
 
 // serveOnce runs serve and returns its error; it must end by itself within 30 s

@@ -256,3 +256,33 @@ func (g *Guard) say(c HomeCheck) {
 			"peer", c.Peer, "why", c.Why)
 	}
 }
+
+// recordHomeEpoch copies the home's promotion record (topology.MetaEpoch and the
+// rest) onto this region's copy of its ledger, so that promoting the copy later
+// records a later epoch than the ledger it replaces. Nothing to do when they agree.
+func recordHomeEpoch(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, home string) error {
+	s, err := js.Stream(ctx, topology.MilestonesStream)
+	if err != nil {
+		return err
+	}
+	own := s.CachedInfo().Config
+	if topology.MilestonesCopyOf(own) != home {
+		return nil
+	}
+	pctx, cancel := context.WithTimeout(ctx, peerTimeout)
+	defer cancel()
+	hjs, err := jetstream.NewWithDomain(nc, home)
+	if err != nil {
+		return err
+	}
+	hs, err := hjs.Stream(pctx, topology.MilestonesStream)
+	if err != nil {
+		return err
+	}
+	hc := hs.CachedInfo().Config
+	if hc.Metadata[topology.MetaEpoch] == "" || hc.Metadata[topology.MetaEpoch] == own.Metadata[topology.MetaEpoch] {
+		return nil
+	}
+	_, err = js.UpdateStream(ctx, topology.KeepPromotion(hc, own))
+	return err
+}

@@ -98,6 +98,11 @@ func (m *Metrics) Poll(ctx context.Context, nc *nats.Conn, every time.Duration, 
 		st, err := Read(ctx, nc)
 		if err == nil {
 			m.Observe(st)
+			if c := st.Milestones.Copy; c != nil && c.Link == "up" {
+				if err := recordHomeEpoch(ctx, nc, js, st.Milestones.Home); err != nil && ctx.Err() == nil {
+					log.Debug("record the milestones home's epoch on the copy", "err", err)
+				}
+			}
 			peers := st.Peers
 			if c := st.Milestones.Copy; c != nil {
 				peers = append(peers[:len(peers):len(peers)], *c)

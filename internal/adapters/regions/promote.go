@@ -72,10 +72,9 @@ func PromoteMilestones(ctx context.Context, nc *nats.Conn) (Promotion, error) {
 	ledger := t.MilestonesConfig()
 	// The record a region that thinks it is the home checks (Guard): who holds the
 	// ledger, whom it replaced, and an epoch above the replaced ledger's.
-	epoch := 1
-	if e := topology.MilestonesEpoch(info.Config); e > 0 {
-		epoch = e + 1
-	}
+	// The copy carries its home's epoch (the region poller records it while the
+	// link is up): 0 for a home never promoted.
+	epoch := topology.MilestonesEpoch(info.Config) + 1
 	p.Epoch = epoch
 	ledger.Metadata = map[string]string{
 		topology.MetaMilestonesHome: ai.Domain,
