@@ -51,7 +51,7 @@ func (p *MilestonePublisher) Settle(ctx context.Context, f jetstream.PubAckFutur
 	case <-f.Ok():
 		return nil
 	case err := <-f.Err():
-		if alreadyPublished(err) {
+		if SubjectFull(err) {
 			return nil
 		}
 		return err
@@ -69,7 +69,10 @@ func (p *MilestonePublisher) Publish(ctx context.Context, orderID, kind string) 
 	return p.Settle(ctx, f)
 }
 
-func alreadyPublished(err error) bool {
+// SubjectFull reports the ledger's answer to a milestone it holds already
+// ("maximum messages per subject exceeded"). Only the stream that answered is known
+// to hold it: a caller that must know which one checks there.
+func SubjectFull(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) && strings.Contains(apiErr.Description, "maximum messages per subject exceeded")
 }

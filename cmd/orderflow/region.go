@@ -136,6 +136,9 @@ func newRegion(g *globals) *cobra.Command {
 					line += ", error: " + c.Error
 				}
 			}
+			if ms.Held != "" {
+				line += ", HELD (this region's ledger takes no milestones): " + ms.Held
+			}
 			_, err = fmt.Fprintln(out, line)
 			return err
 		},
@@ -161,11 +164,15 @@ func newPromoteMilestones(g *globals) *cobra.Command {
 		Use:   "promote-milestones",
 		Short: "Make this region's milestone copy the global ledger, when the milestones home is lost for good",
 		Long: `Run against the surviving region. Its ORDER_MILESTONES, a copy of the lost home's
-ledger, becomes the ledger (keeping every milestone it had copied); then run every
-region with --milestones-region <this region>. Milestones the old home had stored but
-the copy did not hold yet (the lag printed) may be published again: the
-payment provider's idempotency key (the milestone id) must cover them. Refused while
-the old home still answers.`,
+ledger, becomes the ledger (keeping every milestone it had copied, and recording the
+promotion: this region, the old home, an epoch); then run every region with
+--milestones-region <this region>. Milestones the old home had stored but the copy
+did not hold yet (the copy lag printed) are missing from the new ledger. If the old
+home never returns they stay missing; if it returns, its handover
+(serve --milestones-handover) adds them, and a billing consumer of the new ledger
+charges them then: again, if one had charged them in the old home, so the payment
+provider's idempotency key (the milestone id) must make the repeat a no-op.
+Refused while the old home still answers.`,
 		Example: `  orderflow region promote-milestones --nats-url nats://region-b:4222 --force`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -181,13 +188,19 @@ the old home still answers.`,
 			if err != nil {
 				return err
 			}
-			return emitJSONOr(cmd, asJSON, p, "region %s holds the milestone ledger now (%d milestones; the copy lacked %d of region %s's when last heard). Run every region with --milestones-region %s.",
-				p.Region, p.Milestones, p.OldHome, p.CopyLag, p.Region)
+			return emitJSONOr(cmd, asJSON, p, "%s", promotionText(p))
 		},
 	}
 	cmd.Flags().BoolVar(&force, "force", false, "do not ask for confirmation")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")
 	return cmd
+}
+
+// promotionText is promote-milestones' line without --json.
+func promotionText(p regions.Promotion) string {
+	return fmt.Sprintf("region %s holds the milestone ledger now (%d milestones, epoch %d); the copy lacked %d of region %s's when last heard: "+
+		"those are missing from the ledger unless region %s returns and hands its ledger over. Run every region with --milestones-region %s.",
+		p.Region, p.Milestones, p.Epoch, p.CopyLag, p.OldHome, p.OldHome, p.Region)
 }
 
 func newDemoteMilestones(g *globals) *cobra.Command {
@@ -198,9 +211,12 @@ func newDemoteMilestones(g *globals) *cobra.Command {
 		Short: "Hand this region's milestone ledger (or stale copy) over to the milestones home, then remove it",
 		Long: `Run against a region whose ORDER_MILESTONES disagrees with --milestones-region (serve
 refuses to start on it and names this command): typically the old home coming back
-after another region was promoted. Every milestone it holds is stored in the home's
-ledger through the link (one each: what the home has is left alone), then the stream
-is removed, and serve --milestones-region <home> recreates it as a copy.`,
+after another region was promoted. First the stream stops taking milestones (lanes
+still running keep theirs in their outbox); every milestone it holds that the home
+lacks is stored in the home's ledger through the link, counting only the home's
+acknowledgements; each is then looked up in the home's ledger, and only when all are
+there is the stream removed (otherwise it is kept, taking nothing, and running this
+again finishes it). serve --milestones-region <home> then recreates it as a copy.`,
 		Example: `  orderflow region demote-milestones --nats-url nats://region-a:4222 --milestones-region b --force`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {

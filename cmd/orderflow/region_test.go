@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/orderflow/orderflow/internal/adapters/regions"
 	"github.com/orderflow/orderflow/internal/app"
 	"github.com/orderflow/orderflow/internal/app/config"
 )
@@ -32,4 +33,11 @@ func TestRegionFlagsFromConfig(t *testing.T) {
 	if err := fs.Set("peer-creds", "b"); err == nil {
 		t.Error("--peer-creds b (no file) was accepted")
 	}
+}
+
+// TestRegionPromotionTextGolden: promote-milestones' text line names the old home
+// and the copy lag each in its place (they were swapped: "%!d(string=a)").
+func TestRegionPromotionTextGolden(t *testing.T) {
+	got := promotionText(regions.Promotion{Region: "b", OldHome: "a", Milestones: 1234, CopyLag: 7, Epoch: 1})
+	golden(t, "region-promote.golden", got+"\n")
 }

@@ -109,11 +109,44 @@ func handOverMilestones(ctx context.Context, nc *nats.Conn, cfg ServeConfig, log
 	return nil
 }
 
-// runRegion keeps the region gauges current, restarts stalled sources, and
-// forwards this region's milestones to the milestones home, until ctx ends.
-func runRegion(ctx context.Context, wg *sync.WaitGroup, cfg ServeConfig, nc *nats.Conn, reg prometheus.Registerer, log *slog.Logger) {
+// guardMilestonesHome, in the milestones home, asks the peer before the lanes
+// start whether it copies this region's ledger (regions.Guard): it refuses to
+// start when the peer holds the ledger by a later promotion, and holds this
+// region's ledger while the peer does not answer. Nil elsewhere.
+func guardMilestonesHome(ctx context.Context, nc *nats.Conn, cfg ServeConfig, log *slog.Logger) (*regions.Guard, error) {
+	r := cfg.Region
+	if !r.Enabled() || r.MilestonesHome != r.Name || len(r.Peers) == 0 {
+		return nil, nil
+	}
+	topo := cfg.Topology
+	topo.SetDefaults()
+	g, err := regions.NewGuard(nc, r.Name, r.Peers[0].Name, topo.MilestonesConfig(), log)
+	if err != nil {
+		return nil, err
+	}
+	if err := g.Start(ctx, homeCheckWait); err != nil {
+		return nil, fmt.Errorf("milestones home: %w", err)
+	}
+	return g, nil
+}
+
+// homeCheckWait is how long the start waits for the peer to answer through the
+// link (up within a second when the peer runs) before holding the ledger.
+const homeCheckWait = 5 * time.Second
+
+// runRegion keeps the region gauges current, restarts stalled sources, forwards
+// this region's milestones to the milestones home and, at the home, keeps
+// checking that it is the only one (guard), until ctx ends.
+func runRegion(ctx context.Context, wg *sync.WaitGroup, cfg ServeConfig, nc *nats.Conn, guard *regions.Guard, reg prometheus.Registerer, log *slog.Logger) {
 	if !cfg.Region.Enabled() {
 		return
+	}
+	if guard != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			guard.Run(ctx, regionPollInterval)
+		}()
 	}
 	m := regions.NewMetrics(reg)
 	wg.Add(1)

@@ -14,7 +14,6 @@ import (
 	"github.com/orderflow/orderflow/internal/adapters/regions"
 	"github.com/orderflow/orderflow/internal/app"
 	"github.com/orderflow/orderflow/internal/services/verify"
-	"github.com/orderflow/orderflow/internal/testsupport/netfault"
 	"github.com/orderflow/orderflow/internal/tools/simulate"
 	"github.com/orderflow/orderflow/pipelines"
 	"github.com/orderflow/orderflow/pipelines/topology"
@@ -29,11 +28,7 @@ import (
 // the other region's copy equals it.
 func TestMilestonesHomeDownAndPromotion(t *testing.T) {
 	ctx := context.Background()
-	leafB := freeAddr(t)
-	link := netfault.NewLink(t, "a-b", leafB)
-	dirA, dirB := t.TempDir(), t.TempDir()
-	cfgA := regions.Config{Name: "a", Listen: freeAddr(t), Peers: []regions.Peer{{Name: "b", Addr: link.Addr()}}}
-	cfgB := regions.Config{Name: "b", Listen: leafB, Peers: []regions.Peer{{Name: "a"}}}
+	dirA, dirB, cfgA, cfgB, _ := linkedPair(t)
 	b, stopB := startRegionWith(t, dirB, cfgB)
 	a, stopA := startRegionWith(t, dirA, cfgA)
 
@@ -125,6 +120,17 @@ func TestMilestonesHomeDownAndPromotion(t *testing.T) {
 	published = len(msgs)
 	waitFor(t, 60*time.Second, "both WALs hold every event", walsHold(ctx, distinctEvents(msgs[:published]), a, b))
 	assertOneLedger(t, ctx, owed(a, b), b, a)
+	// a's copy records b's promotion epoch: promoting it in turn records a later one.
+	waitFor(t, 30*time.Second, "a's copy records the home's epoch", func() error {
+		s, err := a.js.Stream(ctx, topology.MilestonesStream)
+		if err != nil {
+			return err
+		}
+		if e := topology.MilestonesEpoch(s.CachedInfo().Config); e != 1 {
+			return fmt.Errorf("a's copy records epoch %d, want 1 (b's)", e)
+		}
+		return nil
+	})
 }
 
 // serveOnce runs serve and returns its error; it must end by itself within 30 s

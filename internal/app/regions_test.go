@@ -74,16 +74,19 @@ func serveRegion(t *testing.T, cfg app.ServeConfig, opts ...nats.Option) (r *reg
 	case <-time.After(30 * time.Second):
 		t.Fatalf("region %s did not start within 30s", name)
 	}
-	nc, err := nats.Connect(url, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := dial(t, url, opts...)
 	return &region{name: name, url: url, nc: nc, js: js}, stop
+}
+
+// linkedPair is the settings of regions a and b on data directories of their own,
+// a soliciting b's --region-listen through a proxied link.
+func linkedPair(t *testing.T) (dirA, dirB string, cfgA, cfgB regions.Config, link *netfault.Link) {
+	t.Helper()
+	leafB := freeAddr(t)
+	link = netfault.NewLink(t, "a-b", leafB)
+	cfgA = regions.Config{Name: "a", Listen: freeAddr(t), Peers: []regions.Peer{{Name: "b", Addr: link.Addr()}}}
+	cfgB = regions.Config{Name: "b", Listen: leafB, Peers: []regions.Peer{{Name: "a"}}}
+	return t.TempDir(), t.TempDir(), cfgA, cfgB, link
 }
 
 // convergent is every order's view without the per-region arrival bookkeeping:

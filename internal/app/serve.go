@@ -159,6 +159,10 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 			log.Info("provisioned", "resource", c.Resource, "action", c.Action)
 		}
 	}
+	guard, err := guardMilestonesHome(ctx, regionNC, cfg, log)
+	if err != nil {
+		return err
+	}
 
 	topo := cfg.Topology
 	topo.SetDefaults()
@@ -300,7 +304,7 @@ func Serve(ctx context.Context, cfg ServeConfig) error {
 			}
 		}()
 	}
-	runRegion(runCtx, &wg, cfg, regionNC, reg, log)
+	runRegion(runCtx, &wg, cfg, regionNC, guard, reg, log)
 	if archiver != nil {
 		wg.Add(1)
 		go func() {

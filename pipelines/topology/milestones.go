@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -45,7 +46,42 @@ const (
 	// MilestonesRelayPrefix is how a forwarder addresses the home's ledger across
 	// the link: regions.milestones.<kind>.<order_id>.
 	MilestonesRelayPrefix = "regions.milestones"
+	// MilestonesHeldSubject is the only subject of a ledger that must not take
+	// milestones: one being handed over (regions.DemoteMilestones), or a home held
+	// until its peer confirms it is the only one (regions.Guard). Nothing publishes
+	// to it; a stream without subjects or sources cannot exist.
+	MilestonesHeldSubject = "orderflow.milestones-held"
 )
+
+// Metadata of a ledger made by a promotion (regions.PromoteMilestones): which region
+// holds it, which it replaced, and the promotion's epoch (1 + the epoch of the
+// ledger it replaced, 0 for a ledger never promoted). Of two ledgers, the higher
+// epoch is the later decision.
+const (
+	MetaMilestonesHome = "orderflow.milestones.home"
+	MetaPromotedFrom   = "orderflow.milestones.promoted_from"
+	MetaEpoch          = "orderflow.milestones.epoch"
+	// MetaHeld says why a home's ledger takes nothing for now (regions.Guard).
+	MetaHeld = "orderflow.milestones.held"
+)
+
+// MilestonesEpoch is the promotion epoch recorded on a ledger (0: never promoted).
+func MilestonesEpoch(c jetstream.StreamConfig) int {
+	n, _ := strconv.Atoi(c.Metadata[MetaEpoch])
+	return n
+}
+
+// MilestonesCaptures reports whether c, an ORDER_MILESTONES, takes milestones: the
+// lanes' subjects or the forwarded ones. A held ledger, or one being handed over,
+// does not.
+func MilestonesCaptures(c jetstream.StreamConfig) bool {
+	for _, s := range c.Subjects {
+		if s == MilestonesPrefix+".*.*" || s == MilestonesRelayPrefix+".*.*" {
+			return true
+		}
+	}
+	return false
+}
 
 // DefaultMilestonesHome is the milestones home when none is configured: the region
 // whose name sorts first, which every region computes the same.
@@ -88,7 +124,7 @@ func (t Topology) regionalMilestones(c jetstream.StreamConfig) jetstream.StreamC
 	return jetstream.StreamConfig{
 		Name:        MilestonesStream,
 		Description: "orderflow milestones of every region: a read-only copy of region " + t.MilestonesHome + "'s ledger",
-		Sources:     []*jetstream.StreamSource{{Name: MilestonesStream, Domain: t.MilestonesHome}},
+		Sources:     []*jetstream.StreamSource{PeerSource(MilestonesStream, t.MilestonesHome)},
 		Storage:     jetstream.FileStorage,
 		Replicas:    t.Replicas,
 		// A source restarted by regions.Resume may send the last milestones again.

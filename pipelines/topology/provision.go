@@ -75,6 +75,7 @@ func provisionStream(ctx context.Context, js jetstream.JetStream, want jetstream
 		return Change{}, fmt.Errorf("info %s: %w", res, err)
 	}
 	have := info.Config
+	want = KeepPromotion(have, want)
 	if why := incompatibleStream(have, want, info.State.Msgs); why != "" {
 		return Change{}, fmt.Errorf("%s: %w: %s", res, ErrIncompatible, why)
 	}
@@ -85,6 +86,24 @@ func provisionStream(ctx context.Context, js jetstream.JetStream, want jetstream
 		return Change{}, fmt.Errorf("update %s (JetStream refused: %w); change it back or migrate the stream", res, err)
 	}
 	return Change{res, "updated"}, nil
+}
+
+// KeepPromotion carries a promoted ledger's record (MetaEpoch and the rest) into
+// a configuration that replaces it (provisioning, regions.Guard): it outlives
+// restarts.
+func KeepPromotion(have, want jetstream.StreamConfig) jetstream.StreamConfig {
+	if want.Name != MilestonesStream || have.Metadata[MetaEpoch] == "" {
+		return want
+	}
+	md := map[string]string{}
+	for k, v := range want.Metadata {
+		md[k] = v
+	}
+	for _, k := range []string{MetaMilestonesHome, MetaPromotedFrom, MetaEpoch} {
+		md[k] = have.Metadata[k]
+	}
+	want.Metadata = md
+	return want
 }
 
 // incompatibleStream explains changes JetStream would accept but that would break orderflow.

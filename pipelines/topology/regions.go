@@ -59,9 +59,23 @@ func (t Topology) regional(c jetstream.StreamConfig) jetstream.StreamConfig {
 	peers := append([]string(nil), t.Peers...)
 	sort.Strings(peers)
 	for _, p := range peers {
-		c.Sources = append(c.Sources, &jetstream.StreamSource{Name: IngestStream, Domain: p})
+		c.Sources = append(c.Sources, PeerSource(EventsStream, p))
 	}
 	return c
+}
+
+// PlaceholderFilter is the filter of a placeholder source (regions.Resume): one
+// that sources nothing, standing in while the real source is away, because a
+// stream without subjects must have a source.
+const PlaceholderFilter = "orderflow.none"
+
+// PeerSource is what stream (ORDER_EVENTS, or ORDER_MILESTONES where it is a
+// copy) sources from region peer: its ingest log, or the home's ledger.
+func PeerSource(stream, peer string) *jetstream.StreamSource {
+	if stream == MilestonesStream {
+		return &jetstream.StreamSource{Name: MilestonesStream, Domain: peer}
+	}
+	return &jetstream.StreamSource{Name: IngestStream, Domain: peer}
 }
 
 // streamsInOrder lists the streams to provision. ORDER_INGEST and ORDER_EVENTS may

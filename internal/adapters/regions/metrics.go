@@ -18,6 +18,7 @@ type Metrics struct {
 	lagEvents, lagSeconds, linkUp, replicated *prometheus.GaugeVec
 	resumes                                   *prometheus.CounterVec
 	milestonesQueued, milestonesCopyLag       prometheus.Gauge
+	milestonesHeld                            prometheus.Gauge
 }
 
 // NewMetrics registers the region gauges on reg.
@@ -34,11 +35,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Help: "Milestones of this region waiting for the milestones home to store them (ORDER_MILESTONES_QUEUE)."})
 	copyLag := prometheus.NewGauge(prometheus.GaugeOpts{Name: "orderflow_region_milestones_copy_lag",
 		Help: "Milestones of the home's ledger this region's copy does not hold yet (0 at the home)."})
-	reg.MustRegister(queued, copyLag)
+	held := prometheus.NewGauge(prometheus.GaugeOpts{Name: "orderflow_region_milestones_held",
+		Help: "1 while this region, the milestones home, holds its ledger (takes no milestones): the peer has not confirmed it copies this region's ledger, or holds a ledger too (region status says why)."})
+	reg.MustRegister(queued, copyLag, held)
 	return &Metrics{
 		resumes:           resumes,
 		milestonesQueued:  queued,
 		milestonesCopyLag: copyLag,
+		milestonesHeld:    held,
 		lagEvents:         g("orderflow_region_replication_lag_events", "Events of the peer region's ingest log this region's WAL does not hold yet (JetStream's source lag)."),
 		lagSeconds:        g("orderflow_region_replication_lag_seconds", "Age of the oldest peer event not replicated here yet; while the link is down, time since the peer was last heard from."),
 		linkUp:            g("orderflow_region_link_up", "1 when the peer region's JetStream answers through the link, else 0."),
@@ -54,6 +58,11 @@ func (m *Metrics) Observe(st Status) {
 		lag = float64(c.LagEvents)
 	}
 	m.milestonesCopyLag.Set(lag)
+	held := 0.0
+	if st.Milestones.Held != "" {
+		held = 1
+	}
+	m.milestonesHeld.Set(held)
 	for _, p := range st.Peers {
 		// The restart counter exists at 0 from the first poll, so rate() and
 		// increase() over it (dashboard, alert) have a series before any restart.
@@ -89,6 +98,11 @@ func (m *Metrics) Poll(ctx context.Context, nc *nats.Conn, every time.Duration, 
 		st, err := Read(ctx, nc)
 		if err == nil {
 			m.Observe(st)
+			if c := st.Milestones.Copy; c != nil && c.Link == "up" {
+				if err := recordHomeEpoch(ctx, nc, js, st.Milestones.Home); err != nil && ctx.Err() == nil {
+					log.Debug("record the milestones home's epoch on the copy", "err", err)
+				}
+			}
 			peers := st.Peers
 			if c := st.Milestones.Copy; c != nil {
 				peers = append(peers[:len(peers):len(peers)], *c)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/orderflow/orderflow/handlers"
+	"github.com/orderflow/orderflow/internal/retry"
 	"github.com/orderflow/orderflow/pipelines/topology"
 )
 
@@ -27,6 +29,8 @@ type Promotion struct {
 	// CopyLag is how many of the old ledger's milestones the copy lacked when last
 	// heard from: those may be published again (README "Regions", promotion).
 	CopyLag uint64 `json:"copy_lag"`
+	// Epoch is the promotion's, recorded on the ledger (topology.MetaEpoch).
+	Epoch int `json:"epoch"`
 }
 
 // PromoteMilestones makes this region's ORDER_MILESTONES, a copy of a home that is
@@ -65,7 +69,19 @@ func PromoteMilestones(ctx context.Context, nc *nats.Conn) (Promotion, error) {
 	}
 	t := topology.Topology{Region: ai.Domain, MilestonesHome: ai.Domain, Replicas: info.Config.Replicas}
 	t.SetDefaults()
-	if _, err := js.UpdateStream(ctx, t.MilestonesConfig()); err != nil {
+	ledger := t.MilestonesConfig()
+	// The record a region that thinks it is the home checks (Guard): who holds the
+	// ledger, whom it replaced, and an epoch above the replaced ledger's.
+	// The copy carries its home's epoch (the region poller records it while the
+	// link is up): 0 for a home never promoted.
+	epoch := topology.MilestonesEpoch(info.Config) + 1
+	p.Epoch = epoch
+	ledger.Metadata = map[string]string{
+		topology.MetaMilestonesHome: ai.Domain,
+		topology.MetaPromotedFrom:   oldHome,
+		topology.MetaEpoch:          strconv.Itoa(epoch),
+	}
+	if _, err := js.UpdateStream(ctx, ledger); err != nil {
 		return p, fmt.Errorf("turn the copy into the ledger: %w", err)
 	}
 	s, err = js.Stream(ctx, topology.MilestonesStream)
@@ -85,12 +101,27 @@ type Handover struct {
 	AlreadyThere int `json:"already_there"`
 }
 
+// ErrHandoverIncomplete means some milestones of the old ledger are not in the
+// home's: nothing was deleted, and running the handover again retries them.
+var ErrHandoverIncomplete = errors.New("milestones missing from the home's ledger")
+
 // DemoteMilestones hands this region's ORDER_MILESTONES (a ledger of its own, or a
-// copy of a region that is no longer the home) over to home: it stores every
-// milestone the stream holds in home's ledger, through the link, each once (what
-// the home has is refused as "subject full", which counts as already there), and
-// then removes the stream, so the next serve with --milestones-region home copies
-// home's. Nothing is removed unless every milestone reached the home.
+// copy of a region that is no longer the home) over to home, then removes it, so
+// the next serve with --milestones-region home copies home's. In order:
+//  1. the stream stops taking anything (its subjects and sources are replaced by
+//     topology.MilestonesHeldSubject): lanes still running here keep their new
+//     milestones in their outbox, and a milestone forwarded to the home can no
+//     longer be answered by this stream, which (as a ledger) would also capture it;
+//  2. once the home's ledger takes milestones (its Guard may hold it while this
+//     ledger took them, and lets go on seeing the handover begin), every
+//     milestone this one holds that the home's lacks is sent through the link,
+//     and only an acknowledgement from the home's domain counts;
+//  3. every milestone it holds is looked up in the home's ledger, read through the
+//     home's domain; one missing aborts with ErrHandoverIncomplete, deleting nothing;
+//  4. the stream is removed.
+//
+// A run that stopped after 1 leaves a stream that takes nothing: serve as the home
+// restores it, and a second handover finishes it.
 func DemoteMilestones(ctx context.Context, nc *nats.Conn, home string) (Handover, error) {
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(forwardTimeout))
 	if err != nil {
@@ -122,11 +153,47 @@ func DemoteMilestones(ctx context.Context, nc *nats.Conn, home string) (Handover
 	if err != nil {
 		return h, fmt.Errorf("look up %s: %w", topology.MilestonesStream, err)
 	}
-	if topology.MilestonesCopyOf(s.CachedInfo().Config) == home {
+	cfg := s.CachedInfo().Config
+	if topology.MilestonesCopyOf(cfg) == home {
 		return h, nil // a copy of home's already: nothing to hand over
 	}
+	// 1. Take nothing more: what is stored from here on is all there is to hand over.
+	if len(cfg.Subjects) != 1 || cfg.Subjects[0] != topology.MilestonesHeldSubject || len(cfg.Sources) > 0 {
+		cfg.Subjects, cfg.Sources, cfg.SubjectTransform = []string{topology.MilestonesHeldSubject}, nil, nil
+		if _, err := js.UpdateStream(ctx, cfg); err != nil {
+			return h, fmt.Errorf("stop %s taking milestones before the handover: %w", topology.MilestonesStream, err)
+		}
+	}
+	if cfg.Metadata[topology.MetaHeld] != "" {
+		// Held by its guard once; a handover now, which the home's guard waits for.
+		delete(cfg.Metadata, topology.MetaHeld)
+		if _, err := js.UpdateStream(ctx, cfg); err != nil {
+			return h, fmt.Errorf("mark %s as handed over: %w", topology.MilestonesStream, err)
+		}
+	}
+	// The home's guard may hold its ledger while this one took milestones; it lets
+	// it take them again within a poll or two of seeing the handover begin.
+	err = retry.Do(ctx, retry.Backoff{Initial: 200 * time.Millisecond, Max: time.Second, Attempts: 30}, func(ctx context.Context, _ int) error {
+		info, err := hs.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if !topology.MilestonesCaptures(info.Config) {
+			return fmt.Errorf("region %s's %s takes no milestones (held: %s)", home, topology.MilestonesStream, info.Config.Metadata[topology.MetaHeld])
+		}
+		return nil
+	})
+	if err != nil {
+		return h, fmt.Errorf("hand over to region %s: %w", home, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return h, fmt.Errorf("info %s: %w", topology.MilestonesStream, err)
+	}
+	// 2. Send what the home lacks.
 	relay := handlers.NewMilestonePublisher(js, topology.MilestonesRelayPrefix)
-	state := s.CachedInfo().State
+	var subjects []string
+	state := info.State
 	for seq := state.FirstSeq; seq <= state.LastSeq && state.Msgs > 0; seq++ {
 		m, err := s.GetMsg(ctx, seq)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -139,6 +206,7 @@ func DemoteMilestones(ctx context.Context, nc *nats.Conn, home string) (Handover
 		if !ok {
 			continue
 		}
+		subjects = append(subjects, m.Subject)
 		had, err := storedIn(ctx, hs, m.Subject)
 		if err != nil {
 			return h, err
@@ -147,15 +215,60 @@ func DemoteMilestones(ctx context.Context, nc *nats.Conn, home string) (Handover
 			h.AlreadyThere++
 			continue
 		}
-		if err := relay.Publish(ctx, orderID, kind); err != nil {
+		stored, err := storeInHome(ctx, relay, home, orderID, kind)
+		if err != nil {
 			return h, fmt.Errorf("store %s in region %s's ledger: %w", m.Subject, home, err)
 		}
-		h.Copied++
+		if stored {
+			h.Copied++
+		} else {
+			h.AlreadyThere++ // another region stored it meanwhile; step 3 checks
+		}
 	}
+	// 3. Believe the home's ledger, not the answers.
+	var missing []string
+	for _, subj := range subjects {
+		had, err := storedIn(ctx, hs, subj)
+		if err != nil {
+			return h, err
+		}
+		if !had {
+			missing = append(missing, subj)
+		}
+	}
+	if len(missing) > 0 {
+		return h, fmt.Errorf("%w: %d of %d are not in region %s's ledger (first %s); %s kept here, taking nothing: run the handover again",
+			ErrHandoverIncomplete, len(missing), len(subjects), home, missing[0], topology.MilestonesStream)
+	}
+	// 4.
 	if err := js.DeleteStream(ctx, topology.MilestonesStream); err != nil {
 		return h, fmt.Errorf("remove %s after handing it over: %w", topology.MilestonesStream, err)
 	}
 	return h, nil
+}
+
+// storeInHome publishes one milestone to home's ledger through the link and
+// reports whether home stored it (false: it answered "subject full", it had it).
+// Any acknowledgement not from home's domain is an error.
+func storeInHome(ctx context.Context, relay *handlers.MilestonePublisher, home, orderID, kind string) (bool, error) {
+	f, err := relay.PublishAsync(orderID, kind)
+	if err != nil {
+		return false, err
+	}
+	select {
+	case ack := <-f.Ok():
+		if ack.Domain != home {
+			return false, fmt.Errorf("acknowledged by %s in domain %q, not by region %s", ack.Stream, ack.Domain, home)
+		}
+		return !ack.Duplicate, nil
+	case err := <-f.Err():
+		if handlers.SubjectFull(err) {
+			return false, nil
+		}
+		return false, err
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
 }
 
 func storedIn(ctx context.Context, s jetstream.Stream, subject string) (bool, error) {

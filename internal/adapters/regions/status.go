@@ -67,6 +67,10 @@ type MilestonesStatus struct {
 	// Copy is how this region's copy of the ledger stands (not at the home): the
 	// same fields as a peer's replication, for the home's ORDER_MILESTONES.
 	Copy *PeerStatus `json:"copy,omitempty"`
+	// Held, at the home, says why its ledger takes no milestones now (Guard: the
+	// peer has not confirmed it copies this region's, or holds a ledger too; or a
+	// handover began): they wait in the lanes' outbox. Empty when it takes them.
+	Held string `json:"held,omitempty"`
 }
 
 // peerTimeout bounds each question to a peer: a cut link must not stall status.
@@ -122,6 +126,10 @@ func peerStatus(ctx context.Context, nc *nats.Conn, si *jetstream.StreamSourceIn
 	if si.Error != nil {
 		ps.Error = si.Error.Error()
 	}
+	if placeholder(si.FilterSubject) {
+		// Left by a restart (Resume) that did not finish: it sources nothing.
+		ps.LastHeard, ps.Error = -1, "placeholder source: a restart of this source did not finish"
+	}
 	ctx, cancel := context.WithTimeout(ctx, peerTimeout)
 	defer cancel()
 	pjs, err := jetstream.NewWithDomain(nc, ps.Peer)
@@ -162,6 +170,12 @@ func milestonesStatus(ctx context.Context, nc *nats.Conn, js jetstream.JetStream
 		return ms
 	}
 	info := s.CachedInfo()
+	if topology.MilestonesCopyOf(info.Config) == "" && !topology.MilestonesCaptures(info.Config) {
+		ms.Held = info.Config.Metadata[topology.MetaHeld]
+		if ms.Held == "" {
+			ms.Held = "a handover to another region began"
+		}
+	}
 	if home := topology.MilestonesCopyOf(info.Config); home != "" {
 		ms.Home = home
 		for _, si := range info.Sources {

@@ -74,7 +74,11 @@ const (
 // and the milestone relay to the milestones home. Producers' subjects, KV,
 // streams' admin and every other stream are not on it.
 func regionLink() []string {
-	subjects := []string{"$JS.*.API.INFO", "$JS.S.>", milestonesRelay}
+	subjects := []string{"$JS.*.API.INFO", "$JS.S.>", milestonesRelay,
+		// A milestone handover looks each milestone up in the home's ledger before
+		// it deletes its own: reading it, by subject.
+		"$JS.*.API.STREAM.MSG.GET." + milestonesStream, "$JS.*.API.DIRECT.GET." + milestonesStream + ".>",
+	}
 	for _, s := range []string{ingestStream, milestonesStream} {
 		subjects = append(subjects,
 			"$JS.*.API.STREAM.INFO."+s,

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"time"
@@ -113,6 +114,8 @@ type AssignConfig struct {
 	Orders     OrderReader
 	Now        func() time.Time
 	Registerer prometheus.Registerer
+	// Logger receives why following the milestones failed; default slog.Default().
+	Logger *slog.Logger
 }
 
 func (c *AssignConfig) setDefaults() {
@@ -137,6 +140,9 @@ func (c *AssignConfig) setDefaults() {
 	if c.Registerer == nil {
 		c.Registerer = prometheus.NewRegistry()
 	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
 }
 
 // Dispatcher gives orders to dashers. Every decision is a compare-and-set in KV, so
@@ -152,6 +158,8 @@ type Dispatcher struct {
 	outcomes *prometheus.CounterVec
 	latency  prometheus.Histogram
 	released prometheus.Counter
+	// followRetries counts failed attempts to follow ORDER_MILESTONES (release.go).
+	followRetries prometheus.Counter
 }
 
 // NewDispatcher opens the dispatch buckets (topology.Provision creates them).
@@ -177,8 +185,12 @@ func NewDispatcher(ctx context.Context, js jetstream.JetStream, index *Index, cf
 		released: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "orderflow_dispatch_released_total", Help: "Leases given back because their order was delivered or cancelled.",
 		}),
+		followRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orderflow_dispatch_release_follow_retries_total",
+			Help: "Times following ORDER_MILESTONES to give dashers back failed (the stream gone, a JetStream error) and was tried again.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{d.outcomes, d.latency, d.released} {
+	for _, c := range []prometheus.Collector{d.outcomes, d.latency, d.released, d.followRetries} {
 		if err := cfg.Registerer.Register(c); err != nil {
 			return nil, fmt.Errorf("dispatch metrics: %w", err)
 		}

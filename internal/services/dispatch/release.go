@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/orderflow/orderflow/internal/retry"
 	"github.com/orderflow/orderflow/pipelines/topology"
 )
 
@@ -19,22 +20,37 @@ import (
 // when the resolver says the order reached it (a rejected or overridden event
 // never frees a dasher). The durable consumer is shared by every instance and
 // acknowledged after the release, so a crash repeats a release, which is harmless,
-// and never skips one.
+// and never skips one. It never gives up: a stream that is gone for a while (a
+// region's milestone handover removes and recreates it) or any JetStream error is
+// logged, counted (orderflow_dispatch_release_follow_retries_total) and tried
+// again with a backoff, rather than stopping serve; dashers are freed late, or by
+// their lease's ConfirmedTTL, meanwhile. It returns nil when ctx ends.
 func (d *Dispatcher) FollowMilestones(ctx context.Context) error {
-	for {
-		lost, err := d.followMilestones(ctx)
-		if err != nil {
+	for ctx.Err() == nil {
+		var lost <-chan struct{}
+		_ = retry.Do(ctx, followBackoff, func(ctx context.Context, attempt int) error {
+			var err error
+			if lost, err = d.followMilestones(ctx); err != nil && ctx.Err() == nil {
+				d.followRetries.Inc()
+				d.cfg.Logger.Warn("dispatch: following the milestones failed; trying again", "err", err, "attempt", attempt+1)
+			}
 			return err
+		})
+		if lost == nil {
+			continue // ctx ended
 		}
 		select {
 		case <-ctx.Done():
-			return nil
 		case <-lost:
 			// The consumer was deleted (by hand, or with its stream): create it
 			// again rather than stop releasing.
 		}
 	}
+	return nil
 }
+
+// followBackoff paces FollowMilestones' attempts while the stream is away.
+var followBackoff = retry.Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second}
 
 // followMilestones consumes until ctx ends or the consumer goes away, which the
 // returned channel reports.

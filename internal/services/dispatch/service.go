@@ -35,7 +35,7 @@ type Service struct {
 // own: a slow consumer there must not delay anything else); js the KV and WAL writes.
 func New(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, cfg Config) (*Service, error) {
 	cfg.Locations.Registerer, cfg.Assign.Registerer = cfg.Registerer, cfg.Registerer
-	cfg.Locations.Logger = cfg.Logger
+	cfg.Locations.Logger, cfg.Assign.Logger = cfg.Logger, cfg.Logger
 	ix := NewIndex(0)
 	l, err := NewLocations(nc, ix, cfg.Locations)
 	if err != nil {
