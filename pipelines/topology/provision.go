@@ -148,7 +148,7 @@ func unlimited(n int64) int64 {
 
 func provisionBucket(ctx context.Context, js jetstream.JetStream, want jetstream.KeyValueConfig) (Change, error) {
 	res := "bucket " + want.Bucket
-	_, err := js.KeyValue(ctx, want.Bucket)
+	kv, err := js.KeyValue(ctx, want.Bucket)
 	switch {
 	case errors.Is(err, jetstream.ErrBucketNotFound):
 		if _, err := js.CreateKeyValue(ctx, want); err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
@@ -157,6 +157,22 @@ func provisionBucket(ctx context.Context, js jetstream.JetStream, want jetstream
 		return Change{res, "created"}, nil
 	case err != nil:
 		return Change{}, fmt.Errorf("look up %s: %w", res, err)
+	}
+	if cacheBuckets[want.Bucket] {
+		st, err := kv.Status(ctx)
+		if err != nil {
+			return Change{}, fmt.Errorf("look up %s: %w", res, err)
+		}
+		if bs, ok := st.(*jetstream.KeyValueBucketStatus); ok && bs.StreamInfo().Config.Storage != want.Storage {
+			// The server cannot change a stream's storage in place; a cache can start over.
+			if err := js.DeleteKeyValue(ctx, want.Bucket); err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
+				return Change{}, fmt.Errorf("recreate %s: %w", res, err)
+			}
+			if _, err := js.CreateKeyValue(ctx, want); err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
+				return Change{}, fmt.Errorf("recreate %s: %w", res, err)
+			}
+			return Change{res, "recreated"}, nil
+		}
 	}
 	if _, err := js.UpdateKeyValue(ctx, want); err != nil {
 		return Change{}, fmt.Errorf("update %s: %w", res, err)

@@ -109,3 +109,36 @@ func TestLaneConsumersKeepTheirAckPolicy(t *testing.T) {
 		}
 	}
 }
+
+// TestFileStoredLocationsBucketIsRecreatedInMemory: a data directory whose
+// dasher_locations cache was created on file (it used to be) provisions: the
+// server cannot change a stream's storage in place, and a cache can start over.
+func TestFileStoredLocationsBucketIsRecreatedInMemory(t *testing.T) {
+	env := testenv.NATS(t)
+	ctx := context.Background()
+	if _, err := env.JS.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: topology.LocationsBucket, History: 1, Storage: jetstream.FileStorage}); err != nil {
+		t.Fatal(err)
+	}
+	changes, err := topology.Provision(ctx, env.JS, topology.Topology{Partitions: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recreated := false
+	for _, c := range changes {
+		recreated = recreated || (c.Resource == "bucket "+topology.LocationsBucket && c.Action == "recreated")
+	}
+	kv, err := env.JS.KeyValue(ctx, topology.LocationsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := kv.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := st.(*jetstream.KeyValueBucketStatus).StreamInfo().Config.Storage; !recreated || got != jetstream.MemoryStorage {
+		t.Fatalf("recreated %v, storage %v; want recreated in memory", recreated, got)
+	}
+	if _, err := topology.Provision(ctx, env.JS, topology.Topology{Partitions: 2}); err != nil {
+		t.Fatalf("provisioning again: %v", err)
+	}
+}
