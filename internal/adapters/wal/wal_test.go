@@ -31,7 +31,7 @@ type stored struct {
 
 // newWAL publishes events round-robin over orders o-0..o-(n-1), each event its own
 // (order, source_seq), with a pause before event gap so SeqAtTime has a boundary.
-func newWAL(t *testing.T, orders, events int) *stored {
+func newWAL(t testing.TB, orders, events int) *stored {
 	t.Helper()
 	env := testenv.NATS(t)
 	ctx := context.Background()
@@ -351,4 +351,27 @@ func TestFollow(t *testing.T) {
 	if !errors.Is(err, stop) || first != info.State.FirstSeq || first < 100 {
 		t.Fatalf("Follow from 1 after purging below 100: first %d, err %v; want %d and fn's error", first, err, info.State.FirstSeq)
 	}
+}
+
+// BenchmarkFollow: how fast a reader without consumers (the estimator) follows a
+// WAL already written, one STREAM.MSG.GET per message, a window in flight.
+func BenchmarkFollow(b *testing.B) {
+	const events = 20_000
+	s := newWAL(b, 100, events)
+	stop := errors.New("read all")
+	b.ResetTimer()
+	start := time.Now()
+	for range b.N {
+		n := 0
+		err := wal.Follow(context.Background(), s.env.JS, 1, wal.FollowConfig{}, func(wal.Record) error {
+			if n++; n == events {
+				return stop
+			}
+			return nil
+		})
+		if !errors.Is(err, stop) {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*events)/time.Since(start).Seconds(), "events/s")
 }
