@@ -38,7 +38,9 @@ func (c *FollowConfig) setDefaults() {
 // messages by sequence (STREAM.MSG.GET, Window at a time), never through a
 // consumer: a client whose credentials may not create or drive consumers, such as
 // the estimator's, follows the WAL without any power over the pipeline's own
-// consumers (NATS permissions cannot tell one consumer name from another).
+// consumers (a right to create consumers on a stream cannot be limited by name: the
+// legacy create request takes the name from its body). A request per message:
+// BenchmarkFollow measures what that allows.
 // Sequences the archive purged are skipped; failed reads are retried after Idle.
 func Follow(ctx context.Context, js jetstream.JetStream, from uint64, cfg FollowConfig, fn func(Record) error) error {
 	cfg.setDefaults()

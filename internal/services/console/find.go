@@ -59,7 +59,7 @@ func (c *Console) find(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := strings.TrimSpace(r.PostForm.Get("order_id"))
-	if !orderIDPattern.MatchString(id) {
+	if !schemas.ValidOrderID(id) {
 		c.render(w, http.StatusBadRequest, "home", c.homePage(s, "", "Order ids are 1 to 64 letters, digits, _ or -."))
 		return
 	}

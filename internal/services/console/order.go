@@ -235,7 +235,7 @@ func (c *Console) newOrderPage(s *session, ov *orderView) orderPage {
 // orderID reads and checks the {id} path value, or answers 400.
 func (c *Console) orderID(w http.ResponseWriter, r *http.Request, s *session) (string, bool) {
 	id := r.PathValue("id")
-	if !orderIDPattern.MatchString(id) {
+	if !schemas.ValidOrderID(id) {
 		c.render(w, http.StatusBadRequest, "home", c.homePage(s, "", "Order ids are 1 to 64 letters, digits, _ or -."))
 		return "", false
 	}
@@ -269,7 +269,7 @@ func (c *Console) live(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	if !orderIDPattern.MatchString(id) {
+	if !schemas.ValidOrderID(id) {
 		http.Error(w, "bad order id", http.StatusBadRequest)
 		return
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"regexp"
 	"strconv"
 
 	"github.com/orderflow/orderflow/internal/services/auth"
@@ -96,11 +95,9 @@ func (h *HTTP) nearby(w http.ResponseWriter, r *http.Request) {
 	httpjson.Write(w, http.StatusOK, map[string]any{"dashers": hits})
 }
 
-var orderIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-
 func (h *HTTP) assign(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if !orderIDPattern.MatchString(id) {
+	if !schemas.ValidOrderID(id) {
 		httpjson.WriteError(w, http.StatusBadRequest, "order id must match ^[A-Za-z0-9_-]{1,64}$")
 		return
 	}
@@ -139,7 +136,7 @@ func (h *HTTP) assign(w http.ResponseWriter, r *http.Request) {
 // action is accept, decline or release, with body {"dasher_id"}.
 func (h *HTTP) action(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if !orderIDPattern.MatchString(id) {
+	if !schemas.ValidOrderID(id) {
 		httpjson.WriteError(w, http.StatusBadRequest, "order id must match ^[A-Za-z0-9_-]{1,64}$")
 		return
 	}

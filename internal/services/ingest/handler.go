@@ -166,7 +166,6 @@ type ErrorBody struct {
 }
 
 var (
-	orderIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 	// An Idempotency-Key becomes a NATS header value and a dedupe key: printable
 	// ASCII without spaces, as long as an event_id may be.
 	idempotencyPattern = regexp.MustCompile(`^[\x21-\x7e]{1,64}$`)
@@ -210,7 +209,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, source *string) 
 	}
 
 	orderID := r.PathValue("id")
-	if !orderIDPattern.MatchString(orderID) {
+	if !schemas.ValidOrderID(orderID) {
 		return refuse(w, http.StatusBadRequest, "order id must match ^[A-Za-z0-9_-]{1,64}$")
 	}
 	keys := r.Header.Values("Idempotency-Key")

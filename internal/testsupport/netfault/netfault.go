@@ -4,9 +4,6 @@
 package netfault
 
 import (
-	"context"
-	"fmt"
-	"strings"
 	"testing"
 
 	"github.com/Shopify/toxiproxy/v2"
@@ -48,28 +45,3 @@ func (l *Link) Heal() {
 		l.t.Fatalf("heal link %s: %v", l.proxy.Name, err)
 	}
 }
-
-// Latency adds d milliseconds (± jitter) to every byte both ways until removed.
-func (l *Link) Latency(ms, jitterMS int) {
-	l.t.Helper()
-	for _, dir := range []string{"downstream", "upstream"} {
-		body := fmt.Sprintf(`{"name":"latency_%s","type":"latency","stream":%q,"toxicity":1,"attributes":{"latency":%d,"jitter":%d}}`, dir, dir, ms, jitterMS)
-		if _, err := l.proxy.Toxics.AddToxicJson(strings.NewReader(body)); err != nil {
-			l.t.Fatalf("add latency to %s: %v", l.proxy.Name, err)
-		}
-	}
-}
-
-// Bandwidth limits the link to kbps kilobytes per second each way.
-func (l *Link) Bandwidth(kbps int) {
-	l.t.Helper()
-	for _, dir := range []string{"downstream", "upstream"} {
-		body := fmt.Sprintf(`{"name":"bandwidth_%s","type":"bandwidth","stream":%q,"toxicity":1,"attributes":{"rate":%d}}`, dir, dir, kbps)
-		if _, err := l.proxy.Toxics.AddToxicJson(strings.NewReader(body)); err != nil {
-			l.t.Fatalf("limit bandwidth of %s: %v", l.proxy.Name, err)
-		}
-	}
-}
-
-// Clear removes every toxic (latency, bandwidth).
-func (l *Link) Clear() { l.proxy.Toxics.ResetToxics(context.Background()) }
