@@ -36,8 +36,16 @@ func TestRegionalStreams(t *testing.T) {
 	if in.Duplicates != wal.Duplicates || in.MaxMsgSize != wal.MaxMsgSize || in.Discard != wal.Discard {
 		t.Errorf("ingest log limits differ from the WAL's")
 	}
-	if !sourcesEqual(wal.Sources, wal.Sources) || sourcesEqual(wal.Sources, wal.Sources[:1]) {
-		t.Error("sourcesEqual")
+	// The server reports a source given by domain as its API prefix, in any order.
+	reported := []*jetstream.StreamSource{
+		{Name: IngestStream, External: &jetstream.ExternalStream{APIPrefix: "$JS.us.API"}},
+		{Name: IngestStream},
+	}
+	if !sourcesEqual(wal.Sources, reported) {
+		t.Errorf("sourcesEqual: %+v and the server's report of it differ", wal.Sources)
+	}
+	if sourcesEqual(wal.Sources, wal.Sources[:1]) || sourcesEqual(wal.Sources, []*jetstream.StreamSource{{Name: IngestStream}, {Name: IngestStream, Domain: "eu"}}) {
+		t.Error("sourcesEqual: a missing source or another domain counted as equal")
 	}
 }
 
