@@ -118,8 +118,13 @@ func (r *RemoteKeys) Keys(ctx context.Context, refresh bool) (*jose.JSONWebKeySe
 		}
 		return nil, err
 	}
-	r.set, r.fetched = set, time.Now()
-	return set, nil
+	// The same keys keep the same set, so a Verifier's memory of verified tokens,
+	// which belongs to one set, survives a refetch that changed nothing.
+	if !sameKeys(r.set, set) {
+		r.set = set
+	}
+	r.fetched = time.Now()
+	return r.set, nil
 }
 
 func (r *RemoteKeys) fetch(ctx context.Context) (*jose.JSONWebKeySet, error) {
@@ -148,4 +153,14 @@ func OpenKeys(ctx context.Context, jwks string) (KeySource, error) {
 		return NewRemoteKeys(ctx, jwks)
 	}
 	return JWKSFile(jwks)
+}
+
+// sameKeys reports whether two key sets hold the same keys.
+func sameKeys(a, b *jose.JSONWebKeySet) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	ja, errA := json.Marshal(a)
+	jb, errB := json.Marshal(b)
+	return errA == nil && errB == nil && string(ja) == string(jb)
 }

@@ -159,6 +159,15 @@ func TestRemoteJWKSWithRotation(t *testing.T) {
 		t.Fatalf("rotated key: %v", err)
 	}
 
+	// A refetch that finds the same keys keeps the set (and the verified tokens).
+	before, _ := keys.Keys(context.Background(), false)
+	keys.(*RemoteKeys).MaxAge = 0
+	after, _ := keys.Keys(context.Background(), false)
+	keys.(*RemoteKeys).MaxAge = 5 * time.Minute
+	if before != after {
+		t.Error("a refetch of unchanged keys replaced the key set")
+	}
+
 	// The provider withdraws k1: once the set is refetched (MaxAge), a token it
 	// signed no longer verifies, though this verifier accepted it before.
 	old := sign(k1, "k1")
