@@ -114,18 +114,28 @@ receive:
 	}
 	sctx, cancel := context.WithTimeout(ctx, forwardTimeout)
 	defer cancel()
+	var stored []jetstream.Msg
 	for i, m := range msgs {
 		if err := relay.Settle(sctx, futures[i]); err != nil {
 			firstErr = cmpErr(firstErr, err)
 			_ = m.Nak()
 			continue
 		}
-		// Acked synchronously: the queue must drop it before the next fetch, or a
-		// restart would forward it again (harmless, but counted as waiting).
-		if err := m.DoubleAck(ctx); err != nil {
+		stored = append(stored, m)
+	}
+	if len(stored) == 0 {
+		return firstErr
+	}
+	// The queue must drop them before the next fetch, or a restart would forward
+	// them again (harmless, but counted as waiting): one connection's acks are
+	// applied in order, so waiting for the last one's confirmation waits for all.
+	for _, m := range stored[:len(stored)-1] {
+		if err := m.Ack(); err != nil {
 			firstErr = cmpErr(firstErr, err)
-			continue
 		}
+	}
+	if err := stored[len(stored)-1].DoubleAck(ctx); err != nil {
+		firstErr = cmpErr(firstErr, err)
 	}
 	return firstErr
 }

@@ -207,14 +207,8 @@ func DemoteMilestones(ctx context.Context, nc *nats.Conn, home string) (Handover
 			continue
 		}
 		subjects = append(subjects, m.Subject)
-		had, err := storedIn(ctx, hs, m.Subject)
-		if err != nil {
-			return h, err
-		}
-		if had {
-			h.AlreadyThere++
-			continue
-		}
+		// No look-up first: the home answers "subject full" for one it has, and
+		// step 3 looks every one up anyway.
 		stored, err := storeInHome(ctx, relay, home, orderID, kind)
 		if err != nil {
 			return h, fmt.Errorf("store %s in region %s's ledger: %w", m.Subject, home, err)
@@ -222,7 +216,7 @@ func DemoteMilestones(ctx context.Context, nc *nats.Conn, home string) (Handover
 		if stored {
 			h.Copied++
 		} else {
-			h.AlreadyThere++ // another region stored it meanwhile; step 3 checks
+			h.AlreadyThere++ // the home had it; step 3 checks
 		}
 	}
 	// 3. Believe the home's ledger, not the answers.
